@@ -1,0 +1,3 @@
+//! mlx5vf core
+#![no_std]
+#![forbid(unsafe_code)]
