@@ -1,3 +1,35 @@
-//! mlx5vf core
+//! # mlx5vf-core
+//!
+//! The mlx5 VF live-migration driver logic of Linux's `mlx5-vfio-pci`
+//! (including *chunk mode*, for device states above 4 GiB), as a `no_std`,
+//! allocation-free library that drivers vendor:
+//!
+//! - [`ifc`]: firmware command layouts, bit-exact with `mlx5_ifc.h`;
+//! - [`stream`]: the migration stream record codec and the resume-side reader;
+//! - [`vfio`]: the VFIO migration states, the next-state graph and what each arc means;
+//! - [`errno`]: the kernel errno vocabulary the driver reports.
+//!
+//! Firmware output and incoming migration streams are untrusted: nothing in
+//! this crate panics on any input, and nothing allocates.
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+#[cfg(test)]
+extern crate std;
+
+mod macros;
+
+pub mod errno;
+pub mod ifc;
+pub mod stream;
+pub mod vfio;

@@ -1,0 +1,258 @@
+//! QUERY_VHCA_MIGRATION_STATE, SAVE_VHCA_STATE and LOAD_VHCA_STATE.
+
+use super::command::{Command, EncodeError};
+use super::layout::{FieldError, layout};
+use super::mkey::Mkey;
+use super::status::Opcode;
+
+layout! {
+    /// `query_vhca_migration_state_in`.
+    pub mod query_vhca_migration_state_in: LayoutKind::Input { opcode: 0x117 }, 16 bytes, tiled {
+        opcode: u16 = [0x00, 0x10],
+        uid: u16 = [0x10, 0x10],
+        reserved_at_20: u16 = [0x20, 0x10],
+        op_mod: u16 = [0x30, 0x10],
+        incremental: bool = [0x40, 0x01],
+        chunk: bool = [0x41, 0x01],
+        reserved_at_42: u16 = [0x42, 0x0e],
+        vhca_id: u16 = [0x50, 0x10],
+        reserved_at_60: u32 = [0x60, 0x20],
+    }
+}
+
+layout! {
+    /// `query_vhca_migration_state_out`.
+    pub mod query_vhca_migration_state_out: LayoutKind::Output, 64 bytes, tiled {
+        status: u8 = [0x00, 0x08],
+        reserved_at_8: u32 = [0x08, 0x18],
+        syndrome: u32 = [0x20, 0x20],
+        reserved_at_40: u64 = [0x40, 0x40],
+        required_umem_size: u32 = [0x80, 0x20],
+        reserved_at_a0: u32 = [0xa0, 0x20],
+        remaining_total_size: u64 = [0xc0, 0x40],
+        reserved_at_100: Reserved = [0x100, 0x100],
+    }
+}
+
+layout! {
+    /// `save_vhca_state_in`.
+    pub mod save_vhca_state_in: LayoutKind::Input { opcode: 0x118 }, 32 bytes, tiled {
+        opcode: u16 = [0x00, 0x10],
+        uid: u16 = [0x10, 0x10],
+        reserved_at_20: u16 = [0x20, 0x10],
+        op_mod: u16 = [0x30, 0x10],
+        incremental: bool = [0x40, 0x01],
+        set_track: bool = [0x41, 0x01],
+        reserved_at_42: u16 = [0x42, 0x0e],
+        vhca_id: u16 = [0x50, 0x10],
+        reserved_at_60: u32 = [0x60, 0x20],
+        va: u64 = [0x80, 0x40],
+        mkey: u32 = [0xc0, 0x20],
+        size: u32 = [0xe0, 0x20],
+    }
+}
+
+layout! {
+    /// `save_vhca_state_out`.
+    pub mod save_vhca_state_out: LayoutKind::Output, 16 bytes, tiled {
+        status: u8 = [0x00, 0x08],
+        reserved_at_8: u32 = [0x08, 0x18],
+        syndrome: u32 = [0x20, 0x20],
+        actual_image_size: u32 = [0x40, 0x20],
+        next_required_umem_size: u32 = [0x60, 0x20],
+    }
+}
+
+layout! {
+    /// `load_vhca_state_in`.
+    pub mod load_vhca_state_in: LayoutKind::Input { opcode: 0x119 }, 32 bytes, tiled {
+        opcode: u16 = [0x00, 0x10],
+        uid: u16 = [0x10, 0x10],
+        reserved_at_20: u16 = [0x20, 0x10],
+        op_mod: u16 = [0x30, 0x10],
+        reserved_at_40: u16 = [0x40, 0x10],
+        vhca_id: u16 = [0x50, 0x10],
+        reserved_at_60: u32 = [0x60, 0x20],
+        va: u64 = [0x80, 0x40],
+        mkey: u32 = [0xc0, 0x20],
+        size: u32 = [0xe0, 0x20],
+    }
+}
+
+layout! {
+    /// `load_vhca_state_out`.
+    pub mod load_vhca_state_out: LayoutKind::Output, 16 bytes, tiled {
+        status: u8 = [0x00, 0x08],
+        reserved_at_8: u32 = [0x08, 0x18],
+        syndrome: u32 = [0x20, 0x20],
+        reserved_at_40: u64 = [0x40, 0x40],
+    }
+}
+
+/// Whether a QUERY or SAVE covers the whole state or only what changed since
+/// the last SAVE (the `incremental` bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Scope {
+    /// The whole state (`incremental = 0`).
+    Full,
+    /// Changes since the previous SAVE (`incremental = 1`).
+    Incremental,
+}
+
+/// Dirty tracking during a SAVE (the `set_track` bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Tracking {
+    /// `set_track = 1`: keep (or start) tracking changes; used while PRE_COPY runs.
+    Track,
+    /// `set_track = 0`: no tracking; a final (stop-copy) or cleanup save.
+    Untracked,
+}
+
+/// QUERY_VHCA_MIGRATION_STATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryMigrationState {
+    /// The VF's VHCA id.
+    pub vhca_id: u16,
+    /// Full or incremental.
+    pub scope: Scope,
+    /// Ask for chunk-mode sizes (`chunk = 1`).
+    pub chunked: bool,
+}
+
+/// The sizes QUERY_VHCA_MIGRATION_STATE reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MigrationStateSize {
+    /// Minimum buffer for the next SAVE (per chunk in chunk mode).
+    pub required_umem_size: u32,
+    /// Everything that remains to be saved; meaningful only with `chunk = 1`.
+    pub remaining_total_size: u64,
+}
+
+impl Command for QueryMigrationState {
+    const OPCODE: Opcode = Opcode::QueryVhcaMigrationState;
+    const IN_NAME: &'static str = "query_vhca_migration_state_in";
+    const OUT_NAME: &'static str = "query_vhca_migration_state_out";
+    const IN_SIZE: usize = query_vhca_migration_state_in::SIZE;
+    const OUT_SIZE: usize = query_vhca_migration_state_out::SIZE;
+    type Output = MigrationStateSize;
+
+    fn op_mod(&self) -> u16 {
+        0
+    }
+    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+        use query_vhca_migration_state_in as f;
+        f::incremental.set(buf, self.scope == Scope::Incremental)?;
+        f::chunk.set(buf, self.chunked)?;
+        Ok(f::vhca_id.set(buf, self.vhca_id)?)
+    }
+    fn decode_fields(&self, out: &[u8]) -> Result<MigrationStateSize, FieldError> {
+        use query_vhca_migration_state_out as f;
+        Ok(MigrationStateSize {
+            required_umem_size: f::required_umem_size.get(out)?,
+            remaining_total_size: f::remaining_total_size.get(out)?,
+        })
+    }
+}
+
+/// SAVE_VHCA_STATE. The kernel leaves `va = 0` with the mkey's start address
+/// at 0, so `va` is the offset into the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaveVhcaState {
+    /// The VF's VHCA id.
+    pub vhca_id: u16,
+    /// Full or incremental.
+    pub scope: Scope,
+    /// Tracking.
+    pub tracking: Tracking,
+    /// Virtual address inside the mkey.
+    pub va: u64,
+    /// The buffer's memory key.
+    pub mkey: Mkey,
+    /// Buffer size in bytes.
+    pub size: u32,
+}
+
+/// What a SAVE reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SaveResult {
+    /// Bytes written into the buffer.
+    pub actual_image_size: u32,
+    /// In chunk mode, the buffer size the next chunk needs; 0 after the last.
+    pub next_required_umem_size: u32,
+}
+
+impl Command for SaveVhcaState {
+    const OPCODE: Opcode = Opcode::SaveVhcaState;
+    const IN_NAME: &'static str = "save_vhca_state_in";
+    const OUT_NAME: &'static str = "save_vhca_state_out";
+    const IN_SIZE: usize = save_vhca_state_in::SIZE;
+    const OUT_SIZE: usize = save_vhca_state_out::SIZE;
+    type Output = SaveResult;
+
+    fn op_mod(&self) -> u16 {
+        0
+    }
+    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+        use save_vhca_state_in as f;
+        f::incremental.set(buf, self.scope == Scope::Incremental)?;
+        f::set_track.set(buf, self.tracking == Tracking::Track)?;
+        f::vhca_id.set(buf, self.vhca_id)?;
+        f::va.set(buf, self.va)?;
+        f::mkey.set(buf, self.mkey.0)?;
+        Ok(f::size.set(buf, self.size)?)
+    }
+    fn decode_fields(&self, out: &[u8]) -> Result<SaveResult, FieldError> {
+        use save_vhca_state_out as f;
+        Ok(SaveResult {
+            actual_image_size: f::actual_image_size.get(out)?,
+            next_required_umem_size: f::next_required_umem_size.get(out)?,
+        })
+    }
+}
+
+/// LOAD_VHCA_STATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadVhcaState {
+    /// The VF's VHCA id.
+    pub vhca_id: u16,
+    /// Virtual address inside the mkey.
+    pub va: u64,
+    /// The buffer's memory key.
+    pub mkey: Mkey,
+    /// Image size in bytes.
+    pub size: u32,
+}
+
+impl Command for LoadVhcaState {
+    const OPCODE: Opcode = Opcode::LoadVhcaState;
+    const IN_NAME: &'static str = "load_vhca_state_in";
+    const OUT_NAME: &'static str = "load_vhca_state_out";
+    const IN_SIZE: usize = load_vhca_state_in::SIZE;
+    const OUT_SIZE: usize = load_vhca_state_out::SIZE;
+    type Output = ();
+
+    fn op_mod(&self) -> u16 {
+        0
+    }
+    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+        use load_vhca_state_in as f;
+        f::vhca_id.set(buf, self.vhca_id)?;
+        f::va.set(buf, self.va)?;
+        f::mkey.set(buf, self.mkey.0)?;
+        Ok(f::size.set(buf, self.size)?)
+    }
+    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
+static_assertions::const_assert_eq!(query_vhca_migration_state_in::SIZE, 16);
+static_assertions::const_assert_eq!(query_vhca_migration_state_out::SIZE, 64);
+static_assertions::const_assert_eq!(save_vhca_state_in::SIZE, 32);
+static_assertions::const_assert_eq!(save_vhca_state_out::SIZE, 16);
+static_assertions::const_assert_eq!(load_vhca_state_in::SIZE, 32);
+static_assertions::const_assert_eq!(load_vhca_state_out::SIZE, 16);

@@ -1,0 +1,72 @@
+//! Typed firmware command layouts, bit-exact with Linux `mlx5_ifc.h`.
+//!
+//! One file per command family ([`hca_cap`], [`pd`], [`mkey`], [`vhca`],
+//! [`migration`]); each declares its structures as field tables with the
+//! [`layout`](layout/index.html) machinery (member names follow the Linux
+//! header, reserved members included), plus a typed [`Command`] per command
+//! whose `encode` writes the input into a caller buffer and whose `decode`
+//! checks the status and reads the output.
+//!
+//! # No-panic contract
+//! Nothing here panics on any input. Decoding a buffer that is too short is a
+//! [`DecodeError::Truncated`]; a non-OK status is a [`DecodeError::Failed`]
+//! carrying a [`CmdError`] (opcode, op_mod, status, syndrome); encoding into a
+//! buffer that is too small is an [`EncodeError::InsufficientSize`] with the
+//! buffer untouched. Firmware output is untrusted input.
+
+pub mod command;
+pub mod hca_cap;
+pub mod header;
+pub mod layout;
+pub mod migration;
+pub mod mkey;
+pub mod pd;
+pub mod status;
+pub mod vhca;
+
+pub use command::{Command, EncodeError};
+pub use header::{DecodeError, check_output};
+pub use layout::{Field, FieldError, Layout, LayoutKind, Nested, Tail};
+pub use status::{CmdError, CmdStatus, Opcode};
+
+/// Every structure this crate describes, for tools that encode and decode by
+/// name (`mlx5vf ifc`).
+pub const LAYOUTS: &[&Layout] = &[
+    &hca_cap::query_hca_cap_in::LAYOUT,
+    &hca_cap::query_hca_cap_out::LAYOUT,
+    &hca_cap::cmd_hca_cap::LAYOUT,
+    &hca_cap::cmd_hca_cap_2::LAYOUT,
+    &pd::alloc_pd_in::LAYOUT,
+    &pd::alloc_pd_out::LAYOUT,
+    &pd::dealloc_pd_in::LAYOUT,
+    &pd::dealloc_pd_out::LAYOUT,
+    &mkey::create_mkey_in::LAYOUT,
+    &mkey::create_mkey_out::LAYOUT,
+    &mkey::destroy_mkey_in::LAYOUT,
+    &mkey::destroy_mkey_out::LAYOUT,
+    &mkey::mkc::LAYOUT,
+    &vhca::suspend_vhca_in::LAYOUT,
+    &vhca::suspend_vhca_out::LAYOUT,
+    &vhca::resume_vhca_in::LAYOUT,
+    &vhca::resume_vhca_out::LAYOUT,
+    &migration::query_vhca_migration_state_in::LAYOUT,
+    &migration::query_vhca_migration_state_out::LAYOUT,
+    &migration::save_vhca_state_in::LAYOUT,
+    &migration::save_vhca_state_out::LAYOUT,
+    &migration::load_vhca_state_in::LAYOUT,
+    &migration::load_vhca_state_out::LAYOUT,
+];
+
+/// Looks a structure up by its Linux name (without `mlx5_ifc_` and `_bits`).
+pub fn layout_by_name(name: &str) -> Option<&'static Layout> {
+    LAYOUTS.iter().copied().find(|l| l.name == name)
+}
+
+/// The largest fixed command input the core sends (CREATE_MKEY's variable
+/// part aside): 32 bytes (SAVE/LOAD).
+pub const MAX_FIXED_IN: usize = 32;
+/// The largest command output the core reads: `query_hca_cap_out`.
+pub const MAX_OUT: usize = hca_cap::query_hca_cap_out::SIZE;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! ALLOC_PD / DEALLOC_PD: one protection domain per migration file.
+
+use super::command::{Command, EncodeError};
+use super::layout::{FieldError, layout};
+use super::status::Opcode;
+
+layout! {
+    /// `alloc_pd_in`.
+    pub mod alloc_pd_in: LayoutKind::Input { opcode: 0x800 }, 16 bytes, tiled {
+        opcode: u16 = [0x00, 0x10],
+        uid: u16 = [0x10, 0x10],
+        reserved_at_20: u16 = [0x20, 0x10],
+        op_mod: u16 = [0x30, 0x10],
+        reserved_at_40: u64 = [0x40, 0x40],
+    }
+}
+
+layout! {
+    /// `alloc_pd_out`.
+    pub mod alloc_pd_out: LayoutKind::Output, 16 bytes, tiled {
+        status: u8 = [0x00, 0x08],
+        reserved_at_8: u32 = [0x08, 0x18],
+        syndrome: u32 = [0x20, 0x20],
+        reserved_at_40: u8 = [0x40, 0x08],
+        pd: u32 = [0x48, 0x18],
+        reserved_at_60: u32 = [0x60, 0x20],
+    }
+}
+
+layout! {
+    /// `dealloc_pd_in`.
+    pub mod dealloc_pd_in: LayoutKind::Input { opcode: 0x801 }, 16 bytes, tiled {
+        opcode: u16 = [0x00, 0x10],
+        uid: u16 = [0x10, 0x10],
+        reserved_at_20: u16 = [0x20, 0x10],
+        op_mod: u16 = [0x30, 0x10],
+        reserved_at_40: u8 = [0x40, 0x08],
+        pd: u32 = [0x48, 0x18],
+        reserved_at_60: u32 = [0x60, 0x20],
+    }
+}
+
+layout! {
+    /// `dealloc_pd_out`.
+    pub mod dealloc_pd_out: LayoutKind::Output, 16 bytes, tiled {
+        status: u8 = [0x00, 0x08],
+        reserved_at_8: u32 = [0x08, 0x18],
+        syndrome: u32 = [0x20, 0x20],
+        reserved_at_40: u64 = [0x40, 0x40],
+    }
+}
+
+/// A protection domain number (24 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Pd(pub u32);
+
+/// ALLOC_PD.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocPd;
+
+impl Command for AllocPd {
+    const OPCODE: Opcode = Opcode::AllocPd;
+    const IN_NAME: &'static str = "alloc_pd_in";
+    const OUT_NAME: &'static str = "alloc_pd_out";
+    const IN_SIZE: usize = alloc_pd_in::SIZE;
+    const OUT_SIZE: usize = alloc_pd_out::SIZE;
+    type Output = Pd;
+
+    fn op_mod(&self) -> u16 {
+        0
+    }
+    fn encode_fields(&self, _buf: &mut [u8]) -> Result<(), EncodeError> {
+        Ok(())
+    }
+    fn decode_fields(&self, out: &[u8]) -> Result<Pd, FieldError> {
+        alloc_pd_out::pd.get(out).map(Pd)
+    }
+}
+
+/// DEALLOC_PD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeallocPd {
+    /// The domain to free.
+    pub pd: Pd,
+}
+
+impl Command for DeallocPd {
+    const OPCODE: Opcode = Opcode::DeallocPd;
+    const IN_NAME: &'static str = "dealloc_pd_in";
+    const OUT_NAME: &'static str = "dealloc_pd_out";
+    const IN_SIZE: usize = dealloc_pd_in::SIZE;
+    const OUT_SIZE: usize = dealloc_pd_out::SIZE;
+    type Output = ();
+
+    fn op_mod(&self) -> u16 {
+        0
+    }
+    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+        Ok(dealloc_pd_in::pd.set(buf, self.pd.0)?)
+    }
+    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
+static_assertions::const_assert_eq!(alloc_pd_in::SIZE, 16);
+static_assertions::const_assert_eq!(alloc_pd_out::SIZE, 16);
+static_assertions::const_assert_eq!(dealloc_pd_in::SIZE, 16);
+static_assertions::const_assert_eq!(dealloc_pd_out::SIZE, 16);

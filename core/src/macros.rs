@@ -1,0 +1,56 @@
+//! Small declarative helpers shared by the core's modules.
+
+/// Declares a code enum that tolerates unknown values: every listed code gets
+/// a variant, anything else decodes to `Unknown(raw)`. Both conversion
+/// directions and the Linux-style name come from the one table, so they
+/// cannot drift apart.
+macro_rules! enum_with_unknown {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident($ty:ty) {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $linux:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )*
+            /// A value this table does not know.
+            Unknown($ty),
+        }
+
+        impl From<$ty> for $name {
+            fn from(raw: $ty) -> Self {
+                match raw {
+                    $( $value => Self::$variant, )*
+                    other => Self::Unknown(other),
+                }
+            }
+        }
+
+        impl From<$name> for $ty {
+            fn from(value: $name) -> Self {
+                match value {
+                    $( $name::$variant => $value, )*
+                    $name::Unknown(raw) => raw,
+                }
+            }
+        }
+
+        impl $name {
+            /// Every known value.
+            #[allow(dead_code)]
+            pub const KNOWN: &'static [Self] = &[$(Self::$variant),*];
+
+            /// The name used by the Linux headers, or `None` for unknown values.
+            pub const fn linux_name(self) -> Option<&'static str> {
+                match self {
+                    $( Self::$variant => Some($linux), )*
+                    Self::Unknown(_) => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use enum_with_unknown;
