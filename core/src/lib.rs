@@ -7,6 +7,10 @@
 //! - [`ifc`]: firmware command layouts, bit-exact with `mlx5_ifc.h`;
 //! - [`stream`]: the migration stream record codec and the resume-side reader;
 //! - [`vfio`]: the VFIO migration states, the next-state graph and what each arc means;
+//! - [`save`] and [`load`]: the pure saving and resuming engines;
+//! - [`hal`]: the small trait a platform implements (commands, one async SAVE,
+//!   DMA buffers);
+//! - [`device`]: the per-VF driver loop joining all of the above;
 //! - [`errno`]: the kernel errno vocabulary the driver reports.
 //!
 //! Firmware output and incoming migration streams are untrusted: nothing in
@@ -29,7 +33,11 @@ extern crate std;
 
 mod macros;
 
+pub mod device;
 pub mod errno;
+pub mod hal;
 pub mod ifc;
+pub mod load;
+pub mod save;
 pub mod stream;
 pub mod vfio;

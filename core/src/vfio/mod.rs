@@ -367,7 +367,7 @@ impl Iterator for Path {
 }
 
 /// The data session a file carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Session {
     /// A saving (read) file.

@@ -1,0 +1,160 @@
+//! Who owns which buffer and PD, and when each may be freed.
+//!
+//! Every buffer belongs to one file session. A buffer is *pinned* while a
+//! SAVE writes into it or a reader copies out of it outside the device lock;
+//! closing a session frees every unpinned buffer at once and marks pinned
+//! ones *doomed*: they are freed when unpinned. A session's PD is freed when
+//! the session is closed and its last buffer is gone, because firmware
+//! refuses to free a PD that memory keys still use.
+
+use crate::hal::{BufferId, DmaDirection};
+use crate::ifc::mkey::Mkey;
+use crate::ifc::pd::Pd;
+
+/// Buffers the device tracks at once. A saving file holds at most
+/// `MAX_CHUNK_SLOTS` (8) slot buffers, one initial PRE_COPY buffer, one
+/// incremental or cleanup buffer and `MAX_AVAIL` (4) spare ones: 14; a
+/// resuming file holds up to `MAX_IMAGE_SEGMENTS` (16); a closed session
+/// still holds at most 2 pinned buffers (one SAVE in flight, one leased to a
+/// reader). 14 + 16 + 2 = 32.
+pub const MAX_BUFFERS: usize = 32;
+/// PDs the device tracks at once: one per open file (2) plus closed sessions
+/// whose pinned buffers are still draining (at most 2).
+pub const MAX_PDS: usize = 4;
+
+/// A session's identity: its generation number.
+pub(crate) type SessionId = u32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Buf {
+    pub(crate) id: BufferId,
+    pub(crate) npages: u32,
+    pub(crate) dir: DmaDirection,
+    pub(crate) session: SessionId,
+    /// The buffer's own memory key (save buffers; load segments share one
+    /// key held by the resuming file).
+    pub(crate) mkey: Option<Mkey>,
+    pub(crate) in_save: bool,
+    pub(crate) leased: bool,
+    pub(crate) doomed: bool,
+}
+
+impl Buf {
+    pub(crate) fn pinned(&self) -> bool {
+        self.in_save || self.leased
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PdSlot {
+    pub(crate) pd: Pd,
+    pub(crate) session: SessionId,
+    pub(crate) closed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Resources {
+    pub(crate) bufs: [Option<Buf>; MAX_BUFFERS],
+    pub(crate) pds: [Option<PdSlot>; MAX_PDS],
+    /// Bytes of live buffers, and the most ever live at once.
+    pub(crate) bytes: u64,
+    pub(crate) peak_bytes: u64,
+    pub(crate) page_size: u64,
+}
+
+impl Resources {
+    pub(crate) const fn new(page_size: u64) -> Self {
+        Self {
+            bufs: [None; MAX_BUFFERS],
+            pds: [None; MAX_PDS],
+            bytes: 0,
+            peak_bytes: 0,
+            page_size,
+        }
+    }
+
+    pub(crate) fn get(&self, index: u16) -> Option<&Buf> {
+        self.bufs.get(usize::from(index)).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, index: u16) -> Option<&mut Buf> {
+        self.bufs
+            .get_mut(usize::from(index))
+            .and_then(Option::as_mut)
+    }
+
+    /// Records a new buffer; `None` if the table is full.
+    pub(crate) fn insert(&mut self, buf: Buf) -> Option<u16> {
+        let (i, slot) = self
+            .bufs
+            .iter_mut()
+            .enumerate()
+            .find(|(_, b)| b.is_none())?;
+        *slot = Some(buf);
+        let bytes = u64::from(buf.npages).saturating_mul(self.page_size);
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.peak_bytes = self.peak_bytes.max(self.bytes);
+        u16::try_from(i).ok()
+    }
+
+    /// Forgets a buffer (after the platform freed it).
+    pub(crate) fn remove(&mut self, index: u16) -> Option<Buf> {
+        let buf = self.bufs.get_mut(usize::from(index))?.take()?;
+        let bytes = u64::from(buf.npages).saturating_mul(self.page_size);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        Some(buf)
+    }
+
+    /// Indexes of a session's buffers.
+    pub(crate) fn of_session(&self, session: SessionId) -> impl Iterator<Item = u16> + '_ {
+        self.bufs
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, b)| match b {
+                Some(b) if b.session == session => u16::try_from(i).ok(),
+                _ => None,
+            })
+    }
+
+    pub(crate) fn has_buffers(&self, session: SessionId) -> bool {
+        self.of_session(session).next().is_some()
+    }
+
+    pub(crate) fn insert_pd(&mut self, pd: Pd, session: SessionId) -> bool {
+        match self.pds.iter_mut().find(|p| p.is_none()) {
+            Some(slot) => {
+                *slot = Some(PdSlot {
+                    pd,
+                    session,
+                    closed: false,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn pd_of(&self, session: SessionId) -> Option<Pd> {
+        self.pds
+            .iter()
+            .flatten()
+            .find(|p| p.session == session)
+            .map(|p| p.pd)
+    }
+
+    pub(crate) fn pd_slot_mut(&mut self, session: SessionId) -> Option<&mut PdSlot> {
+        self.pds.iter_mut().flatten().find(|p| p.session == session)
+    }
+
+    pub(crate) fn remove_pd(&mut self, session: SessionId) -> Option<Pd> {
+        let slot = self
+            .pds
+            .iter_mut()
+            .find(|p| p.is_some_and(|p| p.session == session))?;
+        slot.take().map(|p| p.pd)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bufs.iter().all(Option::is_none) && self.pds.iter().all(Option::is_none)
+    }
+}

@@ -1,0 +1,630 @@
+//! The saving file: opening it, SAVE completions, the reader, PRE_COPY info,
+//! and the arcs that end PRE_COPY.
+
+use crate::hal::{BufferId, DmaDirection, Hal, HalError};
+use crate::ifc::migration::{QueryMigrationState, SaveVhcaState, Scope};
+use crate::ifc::{Command, DecodeError, MAX_FIXED_IN};
+use crate::save::{
+    BufRef, Empty, FileState, NextChunk, PrecopyInfo, SaveConfig, SaveEngine, SaveKind,
+    SaveRequest, Segment, SlotBuffer, plan_open,
+};
+use crate::stream::{STREAM_FORMAT_VERSION, StreamInfo, StreamInfoFlags};
+use crate::vfio::{MigState, SaveMode, Session};
+
+use super::resources::SessionId;
+use super::{Device, DeviceError, FileId, InFlightSave, Lease};
+
+/// Largest inline segment: our stream-info record.
+pub const MAX_INLINE: usize = StreamInfo::RECORD_LEN;
+
+pub(crate) struct SavingFile {
+    pub(crate) session: SessionId,
+    pub(crate) engine: SaveEngine,
+    /// The user closed the file; the device keeps it until an arc closes it,
+    /// as Linux's driver holds its own reference.
+    pub(crate) orphaned: bool,
+}
+
+/// The next bytes of a saving file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadSegment {
+    /// Bytes the device holds (record headers, our records): copy
+    /// `bytes[..len]`.
+    Inline {
+        /// The bytes.
+        bytes: [u8; MAX_INLINE],
+        /// How many are valid.
+        len: usize,
+    },
+    /// Copy `len` bytes of `buffer` from `offset`.
+    Buffer {
+        /// The platform's buffer.
+        buffer: BufferId,
+        /// Offset in the buffer.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// End of stream: `read()` returns 0.
+    Eof,
+}
+
+impl ReadSegment {
+    /// The inline bytes, for [`ReadSegment::Inline`].
+    pub fn inline_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Inline { bytes, len } => bytes.get(..*len),
+            _ => None,
+        }
+    }
+}
+
+/// What `poll()` reports for a saving file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Poll {
+    /// `EPOLLIN | EPOLLRDNORM`: data queued, or end of stream.
+    pub readable: bool,
+    /// `EPOLLRDHUP`: the file failed.
+    pub hangup: bool,
+}
+
+impl<H: Hal> Device<H> {
+    fn saving_for(&mut self, file: FileId) -> Result<&mut SavingFile, DeviceError> {
+        match self.saving.as_mut() {
+            Some(f) if file.kind == Session::Saving && f.session == file.session && !f.orphaned => {
+                Ok(f)
+            }
+            _ => Err(DeviceError::NoFile),
+        }
+    }
+
+    /// Opens a saving file: PD, QUERY, slot buffers, the first SAVE.
+    /// Any failure frees whatever was allocated, once.
+    pub(super) fn open_saving(&mut self, mode: SaveMode) -> Result<FileId, DeviceError> {
+        let session = self.new_session();
+        self.alloc_pd(session)?;
+        match self.open_saving_in(session, mode) {
+            Ok(()) => Ok(FileId {
+                kind: Session::Saving,
+                session,
+            }),
+            Err(e) => {
+                if self.saving.as_ref().is_some_and(|f| f.session == session) {
+                    self.saving = None;
+                }
+                self.close_session(session);
+                Err(e)
+            }
+        }
+    }
+
+    fn open_saving_in(&mut self, session: SessionId, mode: SaveMode) -> Result<(), DeviceError> {
+        let probe = self.probe.ok_or(DeviceError::NotProbed)?;
+        let q = self.exec_vf(&QueryMigrationState {
+            vhca_id: probe.vhca_id,
+            scope: Scope::Full,
+            chunked: probe.chunk_mode,
+        })?;
+        let tracking = mode == SaveMode::PreCopy;
+        let cfg = SaveConfig {
+            chunk_mode: probe.chunk_mode,
+            tracking,
+            chunk_size: self.cfg.chunk_size,
+            chunk_slots: self.cfg.chunk_slots,
+            page_size: crate::ifc::mkey::PAGE_SIZE,
+            max_buffer: self.cfg.max_save_buffer,
+            stream_info: self.cfg.integrity_records.then(|| StreamInfo {
+                version: STREAM_FORMAT_VERSION,
+                flags: StreamInfoFlags::new()
+                    .with_chunk_mode(probe.chunk_mode)
+                    .with_pre_copy(tracking),
+                // CAST: 4096.
+                page_size: crate::ifc::mkey::PAGE_SIZE as u32,
+                chunk_size: if probe.chunk_mode {
+                    self.cfg.chunk_size
+                } else {
+                    0
+                },
+                chunk_slots: u32::from(self.cfg.chunk_slots),
+                producer: self.cfg.producer,
+            }),
+        };
+        let plan = plan_open(&cfg, q)?;
+        let mut slots = [BufRef {
+            index: 0,
+            npages: 0,
+        }; crate::save::MAX_CHUNK_SLOTS];
+        let count = usize::from(plan.slots).min(slots.len());
+        for slot in slots.iter_mut().take(count) {
+            *slot = self.alloc_buffer(session, plan.slot_pages, DmaDirection::FromDevice, true)?;
+        }
+        let mut engine = SaveEngine::new(cfg, slots.get(..count).unwrap_or_default())?;
+        let fresh = match plan.initial_pages {
+            Some(n) => Some(self.alloc_buffer(session, n, DmaDirection::FromDevice, true)?),
+            None => None,
+        };
+        let req = engine.first_save(fresh)?;
+        self.saving = Some(SavingFile {
+            session,
+            engine,
+            orphaned: false,
+        });
+        self.start_save(req)
+    }
+
+    /// Issues a SAVE the engine asked for.
+    fn start_save(&mut self, req: SaveRequest) -> Result<(), DeviceError> {
+        let vhca_id = self.probed_vhca()?;
+        let result = self.try_start_save(vhca_id, req);
+        if result.is_err() {
+            if let Some(f) = self.saving.as_mut() {
+                let free = f.engine.fail(None).ok().flatten();
+                if let Some(b) = free {
+                    self.free_buffer(b.index);
+                }
+            }
+        }
+        result
+    }
+
+    fn try_start_save(&mut self, vhca_id: u16, req: SaveRequest) -> Result<(), DeviceError> {
+        if self.detached {
+            return Err(DeviceError::Detached);
+        }
+        self.no_save_in_flight()?;
+        let session = self
+            .saving
+            .as_ref()
+            .map(|f| f.session)
+            .ok_or(DeviceError::NoFile)?;
+        let mkey = self
+            .res
+            .get(req.buf.index)
+            .and_then(|b| b.mkey)
+            .ok_or(DeviceError::NoFile)?;
+        let cmd = SaveVhcaState {
+            vhca_id,
+            scope: req.scope,
+            tracking: req.tracking,
+            va: 0,
+            mkey,
+            size: req.size,
+        };
+        let mut input = [0u8; MAX_FIXED_IN];
+        let n = cmd.encode(&mut input)?;
+        let token = self.next_token(session);
+        self.hal
+            .start_save(input.get(..n).unwrap_or_default(), token)
+            .map_err(|e| DeviceError::Platform(e.kind()))?;
+        if let Some(b) = self.res.get_mut(req.buf.index) {
+            b.in_save = true;
+        }
+        self.in_flight = Some(InFlightSave {
+            token,
+            buf: req.buf.index,
+            session,
+        });
+        Ok(())
+    }
+
+    /// Starts a stop-copy chunk, growing the slot's buffer if it is too small.
+    fn start_chunk(&mut self, next: NextChunk) -> Result<(), DeviceError> {
+        let (session, decision) = {
+            let f = self.saving.as_ref().ok_or(DeviceError::NoFile)?;
+            (f.session, f.engine.slot_for(next.slot, next.min_bytes)?)
+        };
+        if let SlotBuffer::Grow { old, npages } = decision {
+            if let Some(old) = old {
+                self.free_buffer(old.index);
+            }
+            let buf = self.alloc_buffer(session, npages, DmaDirection::FromDevice, true)?;
+            self.saving
+                .as_mut()
+                .ok_or(DeviceError::NoFile)?
+                .engine
+                .set_slot(next.slot, buf)?;
+        }
+        let req = self
+            .saving
+            .as_mut()
+            .ok_or(DeviceError::NoFile)?
+            .engine
+            .start_chunk(next.slot)?;
+        self.start_save(req)
+    }
+
+    fn mark_saving_failed(&mut self) {
+        if let Some(f) = self.saving.as_mut() {
+            f.engine.set_error();
+        }
+    }
+
+    /// The platform delivers the output of the SAVE started with `token`.
+    ///
+    /// A SAVE that failed (firmware status, hostile sizes) puts the file in
+    /// error (or PRE_COPY_ERROR, as Linux does); that is not an error of this
+    /// call. The next chunk, if one is due and a slot is free, is started here.
+    ///
+    /// # Errors
+    /// [`DeviceError::StaleCompletion`] when `token` does not name the SAVE in
+    /// flight (a completion delivered twice, or for another session); nothing
+    /// changes.
+    pub fn handle_save_completion(
+        &mut self,
+        token: crate::hal::SaveToken,
+        output: &[u8],
+    ) -> Result<(), DeviceError> {
+        let f = self
+            .in_flight
+            .filter(|f| f.token == token)
+            .ok_or(DeviceError::StaleCompletion)?;
+        self.in_flight = None;
+        let mut doomed = false;
+        if let Some(b) = self.res.get_mut(f.buf) {
+            b.in_save = false;
+            doomed = b.doomed;
+        }
+        let live = self.saving.as_ref().is_some_and(|s| s.session == f.session);
+        if !live || doomed {
+            // The file closed while firmware was writing: the buffer can go.
+            self.free_buffer(f.buf);
+            return Ok(());
+        }
+        let kind = self
+            .saving
+            .as_ref()
+            .and_then(|s| s.engine.in_flight())
+            .map(|(_, k)| k);
+        self.apply_completion(f.buf, output);
+        if kind == Some(SaveKind::Cleanup) {
+            let failed = self
+                .saving
+                .as_ref()
+                .is_some_and(|s| s.engine.state() == FileState::Error);
+            self.cleanup_done = Some(if failed {
+                Err(DeviceError::SaveFileFailed)
+            } else {
+                Ok(())
+            });
+            self.close_saving();
+        }
+        Ok(())
+    }
+
+    fn apply_completion(&mut self, buf_index: u16, output: &[u8]) {
+        // Decode with the same checks as any command output.
+        let template = SaveVhcaState {
+            vhca_id: 0,
+            scope: Scope::Full,
+            tracking: crate::ifc::migration::Tracking::Untracked,
+            va: 0,
+            mkey: crate::ifc::mkey::Mkey(0),
+            size: 0,
+        };
+        let decoded = template.decode(output);
+        let buf_id = self.res.get(buf_index).map(|b| b.id);
+        let integrity = self.cfg.integrity_records;
+        let Some(file) = self.saving.as_mut() else {
+            return;
+        };
+        let result = match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                let status = match e {
+                    DecodeError::Failed(c) => Some(c.status),
+                    _ => None,
+                };
+                let free = file.engine.fail(status).ok().flatten();
+                if let Some(b) = free {
+                    self.free_buffer(b.index);
+                }
+                return;
+            }
+        };
+        let crc = match (file.engine.check_completion(&result), buf_id) {
+            (Ok(image), Some(id)) if integrity => {
+                let crc = file.engine.payload_crc();
+                self.hal.crc32c(id, 0, u64::from(image), crc)
+            }
+            _ => 0,
+        };
+        let Some(file) = self.saving.as_mut() else {
+            return;
+        };
+        // On error the engine has marked the file failed; nothing else to do.
+        if let Ok(after) = file.engine.complete(result, crc) {
+            if let Some(buf) = after.discard {
+                self.free_buffer(buf.index);
+            }
+            if let Some(next) = after.next {
+                if self.start_chunk(next).is_err() {
+                    self.mark_saving_failed();
+                }
+            }
+        }
+    }
+
+    /// The final save when PRE_COPY ends (PRE_COPY_P2P → STOP_COPY).
+    pub(super) fn final_save(&mut self) -> Result<(), DeviceError> {
+        let probe = self.probe.ok_or(DeviceError::NotProbed)?;
+        let state = match self.saving.as_ref() {
+            Some(f) => f.engine.state(),
+            None => return Err(DeviceError::NoFile),
+        };
+        if state == FileState::Error {
+            return Err(DeviceError::FileFailed);
+        }
+        // After a PRE_COPY error the final image is a full one.
+        let scope = if state == FileState::PreCopyError {
+            Scope::Full
+        } else {
+            Scope::Incremental
+        };
+        let result = self
+            .exec_vf(&QueryMigrationState {
+                vhca_id: probe.vhca_id,
+                scope,
+                chunked: probe.chunk_mode,
+            })
+            .and_then(|q| {
+                self.start_chunk(NextChunk {
+                    slot: 0,
+                    min_bytes: u64::from(q.required_umem_size),
+                })
+            });
+        if result.is_err() {
+            self.mark_saving_failed();
+        }
+        result
+    }
+
+    /// Leaving PRE_COPY without migrating (PRE_COPY → RUNNING, PRE_COPY_P2P →
+    /// RUNNING_P2P): a cleanup SAVE so firmware stops tracking, then the file
+    /// closes. The first call starts the SAVE and returns
+    /// [`DeviceError::SaveInFlight`]; the call after the completion finishes
+    /// the arc (`EIO` if the file had failed).
+    pub(super) fn precopy_cleanup(&mut self) -> Result<(), DeviceError> {
+        if let Some(done) = self.cleanup_done.take() {
+            return done;
+        }
+        let Some(session) = self.saving.as_ref().map(|f| f.session) else {
+            // No saving file (closed earlier): nothing to clean up.
+            return Ok(());
+        };
+        self.no_save_in_flight()?;
+        let probe = self.probe.ok_or(DeviceError::NotProbed)?;
+        let q = self.exec_vf(&QueryMigrationState {
+            vhca_id: probe.vhca_id,
+            scope: Scope::Incremental,
+            chunked: probe.chunk_mode,
+        })?;
+        let buf = self.take_save_buffer(session, u64::from(q.required_umem_size))?;
+        let req = self
+            .saving
+            .as_mut()
+            .ok_or(DeviceError::NoFile)?
+            .engine
+            .start_cleanup(buf)?;
+        self.start_save(req)?;
+        Err(DeviceError::SaveInFlight)
+    }
+
+    /// A buffer for a non-slot SAVE: reused from the engine's list or new.
+    fn take_save_buffer(&mut self, session: SessionId, bytes: u64) -> Result<BufRef, DeviceError> {
+        let take = self
+            .saving
+            .as_mut()
+            .ok_or(DeviceError::NoFile)?
+            .engine
+            .take_buffer(bytes);
+        for b in &take.free {
+            self.free_buffer(b.index);
+        }
+        match take.reuse {
+            Some(b) => Ok(b),
+            None => self.alloc_buffer(session, take.npages, DmaDirection::FromDevice, true),
+        }
+    }
+
+    /// Closes the saving file and frees what it holds (buffers being saved
+    /// into or copied out of go when that ends).
+    pub(super) fn close_saving(&mut self) {
+        if let Some(f) = self.saving.take() {
+            self.close_session(f.session);
+        }
+    }
+
+    /// The next bytes of saving file `file`, at most `max`. Copy them to the
+    /// reader (the device lock may be dropped meanwhile), then call
+    /// [`Device::read_end`] with the count copied.
+    ///
+    /// # Errors
+    /// [`DeviceError::NoFile`] / [`DeviceError::FileFailed`] (`ENODEV`),
+    /// [`DeviceError::NoMessage`] (`ENOMSG`: PRE_COPY drained),
+    /// [`DeviceError::WouldBlock`] (wait, or `EAGAIN`),
+    /// [`DeviceError::ReaderBusy`].
+    pub fn read_begin(&mut self, file: FileId, max: u64) -> Result<ReadSegment, DeviceError> {
+        if self.lease.is_some() {
+            return Err(DeviceError::ReaderBusy);
+        }
+        let f = self.saving_for(file)?;
+        let session = f.session;
+        let seg = match f.engine.peek() {
+            Ok(Segment::Inline(bytes)) => {
+                let mut out = [0u8; MAX_INLINE];
+                let n = bytes
+                    .len()
+                    .min(MAX_INLINE)
+                    .min(usize::try_from(max).unwrap_or(usize::MAX));
+                if let (Some(dst), Some(src)) = (out.get_mut(..n), bytes.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                self.lease = Some(Lease { session, buf: None });
+                ReadSegment::Inline { bytes: out, len: n }
+            }
+            Ok(Segment::Buffer { buf, offset, len }) => {
+                let id = self
+                    .res
+                    .get_mut(buf.index)
+                    .map(|b| {
+                        b.leased = true;
+                        b.id
+                    })
+                    .ok_or(DeviceError::NoFile)?;
+                self.lease = Some(Lease {
+                    session,
+                    buf: Some(buf.index),
+                });
+                ReadSegment::Buffer {
+                    buffer: id,
+                    offset,
+                    len: len.min(max),
+                }
+            }
+            Err(Empty::EndOfStream) => ReadSegment::Eof,
+            Err(Empty::NoMessage) => return Err(DeviceError::NoMessage),
+            Err(Empty::WouldBlock) => return Err(DeviceError::WouldBlock),
+            Err(Empty::Error) => return Err(DeviceError::FileFailed),
+        };
+        Ok(seg)
+    }
+
+    /// The reader copied `n` bytes of the segment [`Device::read_begin`]
+    /// returned. Starts a chunk SAVE that was held back for a free slot.
+    ///
+    /// # Errors
+    /// [`DeviceError::UnplannedWrite`] without a matching `read_begin`.
+    pub fn read_end(&mut self, file: FileId, n: u64) -> Result<(), DeviceError> {
+        let lease = self
+            .lease
+            .filter(|l| l.session == file.session && file.kind == Session::Saving)
+            .ok_or(DeviceError::UnplannedWrite)?;
+        self.lease = None;
+        if let Some(i) = lease.buf {
+            let doomed = self.res.get_mut(i).is_some_and(|b| {
+                b.leased = false;
+                b.doomed
+            });
+            if doomed {
+                self.free_buffer(i);
+            }
+        }
+        let Some(f) = self.saving.as_mut().filter(|f| f.session == lease.session) else {
+            return Ok(());
+        };
+        let consumed = f.engine.consume(n);
+        if let Some(b) = consumed.free {
+            self.free_buffer(b.index);
+        }
+        if let Some(next) = consumed.start {
+            if self.start_chunk(next).is_err() {
+                self.mark_saving_failed();
+            }
+        }
+        Ok(())
+    }
+
+    /// `poll()` on a saving file.
+    pub fn poll(&self, file: FileId) -> Poll {
+        match self.saving.as_ref() {
+            Some(f) if file.kind == Session::Saving && f.session == file.session => {
+                match f.engine.peek() {
+                    Ok(_) | Err(Empty::EndOfStream) => Poll {
+                        readable: true,
+                        hangup: false,
+                    },
+                    Err(Empty::Error) => Poll {
+                        readable: true,
+                        hangup: true,
+                    },
+                    Err(_) => Poll::default(),
+                }
+            }
+            _ => Poll {
+                readable: true,
+                hangup: true,
+            },
+        }
+    }
+
+    /// VFIO_MIG_GET_PRECOPY_INFO on saving file `file`. In PRE_COPY (not
+    /// PRE_COPY_P2P, where the VF is suspended) it asks firmware for its
+    /// incremental size, and when the reader has drained everything and
+    /// firmware has new data it starts an incremental SAVE so the next read
+    /// finds it.
+    ///
+    /// # Errors
+    /// [`DeviceError::NotPreCopy`] outside PRE_COPY states (`EINVAL`),
+    /// `ENODEV` for a failed file, [`DeviceError::SaveInFlight`] (wait and
+    /// retry), or the QUERY's error.
+    pub fn precopy_info(&mut self, file: FileId) -> Result<PrecopyInfo, DeviceError> {
+        if !matches!(self.state, MigState::PreCopy | MigState::PreCopyP2p) {
+            return Err(DeviceError::NotPreCopy);
+        }
+        let (session, state) = {
+            let f = self.saving_for(file)?;
+            (f.session, f.engine.state())
+        };
+        let mut inc = 0u64;
+        if self.state == MigState::PreCopy {
+            match state {
+                // The incremental query is refused once the file failed.
+                FileState::Error => return Err(DeviceError::FileFailed),
+                // After a PRE_COPY error there is nothing incremental to ask for.
+                FileState::PreCopyError => {}
+                _ => {
+                    self.no_save_in_flight()?;
+                    let probe = self.probe.ok_or(DeviceError::NotProbed)?;
+                    let q = self.exec_vf(&QueryMigrationState {
+                        vhca_id: probe.vhca_id,
+                        scope: Scope::Incremental,
+                        chunked: probe.chunk_mode,
+                    })?;
+                    inc = u64::from(q.required_umem_size);
+                }
+            }
+        }
+        let (info, start) = self.saving_for(file)?.engine.precopy_info(inc)?;
+        if let Some(bytes) = start {
+            let result = self.take_save_buffer(session, bytes).and_then(|buf| {
+                let req = self
+                    .saving
+                    .as_mut()
+                    .ok_or(DeviceError::NoFile)?
+                    .engine
+                    .start_precopy(buf)?;
+                self.start_save(req)
+            });
+            if let Err(e) = result {
+                self.mark_saving_failed();
+                return Err(e);
+            }
+        }
+        Ok(info)
+    }
+
+    /// The user closed file `file`. A saving file stays with the device until
+    /// an arc closes it (as in Linux, where the driver holds its own
+    /// reference); a resuming file likewise keeps its verdict for RESUMING →
+    /// STOP. The handle is dead from now on.
+    pub fn release(&mut self, file: FileId) {
+        match file.kind {
+            Session::Saving => {
+                if let Some(f) = self.saving.as_mut().filter(|f| f.session == file.session) {
+                    f.orphaned = true;
+                }
+            }
+            Session::Resuming => {
+                if let Some(f) = self.resuming.as_mut().filter(|f| f.session == file.session) {
+                    f.orphaned = true;
+                }
+            }
+        }
+    }
+
+    /// The saving engine of the open saving file (for tests and statistics).
+    pub fn save_engine(&self) -> Option<&SaveEngine> {
+        self.saving.as_ref().map(|f| &f.engine)
+    }
+}

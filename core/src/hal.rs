@@ -1,0 +1,196 @@
+//! What the core cannot do itself: talk to firmware and own memory.
+//!
+//! The trait is small on purpose (one required method per capability):
+//! a synchronous command, one asynchronous SAVE at a time, DMA buffers by
+//! handle, and a CRC-32C over buffer bytes (so platforms can use their fast
+//! one). Copying bytes between buffers and the user is the shim's job; the
+//! core says which buffer, which offset and how many bytes.
+//!
+//! Two implementations exist: the userspace shim's (over the simulated
+//! firmware or a real PF) and the kernel-style shim's (a table of C
+//! callbacks).
+
+use core::fmt;
+
+use crate::errno::Errno;
+use crate::ifc::mkey::Mkey;
+use crate::ifc::pd::Pd;
+
+/// A DMA buffer, as the platform names it. Opaque to the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferId(pub u64);
+
+/// Which way data moves through a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DmaDirection {
+    /// The device writes (SAVE).
+    FromDevice,
+    /// The device reads (LOAD).
+    ToDevice,
+}
+
+/// Names an asynchronous SAVE so its completion can be matched to it.
+///
+/// The platform carries it from [`Hal::start_save`] to
+/// [`Device::handle_save_completion`](crate::device::Device::handle_save_completion);
+/// a token that does not name the SAVE in flight (stale, repeated or forged)
+/// is refused there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SaveToken(pub(crate) u64);
+
+impl SaveToken {
+    /// The token as a plain number (for C callers).
+    pub const fn to_bits(self) -> u64 {
+        self.0
+    }
+    /// A token from a plain number; the core validates it on use.
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+}
+
+/// The kinds of platform failure the core distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum HalErrorKind {
+    /// Memory (or IOVA space) could not be allocated: `ENOMEM`.
+    OutOfMemory,
+    /// The command could not be delivered to firmware (command queue or
+    /// transport failure, signature error): `EIO`.
+    Delivery,
+    /// Firmware did not answer in time: `ETIMEDOUT`.
+    Timeout,
+    /// The function is gone (PF driver unbound, VF disabled): `ENOTCONN`.
+    Detached,
+    /// A copy to or from the caller's memory failed: `EFAULT`.
+    Fault,
+    /// Anything else: `EIO`.
+    Other,
+}
+
+impl HalErrorKind {
+    /// The errno for this kind.
+    pub const fn errno(self) -> Errno {
+        match self {
+            Self::OutOfMemory => Errno::ENOMEM,
+            Self::Timeout => Errno::ETIMEDOUT,
+            Self::Detached => Errno::ENOTCONN,
+            Self::Fault => Errno::EFAULT,
+            Self::Delivery | Self::Other => Errno::EIO,
+        }
+    }
+}
+
+impl fmt::Display for HalErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::OutOfMemory => "out of memory",
+            Self::Delivery => "command delivery failed",
+            Self::Timeout => "firmware timed out",
+            Self::Detached => "function detached",
+            Self::Fault => "bad address",
+            Self::Other => "platform error",
+        })
+    }
+}
+
+/// A platform error: anything with a [`HalErrorKind`].
+pub trait HalError: fmt::Debug {
+    /// What kind of failure this is.
+    fn kind(&self) -> HalErrorKind;
+}
+
+impl HalError for HalErrorKind {
+    fn kind(&self) -> HalErrorKind {
+        *self
+    }
+}
+
+/// The platform side of the driver.
+///
+/// # Contract
+/// - Every method is called with the caller's device lock held; none is
+///   called concurrently with another for the same device.
+/// - At most one SAVE is in flight per device. Each [`Hal::start_save`] that
+///   returns `Ok` must later be completed exactly once, by calling
+///   [`Device::handle_save_completion`](crate::device::Device::handle_save_completion)
+///   with the token and the command output, even if the file was closed
+///   meanwhile (the buffer stays allocated and mapped until then).
+/// - Buffers are whole pages of [`PAGE_SIZE`](crate::ifc::mkey::PAGE_SIZE)
+///   bytes.
+pub trait Hal {
+    /// The platform's error type.
+    type Error: HalError;
+
+    /// Runs one command synchronously: `input` bytes in, `output` filled
+    /// (status in byte 0). `Err` means the command was not executed (the core
+    /// decodes firmware status from `output` itself).
+    ///
+    /// # Errors
+    /// Delivery failures.
+    fn exec(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), Self::Error>;
+
+    /// Starts SAVE_VHCA_STATE with `input` asynchronously; its output comes
+    /// back through `Device::handle_save_completion(token, output)`.
+    ///
+    /// # Errors
+    /// The command could not be started; nothing will complete.
+    fn start_save(&mut self, input: &[u8], token: SaveToken) -> Result<(), Self::Error>;
+
+    /// Allocates a buffer of `npages` pages (never 0).
+    ///
+    /// # Errors
+    /// Out of memory.
+    fn alloc_buffer(&mut self, npages: u32, dir: DmaDirection) -> Result<BufferId, Self::Error>;
+
+    /// Makes `buffers` (in order, as one virtual range starting at 0)
+    /// reachable by the device through a new MTT memory key under `pd`:
+    /// DMA-map their pages, then CREATE_MKEY (see
+    /// [`encode_create_mkey_mtt`](crate::ifc::mkey::encode_create_mkey_mtt)).
+    ///
+    /// # Errors
+    /// Mapping or CREATE_MKEY failed; nothing stays mapped.
+    fn map_buffers(&mut self, pd: Pd, buffers: &[BufferId]) -> Result<Mkey, Self::Error>;
+
+    /// Undoes [`Hal::map_buffers`]: DESTROY_MKEY, then DMA-unmap.
+    ///
+    /// # Errors
+    /// Only reported (the core counts a leak); the buffers are unmapped anyway.
+    fn unmap_buffers(&mut self, mkey: Mkey, buffers: &[BufferId]) -> Result<(), Self::Error>;
+
+    /// Frees a buffer (unmapped).
+    fn free_buffer(&mut self, buffer: BufferId);
+
+    /// Continues the CRC-32C `crc` over `len` bytes of `buffer` from `offset`
+    /// (see [`crc32c::update`](crate::stream::crc32c::update)).
+    fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32;
+}
+
+impl<H: Hal + ?Sized> Hal for &mut H {
+    type Error = H::Error;
+    fn exec(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), Self::Error> {
+        (**self).exec(input, output)
+    }
+    fn start_save(&mut self, input: &[u8], token: SaveToken) -> Result<(), Self::Error> {
+        (**self).start_save(input, token)
+    }
+    fn alloc_buffer(&mut self, npages: u32, dir: DmaDirection) -> Result<BufferId, Self::Error> {
+        (**self).alloc_buffer(npages, dir)
+    }
+    fn map_buffers(&mut self, pd: Pd, buffers: &[BufferId]) -> Result<Mkey, Self::Error> {
+        (**self).map_buffers(pd, buffers)
+    }
+    fn unmap_buffers(&mut self, mkey: Mkey, buffers: &[BufferId]) -> Result<(), Self::Error> {
+        (**self).unmap_buffers(mkey, buffers)
+    }
+    fn free_buffer(&mut self, buffer: BufferId) {
+        (**self).free_buffer(buffer)
+    }
+    fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32 {
+        (**self).crc32c(buffer, offset, len, crc)
+    }
+}

@@ -1,0 +1,460 @@
+//! Saving-engine tests without a device: sizing, the chunk pipeline with
+//! back-pressure, the exact Linux byte stream, PRE_COPY accounting and
+//! hostile completions.
+
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+use crate::stream::{Event, Reader, StreamInfoFlags, Tag, Verdict, crc32c};
+
+const MIB: u64 = 1 << 20;
+
+fn q(required: u32, total: u64) -> MigrationStateSize {
+    MigrationStateSize {
+        required_umem_size: required,
+        remaining_total_size: total,
+    }
+}
+
+#[test]
+fn open_sizes_follow_linux() {
+    let chunk = SaveConfig::linux(true, false);
+    assert_eq!(
+        plan_open(&chunk, q(MIB as u32, 1 << 30))
+            .unwrap()
+            .slot_pages,
+        2048
+    );
+    // A first object above 8 MiB wins.
+    assert_eq!(
+        plan_open(&chunk, q(12 * MIB as u32, 1 << 30))
+            .unwrap()
+            .slot_pages,
+        3072
+    );
+    // A small state does not get 8 MiB.
+    assert_eq!(plan_open(&chunk, q(4096, 100_000)).unwrap().slot_pages, 25);
+    assert_eq!(plan_open(&chunk, q(4096, 100_000)).unwrap().slots, 2);
+    // Legacy: required, plus 10 % with tracking; one slot.
+    let legacy = SaveConfig::linux(false, false);
+    let p = plan_open(&legacy, q(10 * MIB as u32, 0)).unwrap();
+    assert_eq!((p.slot_pages, p.slots, p.initial_pages), (2560, 1, None));
+    let pre = SaveConfig::linux(false, true);
+    let p = plan_open(&pre, q(10 * MIB as u32, 0)).unwrap();
+    assert_eq!(p.slot_pages, 2816);
+    assert_eq!(p.initial_pages, Some(2816));
+    // The 10 % never pushes past the SAVE limit.
+    let p = plan_open(&pre, q(0xF000_0000, 0)).unwrap();
+    assert_eq!(p.slot_pages as u64 * 4096, MAX_SAVE_BUFFER);
+    // Above the limit: refused before anything is allocated.
+    assert_eq!(
+        plan_open(&legacy, q(u32::MAX, 0)),
+        Err(SaveError::TooLarge {
+            required: u32::MAX as u64,
+            limit: MAX_SAVE_BUFFER,
+            chunk_mode: false
+        })
+    );
+}
+
+/// A scripted firmware for the engine: the state is `total` bytes in
+/// objects of `obj` bytes; a SAVE packs whole objects up to the buffer.
+struct Script {
+    remaining: u64,
+    obj: u64,
+}
+
+impl Script {
+    fn save(&mut self, size: u32) -> SaveResult {
+        let fit = (size as u64 / self.obj).max(1) * self.obj;
+        let image = fit.min(self.remaining);
+        self.remaining -= image;
+        let next = if self.remaining == 0 {
+            0
+        } else {
+            self.obj.min(self.remaining) as u32
+        };
+        SaveResult {
+            actual_image_size: image as u32,
+            next_required_umem_size: next,
+        }
+    }
+}
+
+/// Drives an engine like the device does, with buffers as plain numbers.
+struct Harness {
+    engine: SaveEngine,
+    next_index: u16,
+    live: Vec<BufRef>,
+    fw: Script,
+    stream: Vec<u8>,
+    max_ready: usize,
+}
+
+impl Harness {
+    fn alloc(&mut self, npages: u32) -> BufRef {
+        let b = BufRef {
+            index: self.next_index,
+            npages,
+        };
+        self.next_index += 1;
+        self.live.push(b);
+        b
+    }
+
+    fn free(&mut self, b: BufRef) {
+        self.live.retain(|x| x.index != b.index);
+    }
+
+    fn open(cfg: SaveConfig, total: u64, obj: u64) -> (Self, SaveRequest) {
+        let plan = plan_open(&cfg, q(obj as u32, total)).unwrap();
+        let placeholder = vec![
+            BufRef {
+                index: u16::MAX,
+                npages: 1
+            };
+            plan.slots as usize
+        ];
+        let mut h = Self {
+            engine: SaveEngine::new(cfg, &placeholder).unwrap(),
+            next_index: 0,
+            live: vec![],
+            fw: Script {
+                remaining: total,
+                obj,
+            },
+            stream: vec![],
+            max_ready: 0,
+        };
+        let slots: Vec<BufRef> = (0..plan.slots).map(|_| h.alloc(plan.slot_pages)).collect();
+        h.engine = SaveEngine::new(cfg, &slots).unwrap();
+        let fresh = plan.initial_pages.map(|n| h.alloc(n));
+        let req = h.engine.first_save(fresh).unwrap();
+        (h, req)
+    }
+
+    /// Completes a SAVE and starts whatever comes next; returns the next request.
+    fn complete(&mut self, req: SaveRequest) -> Option<SaveRequest> {
+        let r = self.fw.save(req.size);
+        let after = self.engine.complete(r, 0).unwrap();
+        self.max_ready = self.max_ready.max(self.engine.ready_chunks());
+        assert!(self.engine.ready_chunks() <= self.engine.slot_count());
+        after.next.map(|n| self.start(n))
+    }
+
+    fn start(&mut self, n: NextChunk) -> SaveRequest {
+        if let SlotBuffer::Grow { old, npages } = self.engine.slot_for(n.slot, n.min_bytes).unwrap()
+        {
+            if let Some(old) = old {
+                self.free(old);
+            }
+            let b = self.alloc(npages);
+            self.engine.set_slot(n.slot, b).unwrap();
+        }
+        self.engine.start_chunk(n.slot).unwrap()
+    }
+
+    /// Reads up to `max` bytes (payload bytes are represented by 0xee).
+    fn read(&mut self, max: u64) -> Result<Option<SaveRequest>, Empty> {
+        let seg = self.engine.peek()?;
+        let n = match seg {
+            Segment::Inline(b) => {
+                let n = (b.len() as u64).min(max);
+                self.stream.extend_from_slice(&b[..n as usize]);
+                n
+            }
+            Segment::Buffer { len, .. } => {
+                let n = len.min(max);
+                self.stream.extend(std::iter::repeat_n(0xee, n as usize));
+                n
+            }
+        };
+        let c = self.engine.consume(n);
+        if let Some(b) = c.free {
+            self.free(b);
+        }
+        Ok(c.start.map(|n| self.start(n)))
+    }
+}
+
+#[test]
+fn chunk_pipeline_holds_back_when_every_slot_is_unread() {
+    // 64 MiB in 1 MiB objects: 8 chunks of 8 MiB.
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 64 * MIB, MIB);
+    assert_eq!(first.kind, SaveKind::StopCopyChunk { slot: 0 });
+    assert_eq!(first.scope, Scope::Full);
+    assert_eq!(first.size as u64, 8 * MIB);
+    // Complete two chunks without reading: the third is held back.
+    let second = h.complete(first).unwrap();
+    assert_eq!(second.kind, SaveKind::StopCopyChunk { slot: 1 });
+    assert_eq!(second.scope, Scope::Incremental);
+    assert!(h.complete(second).is_none());
+    assert!(h.engine.is_held_back());
+    assert_eq!(h.engine.ready_chunks(), 2);
+    // Reading the whole first chunk releases slot 0 and starts the held SAVE.
+    let mut started = None;
+    while started.is_none() {
+        started = h.read(1 << 20).unwrap();
+    }
+    let third = started.unwrap();
+    assert_eq!(third.kind, SaveKind::StopCopyChunk { slot: 0 });
+    let mut pending = Some(third);
+    loop {
+        if let Some(r) = pending.take() {
+            pending = h.complete(r);
+        }
+        match h.read(3 << 20) {
+            Ok(Some(r)) => pending = Some(r),
+            Ok(None) => {}
+            Err(Empty::EndOfStream) => break,
+            Err(e) => assert_eq!(e, Empty::WouldBlock, "pending {pending:?}"),
+        }
+    }
+    assert_eq!(h.engine.state(), FileState::Complete);
+    assert_eq!(h.engine.stats().chunks, 8);
+    assert_eq!(h.max_ready, 2);
+    // Only the two slot buffers ever existed.
+    assert_eq!(h.live.len(), 2);
+}
+
+#[test]
+fn linux_stream_bytes_are_exact() {
+    // 20 MiB in 4 MiB objects; read everything and parse it back.
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 20 * MIB, 4 * MIB);
+    let mut pending = Some(first);
+    loop {
+        if let Some(r) = pending.take() {
+            pending = h.complete(r);
+        }
+        match h.read(u64::MAX) {
+            Ok(r) => pending = pending.or(r),
+            Err(Empty::EndOfStream) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // STOP_COPY_SIZE(8 MiB), then 8+8+4 MiB images, each behind a FW_DATA header.
+    let s = &h.stream;
+    assert_eq!(&s[..16], &[8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(&s[16..24], &(8 * MIB).to_le_bytes());
+    let mut at = 24;
+    for size in [8 * MIB, 8 * MIB, 4 * MIB] {
+        assert_eq!(&s[at..at + 8], &size.to_le_bytes());
+        assert_eq!(&s[at + 8..at + 16], &[0; 8]); // MANDATORY, FW_DATA
+        at += 16 + size as usize;
+    }
+    assert_eq!(at, s.len());
+}
+
+#[test]
+fn our_records_wrap_the_stream_and_verify() {
+    let info = StreamInfo {
+        version: crate::stream::STREAM_FORMAT_VERSION,
+        flags: StreamInfoFlags::new().with_chunk_mode(true),
+        page_size: 4096,
+        chunk_size: 8 * MIB,
+        chunk_slots: 2,
+        producer: StreamInfo::producer_from("test"),
+    };
+    let cfg = SaveConfig {
+        stream_info: Some(info),
+        ..SaveConfig::linux(true, false)
+    };
+    let (mut h, first) = Harness::open(cfg, 10 * MIB, MIB);
+    // Feed completions with a CRC of the (0xee) payload bytes.
+    let mut pending = Some(first);
+    loop {
+        if let Some(req) = pending.take() {
+            let r = h.fw.save(req.size);
+            let crc = crc32c::update(
+                h.engine.payload_crc(),
+                &vec![0xee; r.actual_image_size as usize],
+            );
+            pending = h.engine.complete(r, crc).unwrap().next.map(|n| h.start(n));
+        }
+        match h.read(u64::MAX) {
+            Ok(r) => pending = pending.or(r),
+            Err(Empty::EndOfStream) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let mut reader = Reader::new();
+    let mut rest = &h.stream[..];
+    let mut tags = vec![];
+    while !rest.is_empty() {
+        let step = reader.feed(rest).unwrap();
+        for e in &step.events {
+            if let Event::RecordStart { header, .. } = e {
+                tags.push(header.tag);
+            }
+        }
+        rest = &rest[step.consumed..];
+    }
+    assert_eq!(
+        tags,
+        [
+            Tag::StreamInfo,
+            Tag::StopCopySize,
+            Tag::FwData,
+            Tag::FwData,
+            Tag::StreamEnd
+        ]
+    );
+    assert_eq!(reader.verdict(), Verdict::Complete { verified: true });
+}
+
+#[test]
+fn precopy_accounting() {
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
+    assert_eq!(first.kind, SaveKind::Initial);
+    assert_eq!(
+        (first.scope, first.tracking),
+        (Scope::Full, Tracking::Track)
+    );
+    // Before the initial SAVE completes: only the STOP_COPY_SIZE record.
+    assert_eq!(h.engine.precopy_info(0).unwrap().0.initial_bytes, 24);
+    assert_eq!(h.read(u64::MAX), Ok(None));
+    assert_eq!(h.read(u64::MAX), Err(Empty::WouldBlock));
+    let r = h.fw.save(first.size);
+    assert!(h.engine.complete(r, 0).unwrap().next.is_none());
+    assert_eq!(h.engine.state(), FileState::PreCopy);
+    // initial = 24 + 16 + 8 MiB, of which 24 were read.
+    let (info, start) = h.engine.precopy_info(MIB).unwrap();
+    assert_eq!(info.initial_bytes, 16 + 8 * MIB);
+    assert_eq!((info.dirty_bytes, start), (0, None));
+    while h.read(u64::MAX).is_ok() {}
+    assert_eq!(h.read(1), Err(Empty::NoMessage));
+    // Drained and firmware has 1 MiB: dirty = 0 + 1 MiB, start a SAVE.
+    let (info, start) = h.engine.precopy_info(MIB).unwrap();
+    assert_eq!(
+        info,
+        PrecopyInfo {
+            initial_bytes: 0,
+            dirty_bytes: MIB
+        }
+    );
+    assert_eq!(start, Some(MIB));
+    let take = h.engine.take_buffer(MIB);
+    // The initial 8 MiB buffer came back after reading and is reused.
+    assert_eq!(take.reuse.map(|b| b.npages), Some(2048));
+    let req = h.engine.start_precopy(take.reuse.unwrap()).unwrap();
+    assert_eq!(
+        (req.scope, req.tracking),
+        (Scope::Incremental, Tracking::Track)
+    );
+    // While it is in flight a blocking reader waits instead of seeing ENOMSG.
+    assert_eq!(h.engine.peek(), Err(Empty::WouldBlock));
+    let r = h.fw.save(req.size);
+    h.engine.complete(r, 0).unwrap();
+    // Unread bytes count as dirty now.
+    let (info, _) = h.engine.precopy_info(0).unwrap();
+    assert_eq!(info.dirty_bytes, 16 + 8 * MIB);
+}
+
+#[test]
+fn bad_res_state_during_precopy_is_recoverable() {
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
+    let free = h.engine.fail(Some(CmdStatus::BadResStateErr)).unwrap();
+    assert!(free.is_none());
+    assert_eq!(h.engine.state(), FileState::PreCopyError);
+    assert!(h.engine.in_flight().is_none());
+    // The failed buffer is on the available list.
+    assert_eq!(h.engine.take_buffer(4096).reuse, Some(first.buf));
+    // The final save then takes a full image.
+    let final_req = h.engine.start_final().unwrap();
+    assert_eq!(
+        (final_req.scope, final_req.tracking),
+        (Scope::Full, Tracking::Untracked)
+    );
+    // Any other failure is fatal.
+    let (mut h, _) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
+    h.engine.fail(Some(CmdStatus::BadParamErr)).unwrap();
+    assert_eq!(h.engine.state(), FileState::Error);
+    assert_eq!(h.engine.peek(), Err(Empty::Error));
+    // A stop-copy chunk failing with BAD_RES_STATE is fatal too.
+    let (mut h, _) = Harness::open(SaveConfig::linux(true, false), 32 * MIB, MIB);
+    h.engine.fail(Some(CmdStatus::BadResStateErr)).unwrap();
+    assert_eq!(h.engine.state(), FileState::Error);
+}
+
+#[test]
+fn hostile_completions_are_refused() {
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 32 * MIB, MIB);
+    let too_big = SaveResult {
+        actual_image_size: first.size + 1,
+        next_required_umem_size: 0,
+    };
+    assert_eq!(
+        h.engine.check_completion(&too_big),
+        Err(SaveError::ImageOverflow {
+            actual: first.size + 1,
+            buffer: first.size as u64
+        })
+    );
+    assert!(h.engine.complete(too_big, 0).is_err());
+    assert_eq!(h.engine.state(), FileState::Error);
+    assert_eq!(
+        h.engine.complete(too_big, 0),
+        Err(SaveError::NoSaveInFlight)
+    );
+
+    let (mut h, _) = Harness::open(SaveConfig::linux(true, false), 32 * MIB, MIB);
+    let absurd = SaveResult {
+        actual_image_size: 4096,
+        next_required_umem_size: u32::MAX,
+    };
+    assert!(matches!(
+        h.engine.complete(absurd, 0),
+        Err(SaveError::TooLarge { .. })
+    ));
+    assert_eq!(h.engine.state(), FileState::Error);
+    // Nothing was queued for the refused image.
+    assert_eq!(h.engine.queued_end(), 24);
+}
+
+#[test]
+fn legacy_mode_is_one_image() {
+    // Legacy QUERY reports the whole image as required.
+    let (mut h, first) = Harness::open(SaveConfig::linux(false, false), 3 * MIB, 3 * MIB);
+    assert_eq!(first.kind, SaveKind::StopCopyChunk { slot: 0 });
+    assert_eq!(first.size as u64, 3 * MIB);
+    let r = h.fw.save(first.size);
+    assert_eq!(r.actual_image_size as u64, 3 * MIB);
+    // Legacy ignores next_required_umem_size even if firmware sends one.
+    let r = SaveResult {
+        next_required_umem_size: 12345,
+        ..r
+    };
+    assert_eq!(h.engine.complete(r, 0).unwrap().next, None);
+    assert_eq!(h.engine.state(), FileState::Complete);
+}
+
+#[test]
+fn growing_a_slot_for_a_large_object() {
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 64 * MIB, MIB);
+    // Firmware says the next chunk needs 12 MiB.
+    let r = SaveResult {
+        actual_image_size: first.size,
+        next_required_umem_size: 12 * MIB as u32,
+    };
+    let next = h.engine.complete(r, 0).unwrap().next.unwrap();
+    assert_eq!(
+        next,
+        NextChunk {
+            slot: 1,
+            min_bytes: 12 * MIB
+        }
+    );
+    match h.engine.slot_for(1, next.min_bytes).unwrap() {
+        SlotBuffer::Grow {
+            old: Some(old),
+            npages,
+        } => {
+            assert_eq!(old.npages, 2048);
+            assert_eq!(npages, 3072);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A busy slot cannot be reused.
+    assert_eq!(h.engine.slot_for(0, 1), Err(SaveError::WrongState));
+}
