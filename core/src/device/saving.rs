@@ -388,11 +388,29 @@ impl<H: Hal> Device<H> {
         if let Some(done) = self.cleanup_done.take() {
             return done;
         }
-        let Some(session) = self.saving.as_ref().map(|f| f.session) else {
+        let Some((session, failed)) = self
+            .saving
+            .as_ref()
+            .map(|f| (f.session, f.engine.state() == FileState::Error))
+        else {
             // No saving file (closed earlier): nothing to clean up.
             return Ok(());
         };
         self.no_save_in_flight()?;
+        let started = self.start_cleanup(session);
+        match started {
+            Ok(()) => Err(DeviceError::SaveInFlight),
+            // A failed file still gets its cleanup attempt (firmware may be
+            // tracking); if that cannot even start, close it and report EIO.
+            Err(_) if failed => {
+                self.close_saving();
+                Err(DeviceError::SaveFileFailed)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_cleanup(&mut self, session: SessionId) -> Result<(), DeviceError> {
         let probe = self.probe.ok_or(DeviceError::NotProbed)?;
         let q = self.exec_vf(&QueryMigrationState {
             vhca_id: probe.vhca_id,
@@ -406,8 +424,7 @@ impl<H: Hal> Device<H> {
             .ok_or(DeviceError::NoFile)?
             .engine
             .start_cleanup(buf)?;
-        self.start_save(req)?;
-        Err(DeviceError::SaveInFlight)
+        self.start_save(req)
     }
 
     /// A buffer for a non-slot SAVE: reused from the engine's list or new.
