@@ -1,1 +1,34 @@
-//! placeholder
+//! # mlx5vf (userspace shim)
+//!
+//! The `std` side of mlx5vf: the library behind the `mlx5vf` command-line
+//! tool, which drives the `no_std` driver logic of [`mlx5vf_core`] from an
+//! ordinary process. Today it holds the engineer's tools that need no device:
+//!
+//! - `mlx5vf ifc`: encode and decode firmware command structures by their
+//!   Linux `mlx5_ifc.h` names and members ([`cli::ifc`]), for reading command
+//!   traces and for checking [`mlx5vf_core::ifc`] against Linux from outside;
+//! - `mlx5vf states`: the VFIO migration state graph, answering what the Linux
+//!   VFIO core's `vfio_mig_get_next_state()` answers ([`cli::states`]);
+//! - `mlx5vf inspect`: list the records of a migration stream (Linux format or
+//!   ours, with its integrity record) in constant memory ([`cli::inspect`]).
+//!
+//! The device-backed commands (save, load, migrate, bench over the built-in
+//! simulated device or a VFIO PF) join them in [`cli::Command`].
+//!
+//! # Exit status
+//! `0` success; `1` the request was well formed but failed (no such
+//! transition, a malformed stream, an I/O error); `2` a usage error (unknown
+//! name, bad number, bad hex, …). Every error is one line on standard error,
+//! starting `mlx5vf: `. See [`cli::Error::exit_code`].
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod cli;

@@ -114,22 +114,17 @@ impl Field {
             .div_ceil(8)
     }
 
-    /// The bytes holding the field: 8 for a 64-bit field, else its dword,
-    /// with the right shift that brings the field to bit 0.
+    /// The bytes holding the field (at most 8: a field never crosses a dword
+    /// unless it is a dword-aligned 64-bit one) and the right shift that
+    /// brings it to bit 0.
     fn span(&self) -> (core::ops::Range<usize>, u32) {
         // CAST: bit offsets are far below 2^32; usize is at least 32 bits.
-        let bit = self.bit as usize;
-        if self.width == 64 {
-            let start = bit / 8;
-            (start..start.saturating_add(8), 0)
-        } else {
-            let start = (bit / 32).saturating_mul(4);
-            // A well-formed field (checked at compile time) has bit % 32 + width <= 32.
-            let shift = 32u32
-                .saturating_sub(self.bit % 32)
-                .saturating_sub(self.width);
-            (start..start.saturating_add(4), shift)
-        }
+        let start = (self.bit / 8) as usize;
+        let end = self.end_byte();
+        let end_bit = self.bit.saturating_add(self.width);
+        // CAST: end <= (2^32 + 64) / 8, so end * 8 fits u64; the shift is < 8.
+        let shift = (end as u64).saturating_mul(8).saturating_sub(u64::from(end_bit)) as u32;
+        (start..end, shift)
     }
 
     fn truncated(&self, actual: usize) -> FieldError {
@@ -309,14 +304,17 @@ pub struct Nested {
     pub layout: &'static Layout,
 }
 
-/// A variable-length array of 64-bit entries after the fixed part, e.g.
-/// `klm_pas_mtt[]` of `create_mkey_in`.
+/// A variable-length array after the fixed part, e.g. `klm_pas_mtt[]` of
+/// `create_mkey_in` (declared `klm_pas_mtt[][0x20]` in Linux: 32-bit
+/// elements, two per 64-bit MTT entry).
 #[derive(Clone, Copy, Debug)]
 pub struct Tail {
     /// The member name.
     pub name: &'static str,
     /// Byte offset where the array starts (the fixed part's size).
     pub byte: usize,
+    /// Width of one element in bits.
+    pub element_bits: u32,
 }
 
 /// A whole structure, for tools: name, size and members.
@@ -402,7 +400,7 @@ macro_rules! layout {
             $( $field:ident : $ty:ty = [$bit:literal, $width:literal] ),* $(,)?
         }
         $( nested { $( $nname:ident : $nlayout:path = $nbit:literal ),* $(,)? } )?
-        $( tail $tname:ident at $tbyte:literal )?
+        $( tail $tname:ident [$tbits:literal] at $tbyte:literal )?
     ) => {
         $(#[$meta])*
         #[allow(non_upper_case_globals)]
@@ -429,14 +427,16 @@ macro_rules! layout {
                 kind: $kind,
                 fields: FIELDS,
                 nested: &[$($( Nested { name: stringify!($nname), bit: $nbit, layout: &$nlayout }),*)?],
-                tail: $crate::ifc::layout::layout!(@tail $( $tname $tbyte )?),
+                tail: $crate::ifc::layout::layout!(@tail $( $tname $tbyte $tbits )?),
             };
 
             const _: () = assert!($crate::ifc::layout::layout!(@shape $shape, FIELDS, SIZE));
         }
     };
     (@tail) => { None };
-    (@tail $tname:ident $tbyte:literal) => { Some(Tail { name: stringify!($tname), byte: $tbyte }) };
+    (@tail $tname:ident $tbyte:literal $tbits:literal) => {
+        Some(Tail { name: stringify!($tname), byte: $tbyte, element_bits: $tbits })
+    };
     (@shape tiled, $fields:expr, $size:expr) => { $crate::ifc::layout::tiles($fields, $size) };
     (@shape sparse, $fields:expr, $size:expr) => { $crate::ifc::layout::ordered_within($fields, $size) };
 }

@@ -77,7 +77,7 @@ layout! {
         reserved_at_320: Reserved = [0x320, 0x560],
     }
     nested { memory_key_mkey_entry: super::mkc::LAYOUT = 0x80 }
-    tail klm_pas_mtt at 272
+    tail klm_pas_mtt [32] at 272
 }
 
 layout! {

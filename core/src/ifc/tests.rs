@@ -126,31 +126,36 @@ fn declared_offsets_match_the_reference_tables() {
     }
 }
 
+/// The buffer with exactly bits `[bit, bit + width)` set, built bit by bit
+/// independently of the accessor code.
+fn expected_ones(size: usize, bit: u32, width: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; size];
+    for i in bit..bit + width {
+        buf[(i / 8) as usize] |= 0x80 >> (i % 8);
+    }
+    buf
+}
+
 #[test]
 fn every_member_sets_exactly_its_own_bits() {
     for layout in LAYOUTS {
         for f in layout.fields.iter().filter(|f| f.width <= 64) {
+            let want = expected_ones(layout.size, f.bit, f.width);
             let mut buf = vec![0u8; layout.size];
             f.write(&mut buf, f.max_value()).unwrap();
-            for i in 0..(layout.size as u32 * 8) {
-                let inside = i >= f.bit && i < f.bit + f.width;
-                assert_eq!(
-                    bit_is_set(&buf, i),
-                    inside,
-                    "{}.{}: bit {i:#x}",
-                    layout.name,
-                    f.name
-                );
-            }
+            assert!(buf == want, "{}.{}", layout.name, f.name);
+            assert!(bit_is_set(&buf, f.bit), "{}.{}", layout.name, f.name);
             assert_eq!(f.read(&buf).unwrap(), f.max_value());
             // And the complement: clearing the field in an all-ones buffer
             // clears exactly those bits.
             let mut ones = vec![0xffu8; layout.size];
             f.write(&mut ones, 0).unwrap();
-            let cleared = (0..layout.size as u32 * 8)
-                .filter(|&i| !bit_is_set(&ones, i))
-                .count();
-            assert_eq!(cleared, f.width as usize, "{}.{}", layout.name, f.name);
+            assert!(
+                ones.iter().zip(&want).all(|(o, w)| *o == !*w),
+                "{}.{}",
+                layout.name,
+                f.name
+            );
         }
     }
 }
@@ -163,6 +168,21 @@ fn nested_mkc_sits_at_byte_16_of_create_mkey_in() {
     assert_eq!(l.nested[0].bit, 0x80);
     assert_eq!(l.nested[0].layout.name, "mkc");
     assert_eq!(l.tail.unwrap().byte, 272);
+    assert_eq!(l.tail.unwrap().element_bits, 32);
+}
+
+#[test]
+fn capability_decoders_accept_exactly_min_decode_len() {
+    let cap = layout_by_name("cmd_hca_cap").unwrap();
+    let n = cap.min_decode_len();
+    assert_eq!(n, 210); // migration is bit 0x68d: byte 209
+    assert!(GeneralCaps::parse(&vec![0; n]).is_ok());
+    assert!(GeneralCaps::parse(&vec![0; n - 1]).is_err());
+    let cap2 = layout_by_name("cmd_hca_cap_2").unwrap();
+    let n = cap2.min_decode_len();
+    assert_eq!(n, 27); // migration_in_chunks is bit 0xd0: byte 26
+    assert!(General2Caps::parse(&vec![0; n]).is_ok());
+    assert!(General2Caps::parse(&vec![0; n - 1]).is_err());
 }
 
 #[test]

@@ -1,0 +1,629 @@
+//! `mlx5vf inspect`: list the records of a migration stream.
+//!
+//! The stream is read in [`READ_CHUNK`]-byte pieces through
+//! [`mlx5vf_core::stream::Reader::feed`], the same reader the resume engine
+//! uses, so memory stays at one chunk however large the stream is (streams of
+//! many GiB are normal) and what this tool accepts is exactly what a load
+//! accepts. One line per complete record, then a summary; a malformed stream
+//! gets the records parsed so far and then an error naming what is wrong and
+//! at which byte.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use mlx5vf_core::stream::{
+    HEADER_LEN, Header, Reader, StreamEnd, StreamError, StreamInfo, Tag, Verdict,
+};
+
+use super::Error;
+
+/// Bytes read from the input at a time (what QEMU reads from a data fd).
+pub const READ_CHUNK: usize = 1 << 20;
+
+/// The long help of `mlx5vf inspect`.
+pub const LONG_ABOUT: &str = "List the records of a migration stream, one line each: stream offset, tag, \
+                  flags (mandatory/optional), payload size and, for the small records, their \
+                  content (STOP_COPY_SIZE value; mlx5vf stream-info and stream-end fields). Then \
+                  a summary: records, FW_DATA records and bytes, total bytes, and integrity: \
+                  `verified` when the stream carries an mlx5vf end record that matched (record \
+                  count, byte count and CRC-32C of the FW_DATA payloads), `absent` for a stream \
+                  in the Linux format, which has none.\n\n\
+                  The stream is read in 1 MiB pieces and never held in memory. A malformed \
+                  stream (truncated header or payload, a record over 4 GiB - 1, an unknown \
+                  mandatory tag, an integrity mismatch, a missing end record after a \
+                  stream-info record, ...) prints the records parsed so far, then one error \
+                  line on standard error with the byte offset, and exits 1.";
+
+/// The examples after the help of `mlx5vf inspect`.
+pub const AFTER_HELP: &str = "Example:\n  mlx5vf inspect state.bin\n  \
+                  offset=0 tag=STOP_COPY_SIZE flags=optional size=8 stop_copy_size=8388608\n  \
+                  offset=24 tag=FW_DATA flags=mandatory size=8388608\n  \
+                  summary records=2 fw_data_records=1 fw_data_bytes=8388608 total_bytes=8388632 integrity=absent";
+
+/// `mlx5vf inspect` arguments.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The stream file; `-` (the default) reads standard input.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    pub file: PathBuf,
+    /// Print one JSON object per line instead: {"type":"record",...} for each
+    /// record, then {"type":"summary",...}, or {"type":"error",...} for a
+    /// malformed stream (also reported on standard error).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Read size in bytes (at least 1).
+    pub chunk: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            json: false,
+            chunk: READ_CHUNK,
+        }
+    }
+}
+
+/// What a whole, well-formed stream held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Records of any tag.
+    pub records: u64,
+    /// FW_DATA records.
+    pub fw_data_records: u64,
+    /// FW_DATA payload bytes.
+    pub fw_data_bytes: u64,
+    /// Stream bytes.
+    pub total_bytes: u64,
+    /// The mlx5vf end record was present and matched (else the stream is in
+    /// the Linux format, without one).
+    pub verified: bool,
+}
+
+/// Why `inspect` failed.
+#[derive(Debug)]
+pub enum InspectError {
+    /// The file could not be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading the stream failed.
+    Read(io::Error),
+    /// Writing the listing failed.
+    Output(io::Error),
+    /// The reader rejected the stream (oversized record, unknown mandatory
+    /// tag, integrity mismatch, …).
+    Malformed(StreamError),
+    /// The stream stops inside a record header.
+    TruncatedHeader {
+        /// Stream offset of the header.
+        offset: u64,
+        /// Header bytes present.
+        have: u64,
+        /// Header bytes missing.
+        missing: u64,
+    },
+    /// The stream stops inside a record's payload.
+    TruncatedRecord {
+        /// Stream offset of the record's header.
+        offset: u64,
+        /// Its tag.
+        tag: Tag,
+        /// Its payload size.
+        size: u64,
+        /// Payload bytes missing.
+        missing: u64,
+    },
+    /// The stream began with stream-info but ended, on a record boundary,
+    /// without the stream-end record.
+    MissingEnd {
+        /// Where the stream ended.
+        offset: u64,
+        /// Records it held.
+        records: u64,
+    },
+    /// The reader consumed nothing from non-empty input (a reader bug;
+    /// reported instead of looping forever).
+    Stalled {
+        /// Stream offset.
+        offset: u64,
+    },
+}
+
+impl InspectError {
+    /// The stream offset the error is about, if it is about the stream.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Self::Malformed(e) => Some(e.offset),
+            Self::TruncatedHeader { offset, .. }
+            | Self::TruncatedRecord { offset, .. }
+            | Self::MissingEnd { offset, .. }
+            | Self::Stalled { offset } => Some(*offset),
+            Self::Open { .. } | Self::Read(_) | Self::Output(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for InspectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
+            Self::Read(e) => write!(f, "reading the stream: {e}"),
+            Self::Output(e) => write!(f, "writing output: {e}"),
+            Self::Malformed(e) => write!(f, "bad record at byte {}: {}", e.offset, e.kind),
+            Self::TruncatedHeader {
+                offset,
+                have,
+                missing,
+            } => write!(
+                f,
+                "truncated stream: record header at byte {offset} has {have} of \
+                 {HEADER_LEN} bytes ({missing} missing)"
+            ),
+            Self::TruncatedRecord {
+                offset,
+                tag,
+                size,
+                missing,
+            } => write!(
+                f,
+                "truncated stream: {tag} record at byte {offset} has {} of its {size} \
+                 payload bytes ({missing} missing)",
+                size.saturating_sub(*missing)
+            ),
+            Self::MissingEnd { offset, records } => write!(
+                f,
+                "stream-end record missing: the stream starts with a stream-info record \
+                 but ends at byte {offset} after {records} records without one"
+            ),
+            Self::Stalled { offset } => {
+                write!(f, "stream reader made no progress at byte {offset}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InspectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Open { source: e, .. } | Self::Read(e) | Self::Output(e) => Some(e),
+            Self::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `mlx5vf inspect`.
+///
+/// # Errors
+/// [`InspectError`] (as [`Error::Inspect`]) or a failed write.
+pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let opts = Options {
+        json: args.json,
+        ..Options::default()
+    };
+    if args.file.as_os_str() == "-" {
+        inspect(&mut io::stdin().lock(), out, &opts)?;
+    } else {
+        let mut file = File::open(&args.file).map_err(|source| InspectError::Open {
+            path: args.file.clone(),
+            source,
+        })?;
+        inspect(&mut file, out, &opts)?;
+    }
+    Ok(())
+}
+
+/// Lists the records of the stream `input` on `out` and returns the summary
+/// (also printed). On a malformed stream the records before the fault are
+/// printed (and, with JSON, an error object), then the error is returned.
+///
+/// # Errors
+/// See [`InspectError`].
+pub fn inspect(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    opts: &Options,
+) -> Result<Summary, InspectError> {
+    let result = walk(input, out, opts);
+    if let (true, Err(e)) = (opts.json, &result) {
+        if !matches!(e, InspectError::Output(_)) {
+            let mut line = String::from("{\"type\":\"error\"");
+            if let Some(offset) = e.offset() {
+                let _ = write!(line, ",\"offset\":{offset}");
+            }
+            let _ = write!(line, ",\"message\":{}}}", json_str(&e.to_string()));
+            writeln!(out, "{line}").map_err(InspectError::Output)?;
+        }
+    }
+    result
+}
+
+/// A record whose header arrived, with the content of a small record once
+/// parsed; printed when the record is complete.
+struct Pending {
+    offset: u64,
+    header: Header,
+    content: Option<Content>,
+}
+
+#[derive(Clone, Copy)]
+enum Content {
+    StopCopySize(u64),
+    Info(StreamInfo),
+    End(StreamEnd),
+}
+
+fn walk(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    opts: &Options,
+) -> Result<Summary, InspectError> {
+    use mlx5vf_core::stream::Event;
+
+    let mut buf = vec![0u8; opts.chunk.max(1)];
+    let mut reader = Reader::new();
+    let mut pending: Option<Pending> = None;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InspectError::Read(e)),
+        };
+        let mut rest = buf.get(..n).unwrap_or_default();
+        while !rest.is_empty() {
+            let step = reader.feed(rest).map_err(InspectError::Malformed)?;
+            if step.consumed == 0 {
+                return Err(InspectError::Stalled {
+                    offset: reader.position(),
+                });
+            }
+            for event in &step.events {
+                match *event {
+                    Event::RecordStart { offset, header } => {
+                        pending = Some(Pending {
+                            offset,
+                            header,
+                            content: None,
+                        });
+                    }
+                    Event::StopCopySize(v) => set_content(&mut pending, Content::StopCopySize(v)),
+                    Event::StreamInfo(info) => set_content(&mut pending, Content::Info(info)),
+                    Event::StreamEnd(end) => set_content(&mut pending, Content::End(end)),
+                    Event::RecordEnd { offset, header } => {
+                        let content = pending
+                            .take()
+                            .filter(|p| p.offset == offset)
+                            .and_then(|p| p.content);
+                        let line = record_line(offset, &header, content, opts.json);
+                        writeln!(out, "{line}").map_err(InspectError::Output)?;
+                    }
+                }
+            }
+            rest = rest.get(step.consumed..).unwrap_or_default();
+        }
+    }
+    let verified = match reader.verdict() {
+        Verdict::Complete { verified } => verified,
+        Verdict::PartialRecord {
+            offset,
+            tag: None,
+            missing,
+        } => {
+            return Err(InspectError::TruncatedHeader {
+                offset,
+                // CAST: HEADER_LEN is 16.
+                have: (HEADER_LEN as u64).saturating_sub(missing),
+                missing,
+            });
+        }
+        Verdict::PartialRecord {
+            offset,
+            tag: Some(tag),
+            missing,
+        } => {
+            let size = pending
+                .as_ref()
+                .filter(|p| p.offset == offset)
+                .map_or(missing, |p| p.header.record_size);
+            return Err(InspectError::TruncatedRecord {
+                offset,
+                tag,
+                size,
+                missing,
+            });
+        }
+        Verdict::MissingEnd => {
+            return Err(InspectError::MissingEnd {
+                offset: reader.position(),
+                records: reader.records(),
+            });
+        }
+        Verdict::Failed(e) => return Err(InspectError::Malformed(e)),
+    };
+    let summary = Summary {
+        records: reader.records(),
+        fw_data_records: reader.fw_data_records(),
+        fw_data_bytes: reader.fw_data_bytes(),
+        total_bytes: reader.position(),
+        verified,
+    };
+    writeln!(out, "{}", summary_line(&summary, opts.json)).map_err(InspectError::Output)?;
+    Ok(summary)
+}
+
+fn set_content(pending: &mut Option<Pending>, content: Content) {
+    if let Some(p) = pending {
+        p.content = Some(content);
+    }
+}
+
+fn tag_text(tag: Tag) -> String {
+    match tag.linux_name() {
+        Some(name) => name.to_owned(),
+        None => format!("{:#x}", u32::from(tag)),
+    }
+}
+
+fn flags_text(header: &Header) -> String {
+    let name = if header.flags.optional() {
+        "optional"
+    } else {
+        "mandatory"
+    };
+    if header.flags.other() == 0 {
+        name.to_owned()
+    } else {
+        // Undefined bits: preserved and ignored, as Linux does; shown raw.
+        format!("{name}({:#x})", header.flags.into_bits())
+    }
+}
+
+/// One record, as text or as a JSON object.
+fn record_line(offset: u64, header: &Header, content: Option<Content>, json: bool) -> String {
+    let (tag, flags, size) = (tag_text(header.tag), flags_text(header), header.record_size);
+    let mut s = String::new();
+    // Writing to a String cannot fail; the results are ignored below.
+    if json {
+        let _ = write!(
+            s,
+            "{{\"type\":\"record\",\"offset\":{offset},\"tag\":{},\"tag_value\":{},\
+             \"flags\":{},\"flags_value\":{},\"size\":{size}",
+            json_str(&tag),
+            u32::from(header.tag),
+            json_str(&flags),
+            header.flags.into_bits()
+        );
+        match content {
+            Some(Content::StopCopySize(v)) => {
+                let _ = write!(s, ",\"stop_copy_size\":{v}");
+            }
+            Some(Content::Info(i)) => {
+                let _ = write!(
+                    s,
+                    ",\"stream_info\":{{\"version\":{},\"producer\":{},\"chunk_mode\":{},\
+                     \"pre_copy\":{},\"page_size\":{},\"chunk_size\":{},\"chunk_slots\":{}}}",
+                    i.version,
+                    json_str(i.producer_str()),
+                    i.flags.chunk_mode(),
+                    i.flags.pre_copy(),
+                    i.page_size,
+                    i.chunk_size,
+                    i.chunk_slots
+                );
+            }
+            Some(Content::End(e)) => {
+                let _ = write!(
+                    s,
+                    ",\"stream_end\":{{\"fw_data_records\":{},\"fw_data_bytes\":{},\
+                     \"crc32c\":\"{:#010x}\"}}",
+                    e.fw_data_records, e.fw_data_bytes, e.crc32c
+                );
+            }
+            None => {}
+        }
+        s.push('}');
+    } else {
+        let _ = write!(s, "offset={offset} tag={tag} flags={flags} size={size}");
+        match content {
+            Some(Content::StopCopySize(v)) => {
+                let _ = write!(s, " stop_copy_size={v}");
+            }
+            Some(Content::Info(i)) => {
+                let _ = write!(
+                    s,
+                    " version={} producer={:?} chunk_mode={} pre_copy={} page_size={} \
+                     chunk_size={} slots={}",
+                    i.version,
+                    i.producer_str(),
+                    u8::from(i.flags.chunk_mode()),
+                    u8::from(i.flags.pre_copy()),
+                    i.page_size,
+                    i.chunk_size,
+                    i.chunk_slots
+                );
+            }
+            Some(Content::End(e)) => {
+                let _ = write!(
+                    s,
+                    " records={} bytes={} crc32c={:#010x}",
+                    e.fw_data_records, e.fw_data_bytes, e.crc32c
+                );
+            }
+            None => {}
+        }
+    }
+    s
+}
+
+fn summary_line(sum: &Summary, json: bool) -> String {
+    let integrity = if sum.verified { "verified" } else { "absent" };
+    if json {
+        format!(
+            "{{\"type\":\"summary\",\"records\":{},\"fw_data_records\":{},\"fw_data_bytes\":{},\
+             \"total_bytes\":{},\"integrity\":\"{integrity}\"}}",
+            sum.records, sum.fw_data_records, sum.fw_data_bytes, sum.total_bytes
+        )
+    } else {
+        format!(
+            "summary records={} fw_data_records={} fw_data_bytes={} total_bytes={} \
+             integrity={integrity}",
+            sum.records, sum.fw_data_records, sum.fw_data_bytes, sum.total_bytes
+        )
+    }
+}
+
+/// A JSON string literal.
+fn json_str(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 2);
+    s.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", u32::from(c));
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx5vf_core::stream::crc32c;
+
+    fn header(size: u64, flags: u32, tag: u32) -> Vec<u8> {
+        let mut h = size.to_le_bytes().to_vec();
+        h.extend_from_slice(&flags.to_le_bytes());
+        h.extend_from_slice(&tag.to_le_bytes());
+        h
+    }
+
+    fn linux_stream() -> Vec<u8> {
+        let mut s = header(8, 1, 1);
+        s.extend_from_slice(&4096u64.to_le_bytes());
+        for (i, len) in [100usize, 0, 4096, 7].into_iter().enumerate() {
+            s.extend(header(len as u64, 0, 0));
+            s.extend(std::iter::repeat_n(i as u8, len));
+        }
+        s
+    }
+
+    fn run_on(bytes: &[u8], opts: &Options) -> (String, Result<Summary, InspectError>) {
+        let mut out = Vec::new();
+        let r = inspect(&mut &bytes[..], &mut out, opts);
+        (String::from_utf8(out).unwrap(), r)
+    }
+
+    #[test]
+    fn any_read_size_gives_the_same_listing() {
+        let bytes = linux_stream();
+        let (whole, r) = run_on(&bytes, &Options::default());
+        let sum = r.unwrap();
+        assert_eq!(sum.fw_data_records, 4);
+        assert_eq!(sum.fw_data_bytes, 4203);
+        assert_eq!(sum.total_bytes, bytes.len() as u64);
+        assert!(!sum.verified);
+        for chunk in [1, 2, 7, 16, 17, 4096] {
+            let (text, r) = run_on(&bytes, &Options { json: false, chunk });
+            assert!(r.is_ok());
+            assert_eq!(text, whole, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn verified_stream_with_our_records() {
+        let mut s = vec![0u8; StreamInfo::RECORD_LEN];
+        let info = StreamInfo {
+            version: 1,
+            flags: mlx5vf_core::stream::StreamInfoFlags::new().with_chunk_mode(true),
+            page_size: 4096,
+            chunk_size: 1 << 20,
+            chunk_slots: 2,
+            producer: StreamInfo::producer_from("test \"q\""),
+        };
+        info.encode_record(&mut s).unwrap();
+        let payload = vec![0xa5u8; 300];
+        s.extend(header(300, 0, 0));
+        s.extend_from_slice(&payload);
+        let end = StreamEnd {
+            fw_data_records: 1,
+            fw_data_bytes: 300,
+            crc32c: crc32c::update(0, &payload),
+        };
+        let mut e = vec![0u8; StreamEnd::RECORD_LEN];
+        end.encode_record(&mut e).unwrap();
+        s.extend(e);
+        let (text, r) = run_on(&s, &Options::default());
+        assert!(r.unwrap().verified);
+        assert!(
+            text.contains("producer=\"test \\\"q\\\"\" chunk_mode=1 pre_copy=0"),
+            "{text}"
+        );
+        let (json, r) = run_on(
+            &s,
+            &Options {
+                json: true,
+                chunk: 5,
+            },
+        );
+        assert!(r.is_ok());
+        assert!(json.contains("\"producer\":\"test \\\"q\\\"\""), "{json}");
+        assert!(
+            json.lines()
+                .last()
+                .unwrap()
+                .contains("\"integrity\":\"verified\"")
+        );
+    }
+
+    #[test]
+    fn truncations_are_told_apart() {
+        let bytes = linux_stream();
+        // Cut inside the second record's header (at 24 + 5).
+        let (_, r) = run_on(&bytes[..29], &Options::default());
+        assert!(matches!(
+            r,
+            Err(InspectError::TruncatedHeader {
+                offset: 24,
+                have: 5,
+                missing: 11
+            })
+        ));
+        // Cut 10 bytes into the 100-byte payload.
+        let (text, r) = run_on(&bytes[..24 + 16 + 10], &Options::default());
+        assert_eq!(text.lines().count(), 1);
+        let e = r.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "truncated stream: FW_DATA record at byte 24 has 10 of its 100 payload bytes (90 missing)"
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

@@ -1,0 +1,203 @@
+//! The `mlx5vf` command line: argument types ([`Cli`], [`Command`]), the
+//! dispatcher ([`run`]) and the error every subcommand reports ([`Error`]).
+//!
+//! Each subcommand lives in its own module and writes its results to the
+//! `out` it is given, so tests can run it without a process. `main` only
+//! parses the arguments, calls [`run`] with standard output and turns an
+//! [`Error`] into one line on standard error and an exit status.
+
+pub mod ifc;
+pub mod inspect;
+pub mod states;
+
+use std::fmt;
+use std::io::{self, Write};
+
+use clap::{Parser, Subcommand};
+
+/// Exit status of a request that was well formed but failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status of a usage error (clap uses the same for its own).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when standard output was closed early (e.g. piped into
+/// `head`): what a shell reports for a process killed by SIGPIPE.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// The `mlx5vf` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mlx5vf",
+    version,
+    about = "mlx5 VF live-migration driver logic: tools for commands, states and streams",
+    long_about = "mlx5 VF live-migration driver logic (the Linux mlx5-vfio-pci migration \
+                  path, chunk mode included), in Rust.\n\n\
+                  Exit status: 0 on success, 1 when a well-formed request fails (no such \
+                  transition, a malformed stream, an I/O error), 2 on a usage error. Errors \
+                  are one line on standard error, starting \"mlx5vf: \"."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Encode or decode firmware command structures by their mlx5_ifc.h names.
+    #[command(subcommand, long_about = ifc::LONG_ABOUT)]
+    Ifc(ifc::IfcCommand),
+    /// Walk the VFIO migration state graph (vfio_mig_get_next_state).
+    #[command(subcommand, long_about = states::LONG_ABOUT)]
+    States(states::StatesCommand),
+    /// List the records of a migration stream and check its integrity.
+    #[command(long_about = inspect::LONG_ABOUT, after_help = inspect::AFTER_HELP)]
+    Inspect(inspect::InspectArgs),
+    // Device-backed subcommands go here: `Save`, `Load`, `Migrate`, `Bench`,
+    // each with its own module under `cli/`, an arm in `run` and, if it can
+    // fail in a new way, a variant in `Error`.
+}
+
+/// Runs one subcommand, writing its results to `out`, which is flushed
+/// before returning (so a caller printing an error afterwards prints it after
+/// the results).
+///
+/// # Errors
+/// What the subcommand reports; [`Error::exit_code`] says how to exit.
+pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
+    let result = match command {
+        Command::Ifc(cmd) => ifc::run(cmd, out),
+        Command::States(cmd) => states::run(cmd, out),
+        Command::Inspect(args) => inspect::run(args, out),
+    };
+    let flushed = out.flush().map_err(Error::Output);
+    result.and(flushed)
+}
+
+/// Why a subcommand failed.
+#[derive(Debug)]
+pub enum Error {
+    /// `mlx5vf ifc`.
+    Ifc(ifc::IfcError),
+    /// `mlx5vf states`.
+    States(states::StatesError),
+    /// `mlx5vf inspect`.
+    Inspect(inspect::InspectError),
+    /// Writing the results failed.
+    Output(io::Error),
+}
+
+impl Error {
+    /// The process exit status: [`EXIT_USAGE`] for usage errors,
+    /// [`EXIT_BROKEN_PIPE`] when the output was closed early, otherwise
+    /// [`EXIT_FAILURE`].
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Ifc(e) => e.exit_code(),
+            Self::States(e) => e.exit_code(),
+            Self::Inspect(_) => EXIT_FAILURE,
+            Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_BROKEN_PIPE,
+            Self::Output(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// Whether the error is worth a message: a closed output pipe is not
+    /// (the reader went away on purpose).
+    pub fn is_quiet(&self) -> bool {
+        matches!(self, Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ifc(e) => write!(f, "ifc: {e}"),
+            Self::States(e) => write!(f, "states: {e}"),
+            Self::Inspect(e) => write!(f, "inspect: {e}"),
+            Self::Output(e) => write!(f, "writing output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Ifc(e) => Some(e),
+            Self::States(e) => Some(e),
+            Self::Inspect(e) => Some(e),
+            Self::Output(e) => Some(e),
+        }
+    }
+}
+
+impl From<ifc::IfcError> for Error {
+    fn from(e: ifc::IfcError) -> Self {
+        Self::Ifc(e)
+    }
+}
+
+impl From<states::StatesError> for Error {
+    fn from(e: states::StatesError) -> Self {
+        Self::States(e)
+    }
+}
+
+impl From<inspect::InspectError> for Error {
+    fn from(e: inspect::InspectError) -> Self {
+        match e {
+            // A failed write is the same failure whichever subcommand wrote.
+            inspect::InspectError::Output(e) => Self::Output(e),
+            other => Self::Inspect(other),
+        }
+    }
+}
+
+/// Parses a number the way every subcommand does: decimal, or hexadecimal
+/// with a `0x` prefix; `None` for anything else (signs, empty digits,
+/// overflow).
+pub fn parse_u64(text: &str) -> Option<u64> {
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (text, 10),
+    };
+    // `from_str_radix` accepts a leading `+`; a number here is digits only.
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64("0"), Some(0));
+        assert_eq!(parse_u64("42"), Some(42));
+        assert_eq!(parse_u64("0x2A"), Some(42));
+        assert_eq!(parse_u64("0Xff"), Some(255));
+        assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64("0xffffffffffffffff"), Some(u64::MAX));
+        for bad in [
+            "",
+            "0x",
+            "+1",
+            "-1",
+            "1_000",
+            "0x+1",
+            "18446744073709551616",
+            "0x10000000000000000",
+            "12a",
+            " 1",
+        ] {
+            assert_eq!(parse_u64(bad), None, "{bad:?}");
+        }
+    }
+}
