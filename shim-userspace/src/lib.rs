@@ -31,4 +31,8 @@
     )
 )]
 
+pub mod backend;
 pub mod cli;
+pub mod pipe;
+pub mod sim;
+pub mod transfer;

@@ -6,9 +6,11 @@
 //! parses the arguments, calls [`run`] with standard output and turns an
 //! [`Error`] into one line on standard error and an exit status.
 
+pub mod device;
 pub mod ifc;
 pub mod inspect;
 pub mod states;
+pub mod transfer_cmds;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -53,10 +55,23 @@ pub enum Command {
     /// List the records of a migration stream and check its integrity.
     #[command(long_about = inspect::LONG_ABOUT, after_help = inspect::AFTER_HELP)]
     Inspect(inspect::InspectArgs),
-    // Device-backed subcommands go here: `Save`, `Load`, `Migrate`, `Bench`,
-    // each with its own module under `cli/`, an arm in `run` and, if it can
-    // fail in a new way, a variant in `Error`.
+    /// Migrate a VF's state from one device to another in this process (the main job).
+    #[command(long_about = MIGRATE_ABOUT)]
+    Migrate(transfer_cmds::MigrateArgs),
+    /// Save a VF's state to a file, a pipe or a TCP peer.
+    Save(transfer_cmds::SaveArgs),
+    /// Load a VF's state from a file, a pipe or a TCP connection.
+    Load(transfer_cmds::LoadArgs),
 }
+
+const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in this process: the \
+    saving side (PRE_COPY rounds if --precopy, then STOP_COPY) and the loading side (RESUMING, \
+    STOP, RUNNING) run concurrently, connected by a bounded pipe. Prints bytes, records, chunks, \
+    wall time, throughput, the stop-copy downtime and peak buffer memory on stderr; exits 0 only \
+    if the destination's state digest equals the source's.\n\n\
+    Devices are named by spec strings: sim[:key=value,...] is the built-in simulated mlx5 PF \
+    with one VF (keys: state=SIZE, seed=N, chunks=on|off, precopy=on|off, object=MIN-MAX, \
+    dirty=SIZE, fw-rate=SIZE/s, latency=DURATION, migratable=on|off).";
 
 /// Runs one subcommand, writing its results to `out`, which is flushed
 /// before returning (so a caller printing an error afterwards prints it after
@@ -69,9 +84,22 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
         Command::Ifc(cmd) => ifc::run(cmd, out),
         Command::States(cmd) => states::run(cmd, out),
         Command::Inspect(args) => inspect::run(args, out),
+        Command::Migrate(args) => finish(transfer_cmds::migrate(args), args.json),
+        Command::Save(args) => finish(transfer_cmds::save(args), args.json),
+        Command::Load(args) => finish(transfer_cmds::load(args), args.json),
     };
     let flushed = out.flush().map_err(Error::Output);
     result.and(flushed)
+}
+
+/// Prints a device command's summary on stderr.
+fn finish(
+    result: Result<device::Summary, transfer_cmds::TransferCmdError>,
+    json: bool,
+) -> Result<(), Error> {
+    let summary = result.map_err(Error::Transfer)?;
+    summary.print(json);
+    Ok(())
 }
 
 /// Why a subcommand failed.
@@ -83,6 +111,8 @@ pub enum Error {
     States(states::StatesError),
     /// `mlx5vf inspect`.
     Inspect(inspect::InspectError),
+    /// `mlx5vf save`, `load`, `migrate`.
+    Transfer(transfer_cmds::TransferCmdError),
     /// Writing the results failed.
     Output(io::Error),
 }
@@ -96,6 +126,7 @@ impl Error {
             Self::Ifc(e) => e.exit_code(),
             Self::States(e) => e.exit_code(),
             Self::Inspect(_) => EXIT_FAILURE,
+            Self::Transfer(e) => e.exit_code(),
             Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_BROKEN_PIPE,
             Self::Output(_) => EXIT_FAILURE,
         }
@@ -114,6 +145,7 @@ impl fmt::Display for Error {
             Self::Ifc(e) => write!(f, "ifc: {e}"),
             Self::States(e) => write!(f, "states: {e}"),
             Self::Inspect(e) => write!(f, "inspect: {e}"),
+            Self::Transfer(e) => e.fmt(f),
             Self::Output(e) => write!(f, "writing output: {e}"),
         }
     }
@@ -125,6 +157,7 @@ impl std::error::Error for Error {
             Self::Ifc(e) => Some(e),
             Self::States(e) => Some(e),
             Self::Inspect(e) => Some(e),
+            Self::Transfer(e) => Some(e),
             Self::Output(e) => Some(e),
         }
     }

@@ -1,0 +1,214 @@
+//! Devices the tool migrates, chosen by a spec string, and the data file
+//! they hand out: the same shape as the kernel's VFIO migration uAPI
+//! (`MIG_DEVICE_STATE` returning a data fd, `MIG_DATA_SIZE`, the precopy
+//! ioctl), so save, load and migrate drive every backend the way QEMU drives
+//! a VFIO device.
+//!
+//! Backends:
+//! - `sim:...` (the default): a simulated mlx5 PF with one VF, driven by
+//!   [`mlx5vf_core::device::Device`] in this process;
+//! - `vfio-mig:...`: a device behind the kernel's VFIO migration uAPI (a
+//!   later backend; the spec is reserved).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use mlx5vf_core::device::DeviceError;
+use mlx5vf_core::errno::Errno;
+use mlx5vf_core::save::PrecopyInfo;
+use mlx5vf_core::vfio::{MigState, MigrationFlags};
+
+/// A migratable device.
+pub trait MigrationDevice: Send {
+    /// What it is, for summaries (e.g. the spec).
+    fn describe(&self) -> String;
+    /// The migration flags it offers (`VFIO_DEVICE_FEATURE_MIGRATION`).
+    fn migration_flags(&self) -> MigrationFlags;
+    /// The current state (`GET MIG_DEVICE_STATE`).
+    ///
+    /// # Errors
+    /// The device is gone.
+    fn state(&mut self) -> io::Result<MigState>;
+    /// `SET MIG_DEVICE_STATE`: walks to `target`; returns the new data file
+    /// when the target opens one.
+    ///
+    /// # Errors
+    /// The transition failed (the device is in some state on the path).
+    fn set_state(&mut self, target: MigState) -> io::Result<Option<Box<dyn DataFile>>>;
+    /// `MIG_DATA_SIZE`: bytes the stop-copy phase will produce.
+    ///
+    /// # Errors
+    /// The query failed.
+    fn data_size(&mut self) -> io::Result<u64>;
+    /// A digest of the device state, when the backend can compute one (the
+    /// simulated device can; real hardware cannot).
+    fn digest(&self) -> Option<String>;
+    /// Resource figures, when the backend knows them.
+    fn stats(&self) -> Stats;
+}
+
+/// Resource figures of a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The most DMA buffer memory the driver held at once.
+    pub peak_buffer_bytes: u64,
+}
+
+/// A migration data file: readable while saving, writable while resuming.
+///
+/// `read` follows the kernel's data fd: `Ok(0)` at end of stream,
+/// [`io::ErrorKind::WouldBlock`] for `EAGAIN` in non-blocking mode, and an
+/// error with [`errno_of`] = `ENOMSG` when PRE_COPY data is drained for now
+/// ([`is_no_message`]).
+pub trait DataFile: Read + Write + Send {
+    /// `VFIO_MIG_GET_PRECOPY_INFO`.
+    ///
+    /// # Errors
+    /// `EINVAL` outside PRE_COPY states, `ENODEV` for a failed file.
+    fn precopy_info(&mut self) -> io::Result<PrecopyInfo>;
+    /// `O_NONBLOCK` on or off.
+    ///
+    /// # Errors
+    /// The platform refused.
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()>;
+    /// Reads up to `max` bytes and writes them to `out`; where the backend
+    /// can, straight from its buffers with no intermediate copy. Returns the
+    /// bytes moved (`0` at end of stream); errors as [`Read::read`].
+    ///
+    /// # Errors
+    /// As `read`, or `out`'s error.
+    fn send_to(&mut self, out: &mut dyn Write, max: u64) -> io::Result<u64> {
+        let mut buf = vec![0u8; usize::try_from(max.min(1 << 20)).unwrap_or(1 << 20)];
+        let n = self.read(&mut buf)?;
+        out.write_all(buf.get(..n).unwrap_or_default())?;
+        Ok(n as u64)
+    }
+}
+
+/// A driver error carried in an [`io::Error`], keeping its message and errno.
+#[derive(Debug)]
+pub struct DriverError(pub DeviceError);
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.0, self.0.errno().name())
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// The `io::Error` for a driver error: `EAGAIN` becomes
+/// [`io::ErrorKind::WouldBlock`]; everything keeps its errno (see [`errno_of`]).
+pub fn io_error(e: DeviceError) -> io::Error {
+    let kind = match e.errno() {
+        Errno::EAGAIN => io::ErrorKind::WouldBlock,
+        Errno::EINVAL => io::ErrorKind::InvalidInput,
+        Errno::ENOMEM => io::ErrorKind::OutOfMemory,
+        Errno::ENOTCONN => io::ErrorKind::NotConnected,
+        Errno::ETIMEDOUT => io::ErrorKind::TimedOut,
+        Errno::EOPNOTSUPP => io::ErrorKind::Unsupported,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, DriverError(e))
+}
+
+/// The errno behind an I/O error: the OS's, or the driver's.
+pub fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<DriverError>())
+            .map(|d| d.0.errno().code())
+    })
+}
+
+/// The driver error behind an I/O error, if it is one.
+pub fn driver_error(e: &io::Error) -> Option<DeviceError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<DriverError>())
+        .map(|d| d.0)
+}
+
+/// Whether `e` is PRE_COPY's temporary end of data (`ENOMSG`).
+pub fn is_no_message(e: &io::Error) -> bool {
+    errno_of(e) == Some(Errno::ENOMSG.code())
+}
+
+/// Driver policy for backends that run the driver in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriverOptions {
+    /// Chunk buffer size (Linux: 8 MiB).
+    pub chunk_size: u64,
+    /// Chunk slots (Linux: 2).
+    pub chunk_slots: u8,
+    /// Use legacy (non-chunk) mode even when the device offers chunks.
+    pub legacy: bool,
+    /// Write our stream-info / stream-end records.
+    pub integrity: bool,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: mlx5vf_core::save::LINUX_CHUNK_SIZE,
+            chunk_slots: mlx5vf_core::save::LINUX_CHUNK_SLOTS,
+            legacy: false,
+            integrity: true,
+        }
+    }
+}
+
+impl DriverOptions {
+    /// The core driver configuration.
+    pub fn config(&self) -> mlx5vf_core::device::Config {
+        mlx5vf_core::device::Config {
+            chunk_size: self.chunk_size,
+            chunk_slots: self.chunk_slots,
+            use_chunks: !self.legacy,
+            integrity_records: self.integrity,
+            ..mlx5vf_core::device::Config::default()
+        }
+    }
+}
+
+/// Why a device spec could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The spec does not parse.
+    Spec(String),
+    /// The device refused (probe failed, …).
+    Device(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Spec(m) => f.write_str(m),
+            Self::Device(e) => write!(f, "cannot open device: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Opens the device a spec names: `sim[:key=value,...]` (the default when
+/// the spec is empty) or `vfio-mig:...`.
+///
+/// # Errors
+/// [`OpenError`].
+pub fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>, OpenError> {
+    let spec = if spec.is_empty() { "sim" } else { spec };
+    if spec == "sim" || spec.starts_with("sim:") {
+        let parsed: mlx5vf_sim::spec::SimSpec =
+            spec.parse().map_err(|e| OpenError::Spec(format!("{e}")))?;
+        let dev = crate::sim::SimDevice::open(spec, &parsed, opts).map_err(OpenError::Device)?;
+        return Ok(Box::new(dev));
+    }
+    if spec.starts_with("vfio-mig:") {
+        return Err(OpenError::Spec(
+            "vfio-mig: devices are not supported by this build yet".to_owned(),
+        ));
+    }
+    Err(OpenError::Spec(format!(
+        "unknown device spec {spec:?}: expected sim[:key=value,...] or vfio-mig:..."
+    )))
+}

@@ -1,0 +1,304 @@
+//! What the device-backed subcommands share: driver options, endpoints
+//! (files, pipes, TCP), the progress bar and the summary (text or JSON).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::backend::DriverOptions;
+use crate::transfer::{Observer, Phase};
+
+/// The default device.
+pub const DEFAULT_DEVICE: &str = "sim:state=1G";
+
+/// Driver policy flags (simulated devices run the driver in this process).
+#[derive(Clone, Debug, Args)]
+pub struct DriverArgs {
+    /// Chunk buffer size the saving policy starts with (Linux: 8M).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Chunk slots: unread chunks allowed before SAVEs wait for the reader (Linux: 2).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub chunk_slots: u8,
+    /// Legacy mode: one SAVE image, even if the device offers chunk mode (states up to 4 GiB).
+    #[arg(long)]
+    pub legacy: bool,
+    /// Write exactly what Linux writes: no stream-info / stream-end records.
+    #[arg(long)]
+    pub no_integrity: bool,
+}
+
+impl DriverArgs {
+    /// The driver options.
+    pub fn options(&self) -> DriverOptions {
+        DriverOptions {
+            chunk_size: self.chunk_size,
+            chunk_slots: self.chunk_slots,
+            legacy: self.legacy,
+            integrity: !self.no_integrity,
+        }
+    }
+}
+
+/// Parses `20M`, `5G`, `4096`.
+///
+/// # Errors
+/// A message for clap.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    mlx5vf_sim::spec::parse_size(text)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size like 8M, 512K or 4096"))
+}
+
+/// Opens where a stream goes: `-` (stdout), `tcp://HOST:PORT`, or a file path.
+///
+/// # Errors
+/// The file cannot be created or the peer is unreachable.
+pub fn open_output(spec: &str) -> io::Result<Box<dyn Write + Send>> {
+    if spec == "-" {
+        return Ok(Box::new(BufWriter::with_capacity(1 << 20, io::stdout())));
+    }
+    if let Some(addr) = spec.strip_prefix("tcp://") {
+        // The loading side may still be starting: retry for a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.kind() == io::ErrorKind::ConnectionRefused =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("connecting to {addr}: {e}"),
+                    ));
+                }
+            }
+        };
+        stream.set_nodelay(true)?;
+        return Ok(Box::new(BufWriter::with_capacity(1 << 20, stream)));
+    }
+    let f = File::create(spec).map_err(|e| io::Error::new(e.kind(), format!("{spec}: {e}")))?;
+    Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
+}
+
+/// Opens where a stream comes from: `-` (stdin), `tcp-listen://ADDR:PORT`
+/// (accepts one connection), or a file path.
+///
+/// # Errors
+/// The file cannot be opened or the address cannot be bound.
+pub fn open_input(spec: &str) -> io::Result<Box<dyn BufRead + Send>> {
+    if spec == "-" {
+        return Ok(Box::new(BufReader::with_capacity(1 << 20, io::stdin())));
+    }
+    if let Some(addr) = spec.strip_prefix("tcp-listen://") {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
+        let (stream, _) = listener.accept()?;
+        return Ok(Box::new(BufReader::with_capacity(1 << 20, stream)));
+    }
+    let f = File::open(spec).map_err(|e| io::Error::new(e.kind(), format!("{spec}: {e}")))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+}
+
+/// A progress bar on stderr when it is a terminal; silent otherwise.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A bar for `total` bytes (0 = unknown), shown only on a terminal.
+    pub fn new(total: u64, enabled: bool) -> Self {
+        let bar = (enabled && io::stderr().is_terminal()).then(|| {
+            let bar = if total > 0 {
+                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            } else {
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+            };
+            let style = ProgressStyle::with_template(
+                "{msg:>9} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {elapsed}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar
+        });
+        Self { bar }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn progress(&self, total: u64, phase: Phase) {
+        if let Some(b) = &self.bar {
+            b.set_position(total);
+            if b.message() != phase.to_string() {
+                b.set_message(phase.to_string());
+            }
+        }
+    }
+}
+
+/// One value of a summary.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// A count.
+    Int(u64),
+    /// A measurement.
+    Float(f64),
+    /// Text.
+    Text(String),
+    /// Yes/no.
+    Bool(bool),
+}
+
+/// A summary: ordered key/value pairs printed as text lines or one JSON object.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    items: Vec<(&'static str, Value)>,
+}
+
+impl Summary {
+    /// Adds a value.
+    pub fn add(&mut self, key: &'static str, value: Value) -> &mut Self {
+        self.items.push((key, value));
+        self
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.items.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// As one JSON object.
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{");
+        for (i, (k, v)) in self.items.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "\"{k}\":");
+            match v {
+                Value::Int(n) => {
+                    let _ = write!(s, "{n}");
+                }
+                Value::Float(x) if x.is_finite() => {
+                    let _ = write!(s, "{x:.6}");
+                }
+                Value::Float(_) => s.push_str("null"),
+                Value::Bool(b) => {
+                    let _ = write!(s, "{b}");
+                }
+                Value::Text(t) => {
+                    s.push('"');
+                    for c in t.chars() {
+                        match c {
+                            '"' => s.push_str("\\\""),
+                            '\\' => s.push_str("\\\\"),
+                            c if (c as u32) < 0x20 => {
+                                let _ = write!(s, "\\u{:04x}", c as u32);
+                            }
+                            c => s.push(c),
+                        }
+                    }
+                    s.push('"');
+                }
+            }
+        }
+        s.push('}');
+        s
+    }
+
+    /// As `key=value` lines (sizes and rates also in human units).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.items {
+            let _ = match v {
+                Value::Int(n) if k.ends_with("bytes") => {
+                    writeln!(s, "{k}={n} ({})", human_bytes(*n))
+                }
+                Value::Int(n) => writeln!(s, "{k}={n}"),
+                Value::Float(x) if k.ends_with("per_sec") => {
+                    writeln!(s, "{k}={x:.0} ({}/s)", human_bytes(*x as u64))
+                }
+                Value::Float(x) => writeln!(s, "{k}={x:.6}"),
+                Value::Text(t) => writeln!(s, "{k}={t}"),
+                Value::Bool(b) => writeln!(s, "{k}={b}"),
+            };
+        }
+        s
+    }
+
+    /// Prints on stderr, as JSON or text.
+    pub fn print(&self, json: bool) {
+        let text = if json {
+            format!("{}\n", self.to_json())
+        } else {
+            self.to_text()
+        };
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+    }
+}
+
+/// `1.50 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS.get(u).copied().unwrap_or("B"))
+    }
+}
+
+/// Bytes per second.
+pub fn rate(bytes: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { bytes as f64 / s } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_one_escaped_object() {
+        let mut s = Summary::default();
+        s.add("bytes", Value::Int(3))
+            .add("name", Value::Text("a\"b\\c\n".into()))
+            .add("ok", Value::Bool(true))
+            .add("rate", Value::Float(1.5));
+        assert_eq!(
+            s.to_json(),
+            r#"{"bytes":3,"name":"a\"b\\c\u000a","ok":true,"rate":1.500000}"#
+        );
+        assert!(s.to_text().contains("bytes=3 (3 B)"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8Q").is_err());
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+    }
+}

@@ -1,0 +1,289 @@
+//! `mlx5vf save`, `mlx5vf load` and `mlx5vf migrate`.
+
+use std::io;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::device::{
+    DEFAULT_DEVICE, DriverArgs, Progress, Summary, Value, open_input, open_output, rate,
+};
+use crate::backend::{self, MigrationDevice, OpenError};
+use crate::pipe::pipe;
+use crate::transfer::{self, LoadReport, Quiet, SaveOptions, SaveReport, TransferError};
+
+/// Arguments of `mlx5vf save`.
+#[derive(Clone, Debug, Args)]
+pub struct SaveArgs {
+    /// The device to save (see `mlx5vf --help` for specs).
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    /// Run PRE_COPY rounds before stopping the device.
+    #[arg(long)]
+    pub precopy: bool,
+    /// Where the stream goes: a file, `-` for stdout, or `tcp://HOST:PORT`.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PATH|-|tcp://HOST:PORT",
+        default_value = "-"
+    )]
+    pub output: String,
+    /// Print the summary as one JSON object on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Driver policy.
+    #[command(flatten)]
+    pub driver: DriverArgs,
+}
+
+/// Arguments of `mlx5vf load`.
+#[derive(Clone, Debug, Args)]
+pub struct LoadArgs {
+    /// The device to load into.
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    /// Where the stream comes from: a file, `-` for stdin, or
+    /// `tcp-listen://ADDR:PORT` (accepts one connection).
+    #[arg(
+        short = 'i',
+        long = "input",
+        value_name = "PATH|-|tcp-listen://ADDR:PORT",
+        default_value = "-"
+    )]
+    pub input: String,
+    /// Print the summary as one JSON object on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Driver policy.
+    #[command(flatten)]
+    pub driver: DriverArgs,
+}
+
+/// Arguments of `mlx5vf migrate`.
+#[derive(Clone, Debug, Args)]
+pub struct MigrateArgs {
+    /// The source device.
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
+    pub from: String,
+    /// The destination device (its own state is replaced).
+    #[arg(long, value_name = "SPEC", default_value = "sim:state=4M,seed=99")]
+    pub to: String,
+    /// Run PRE_COPY rounds before stopping the source.
+    #[arg(long)]
+    pub precopy: bool,
+    /// Print the summary as one JSON object on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Driver policy.
+    #[command(flatten)]
+    pub driver: DriverArgs,
+}
+
+/// Why a device-backed subcommand failed.
+#[derive(Debug)]
+pub enum TransferCmdError {
+    /// The device spec is wrong or the device refused to open.
+    Open(OpenError),
+    /// The input or output could not be opened.
+    Endpoint(io::Error),
+    /// The transfer failed.
+    Transfer(TransferError),
+    /// The destination's state differs from the source's.
+    DigestMismatch {
+        /// Source digest.
+        source: String,
+        /// Destination digest.
+        destination: String,
+    },
+}
+
+impl std::fmt::Display for TransferCmdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Open(e) => e.fmt(f),
+            Self::Endpoint(e) => e.fmt(f),
+            Self::Transfer(e) => e.fmt(f),
+            Self::DigestMismatch {
+                source,
+                destination,
+            } => write!(
+                f,
+                "digests differ: source {source}, destination {destination}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TransferCmdError {}
+
+impl TransferCmdError {
+    /// Exit status: 2 for a bad device spec, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Open(OpenError::Spec(_)) => super::EXIT_USAGE,
+            _ => super::EXIT_FAILURE,
+        }
+    }
+}
+
+fn open(spec: &str, driver: &DriverArgs) -> Result<Box<dyn MigrationDevice>, TransferCmdError> {
+    backend::open(spec, &driver.options()).map_err(TransferCmdError::Open)
+}
+
+fn add_save(s: &mut Summary, r: &SaveReport) {
+    s.add("bytes", Value::Int(r.bytes))
+        .add("records", Value::Int(r.records.records))
+        .add("fw_data_records", Value::Int(r.records.fw_data))
+        .add("fw_data_bytes", Value::Int(r.records.fw_data_bytes))
+        .add("precopy_rounds", Value::Int(u64::from(r.precopy_rounds)))
+        .add("precopy_bytes", Value::Int(r.precopy_bytes))
+        .add(
+            "precopy_seconds",
+            Value::Float(r.precopy_time.as_secs_f64()),
+        )
+        .add(
+            "stop_copy_seconds",
+            Value::Float(r.stop_copy_time.as_secs_f64()),
+        );
+}
+
+/// `mlx5vf save`.
+///
+/// # Errors
+/// [`TransferCmdError`].
+pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
+    let mut dev = open(&args.device, &args.driver)?;
+    let total = dev.data_size().unwrap_or(0);
+    let mut out = open_output(&args.output).map_err(TransferCmdError::Endpoint)?;
+    let progress = Progress::new(total, true);
+    let opts = SaveOptions {
+        precopy: args.precopy,
+        ..SaveOptions::default()
+    };
+    let r = transfer::save(dev.as_mut(), &mut out, &opts, &progress);
+    progress.finish();
+    let r = r.map_err(TransferCmdError::Transfer)?;
+    let mut s = Summary::default();
+    s.add("command", Value::Text("save".into()))
+        .add("device", Value::Text(dev.describe()));
+    add_save(&mut s, &r);
+    s.add("seconds", Value::Float(r.total_time.as_secs_f64()))
+        .add("bytes_per_sec", Value::Float(rate(r.bytes, r.total_time)))
+        .add(
+            "peak_buffer_bytes",
+            Value::Int(dev.stats().peak_buffer_bytes),
+        );
+    if let Some(d) = dev.digest() {
+        s.add("digest", Value::Text(d));
+    }
+    Ok(s)
+}
+
+fn add_load(s: &mut Summary, r: &LoadReport) {
+    s.add("bytes", Value::Int(r.bytes))
+        .add("records", Value::Int(r.records.records))
+        .add("fw_data_records", Value::Int(r.records.fw_data))
+        .add("seconds", Value::Float(r.total_time.as_secs_f64()))
+        .add("bytes_per_sec", Value::Float(rate(r.bytes, r.total_time)));
+}
+
+/// `mlx5vf load`.
+///
+/// # Errors
+/// [`TransferCmdError`].
+pub fn load(args: &LoadArgs) -> Result<Summary, TransferCmdError> {
+    let mut dev = open(&args.device, &args.driver)?;
+    let mut input = open_input(&args.input).map_err(TransferCmdError::Endpoint)?;
+    let progress = Progress::new(0, true);
+    let r = transfer::load(dev.as_mut(), &mut input, &progress);
+    progress.finish();
+    let r = r.map_err(TransferCmdError::Transfer)?;
+    let mut s = Summary::default();
+    s.add("command", Value::Text("load".into()))
+        .add("device", Value::Text(dev.describe()));
+    add_load(&mut s, &r);
+    s.add(
+        "peak_buffer_bytes",
+        Value::Int(dev.stats().peak_buffer_bytes),
+    );
+    if let Some(d) = dev.digest() {
+        s.add("digest", Value::Text(d));
+    }
+    Ok(s)
+}
+
+/// `mlx5vf migrate`: saves one device into another in this process, the two
+/// sides running concurrently through a bounded pipe, and compares digests.
+///
+/// # Errors
+/// [`TransferCmdError`]; [`TransferCmdError::DigestMismatch`] when the
+/// destination does not end with the source's state.
+pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
+    let mut src = open(&args.from, &args.driver)?;
+    let mut dst = open(&args.to, &args.driver)?;
+    let total = src.data_size().unwrap_or(0);
+    let progress = Progress::new(total, true);
+    let opts = SaveOptions {
+        precopy: args.precopy,
+        ..SaveOptions::default()
+    };
+    // 4 chunks of 1 MiB in flight: a socket-sized buffer between the sides.
+    let (mut w, mut r) = pipe(1 << 20, 4);
+    let start = Instant::now();
+    let (saved, loaded) = std::thread::scope(|scope| {
+        let saver = scope.spawn(|| {
+            let rep = transfer::save(src.as_mut(), &mut w, &opts, &progress);
+            drop(w);
+            rep
+        });
+        let loaded = transfer::load(dst.as_mut(), &mut r, &Quiet);
+        drop(r);
+        let saved = saver.join().unwrap_or_else(|_| {
+            Err(TransferError::Output(io::Error::other(
+                "saving thread panicked",
+            )))
+        });
+        (saved, loaded)
+    });
+    let wall = start.elapsed();
+    progress.finish();
+    // The saving side's error is the cause when both fail (the loader then
+    // sees a truncated stream).
+    let saved = saved.map_err(TransferCmdError::Transfer)?;
+    let loaded = loaded.map_err(TransferCmdError::Transfer)?;
+    let mut s = Summary::default();
+    s.add("command", Value::Text("migrate".into()))
+        .add("from", Value::Text(src.describe()))
+        .add("to", Value::Text(dst.describe()));
+    add_save(&mut s, &saved);
+    let downtime = match (saved.stopped_at, loaded.running_at) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a),
+        _ => wall,
+    };
+    s.add("seconds", Value::Float(wall.as_secs_f64()))
+        .add("bytes_per_sec", Value::Float(rate(saved.bytes, wall)))
+        .add("downtime_seconds", Value::Float(downtime.as_secs_f64()))
+        .add(
+            "source_peak_buffer_bytes",
+            Value::Int(src.stats().peak_buffer_bytes),
+        )
+        .add(
+            "destination_peak_buffer_bytes",
+            Value::Int(dst.stats().peak_buffer_bytes),
+        );
+    let (a, b) = (src.digest(), dst.digest());
+    if let (Some(a), Some(b)) = (&a, &b) {
+        s.add("source_digest", Value::Text(a.clone()))
+            .add("destination_digest", Value::Text(b.clone()))
+            .add("digests_match", Value::Bool(a == b));
+        if a != b {
+            s.print(args.json);
+            return Err(TransferCmdError::DigestMismatch {
+                source: a.clone(),
+                destination: b.clone(),
+            });
+        }
+    }
+    Ok(s)
+}

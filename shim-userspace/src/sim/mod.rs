@@ -1,0 +1,163 @@
+//! The built-in simulated device: an mlx5 PF with one migratable VF, its
+//! firmware ([`mlx5vf_sim`]) answering the driver ([`mlx5vf_core`]) running
+//! in this process.
+
+mod file;
+pub mod hal;
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use mlx5vf_core::device::{Device, DeviceError, PROBE_SCRATCH_LEN};
+use mlx5vf_core::vfio::{MigState, MigrationFlags, Session};
+use mlx5vf_sim::firmware::{Firmware, FirmwareConfig};
+use mlx5vf_sim::spec::SimSpec;
+use mlx5vf_sim::timing::TimingModel;
+
+use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, io_error};
+pub use file::SimFile;
+use hal::SimHal;
+
+/// The device lock and the condition every waiter sleeps on (SAVE
+/// completions and state changes notify it).
+pub(crate) struct Shared {
+    pub(crate) dev: Mutex<Device<SimHal>>,
+    pub(crate) changed: Condvar,
+    pub(crate) pool: Arc<hal::BufferPool>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Device<SimHal>> {
+        self.dev.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, Device<SimHal>>,
+    ) -> MutexGuard<'a, Device<SimHal>> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the device, waiting out [`DeviceError::SaveInFlight`] as
+    /// the kernel sleeps on the SAVE's completion.
+    pub(crate) fn retry<T>(
+        &self,
+        mut f: impl FnMut(&mut Device<SimHal>) -> Result<T, DeviceError>,
+    ) -> Result<T, DeviceError> {
+        let mut dev = self.lock();
+        loop {
+            match f(&mut dev) {
+                Err(DeviceError::SaveInFlight) => dev = self.wait(dev),
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A simulated VF with the driver attached.
+pub struct SimDevice {
+    spec: String,
+    shared: Arc<Shared>,
+    fw: Arc<Mutex<Firmware>>,
+}
+
+impl SimDevice {
+    /// Builds the simulated PF from `parsed`, attaches the driver to VF 0 and
+    /// probes it.
+    ///
+    /// # Errors
+    /// The firmware config is invalid, the firmware thread did not start, or
+    /// probing failed.
+    pub fn open(spec: &str, parsed: &SimSpec, opts: &DriverOptions) -> io::Result<Self> {
+        let fw = Firmware::new(&FirmwareConfig::from_spec(parsed))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("sim: {e}")))?;
+        let fw = Arc::new(Mutex::new(fw));
+        let hal = SimHal::new(Arc::clone(&fw), TimingModel::from_spec(parsed))?;
+        let pool = hal.pool();
+        let mut dev = Device::new(hal, opts.config());
+        let mut scratch = vec![0u8; PROBE_SCRATCH_LEN];
+        dev.probe(0, &mut scratch).map_err(io_error)?;
+        let shared = Arc::new(Shared {
+            dev: Mutex::new(dev),
+            changed: Condvar::new(),
+            pool,
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.lock().hal().set_deliver(Arc::new(move |token, out| {
+            if let Some(sh) = weak.upgrade() {
+                // A stale completion is refused by the device and changes
+                // nothing; there is no one to report it to.
+                let _ = sh.lock().handle_save_completion(token, &out);
+                sh.changed.notify_all();
+            }
+        }));
+        Ok(Self {
+            spec: spec.to_owned(),
+            shared,
+            fw,
+        })
+    }
+
+    /// The firmware (tests use it to inject faults).
+    pub fn firmware(&self) -> Arc<Mutex<Firmware>> {
+        Arc::clone(&self.fw)
+    }
+}
+
+impl MigrationDevice for SimDevice {
+    fn describe(&self) -> String {
+        self.spec.clone()
+    }
+
+    fn migration_flags(&self) -> MigrationFlags {
+        self.shared.lock().migration_flags()
+    }
+
+    fn state(&mut self) -> io::Result<MigState> {
+        Ok(self.shared.lock().state())
+    }
+
+    fn set_state(&mut self, target: MigState) -> io::Result<Option<Box<dyn DataFile>>> {
+        let file = self
+            .shared
+            .retry(|d| d.set_state(target).map_err(|e| e.error))
+            .map_err(io_error)?;
+        self.shared.changed.notify_all();
+        Ok(file.map(|f| {
+            Box::new(SimFile::new(
+                Arc::clone(&self.shared),
+                f,
+                f.kind() == Session::Saving,
+            )) as Box<dyn DataFile>
+        }))
+    }
+
+    fn data_size(&mut self) -> io::Result<u64> {
+        self.shared.lock().data_size().map_err(io_error)
+    }
+
+    fn digest(&self) -> Option<String> {
+        let fw = self.fw.lock().unwrap_or_else(PoisonError::into_inner);
+        fw.digest(0).map(|d| d.to_string())
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            peak_buffer_bytes: self.shared.lock().stats().peak_buffer_bytes,
+        }
+    }
+}
+
+impl Drop for SimDevice {
+    fn drop(&mut self) {
+        // close_device: close the files, then wait for a SAVE still in flight
+        // so its buffer is not freed under the firmware thread.
+        let mut dev = self.shared.lock();
+        dev.close();
+        while dev.save_in_flight() {
+            dev = self.shared.wait(dev);
+        }
+    }
+}

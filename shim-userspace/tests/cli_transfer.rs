@@ -1,0 +1,237 @@
+//! `mlx5vf migrate`, `save` and `load` end to end, through the binary:
+//! round trips in every mode, files, pipes, TCP across two processes, and
+//! each class of `load` failure with its message and exit status.
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::Stdio;
+
+use common::{Run, bin, run, run_stdin};
+
+fn json_field<'a>(json: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{key} missing in {json}"))
+        + pat.len();
+    let rest = &json[at..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim_matches('"')
+}
+
+fn migrate(args: &[&str]) -> String {
+    let mut all = vec!["migrate", "--json"];
+    all.extend_from_slice(args);
+    let r = run(&all);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let json = r.stderr.trim().to_owned();
+    assert_eq!(json_field(&json, "digests_match"), "true", "{json}");
+    json
+}
+
+#[test]
+fn migrate_chunk_mode() {
+    let j = migrate(&["--from", "sim:state=64M,seed=5"]);
+    assert!(json_field(&j, "fw_data_records").parse::<u64>().unwrap() >= 8);
+    assert!(json_field(&j, "bytes").parse::<u64>().unwrap() > 64 << 20);
+    // Two 8 MiB-ish slots, never the state size.
+    let peak: u64 = json_field(&j, "source_peak_buffer_bytes").parse().unwrap();
+    assert!(peak < 30 << 20, "{peak}");
+}
+
+#[test]
+fn migrate_legacy_mode() {
+    let j = migrate(&["--from", "sim:state=20M,seed=6", "--legacy"]);
+    assert_eq!(json_field(&j, "fw_data_records"), "1");
+}
+
+#[test]
+fn migrate_precopy() {
+    let j = migrate(&["--from", "sim:state=64M,seed=7,dirty=1M", "--precopy"]);
+    assert!(json_field(&j, "precopy_rounds").parse::<u64>().unwrap() >= 1);
+    assert!(json_field(&j, "precopy_bytes").parse::<u64>().unwrap() > 0);
+}
+
+#[test]
+fn migrate_text_summary() {
+    let r = run(&["migrate", "--from", "sim:state=16M"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for key in [
+        "bytes=",
+        "records=",
+        "fw_data_records=",
+        "seconds=",
+        "bytes_per_sec=",
+        "downtime_seconds=",
+        "peak_buffer_bytes=",
+        "digests_match=true",
+    ] {
+        assert!(r.stderr.contains(key), "{key} missing:\n{}", r.stderr);
+    }
+}
+
+fn digest_of(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("digest="))
+        .unwrap_or_else(|| panic!("no digest in {stderr}"))
+        .to_owned()
+}
+
+#[test]
+fn save_to_a_file_then_load() {
+    let dir = std::env::temp_dir().join(format!("mlx5vf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("state.bin");
+    let f = file.to_str().unwrap();
+    let s = run(&["save", "--device", "sim:state=24M,seed=11", "-o", f]);
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
+    let l = run(&["load", "--device", "sim:state=2M", "-i", f]);
+    assert_eq!(l.code, Some(0), "{}", l.stderr);
+    assert_eq!(digest_of(&s.stderr), digest_of(&l.stderr));
+    // inspect reads what save wrote.
+    let i = run(&["inspect", f]);
+    assert!(i.ok().contains("integrity=verified"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn save_pipe_load() {
+    let mut save = bin()
+        .args(["save", "--device", "sim:state=24M,seed=12", "--precopy"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = bin()
+        .args(["load", "--device", "sim:state=1M"])
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    let save = save.wait_with_output().unwrap();
+    let (s, l) = (
+        String::from_utf8(save.stderr).unwrap(),
+        String::from_utf8(load.stderr).unwrap(),
+    );
+    assert!(save.status.success(), "{s}");
+    assert!(load.status.success(), "{l}");
+    assert_eq!(digest_of(&s), digest_of(&l));
+}
+
+#[test]
+fn save_over_tcp_to_another_process() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("tcp-listen://127.0.0.1:{port}");
+    let connect = format!("tcp://127.0.0.1:{port}");
+    let load = bin()
+        .args(["load", "--device", "sim:state=1M", "-i", &listen, "--json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // save retries the connection until the listener is up.
+    let s = run(&[
+        "save",
+        "--device",
+        "sim:state=40M,seed=13",
+        "-o",
+        &connect,
+        "--json",
+    ]);
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
+    let l = load.wait_with_output().unwrap();
+    let l = String::from_utf8(l.stderr).unwrap();
+    assert_eq!(
+        json_field(s.stderr.trim(), "digest"),
+        json_field(l.trim(), "digest")
+    );
+}
+
+/// A valid stream of our format, from a small state.
+fn saved_stream() -> Vec<u8> {
+    let out = bin()
+        .args(["save", "--device", "sim:state=2M,object=64K-256K,seed=21"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn load_of(stream: &[u8]) -> Run {
+    run_stdin(&["load", "--device", "sim:state=1M"], stream)
+}
+
+#[test]
+fn load_failure_classes() {
+    let good = saved_stream();
+    assert_eq!(load_of(&good).code, Some(0));
+    // Truncated inside a record.
+    load_of(&good[..good.len() / 2]).fails(1, "stream truncated");
+    // Truncated on a record boundary, before the end record: only our end
+    // record can tell.
+    load_of(&good[..good.len() - 40]).fails(1, "stream-end record never arrived");
+    // An unknown mandatory record.
+    let mut s = good[..104].to_vec();
+    s.extend_from_slice(&[
+        4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x33, 0, 0, 0, 1, 2, 3, 4,
+    ]);
+    load_of(&s).fails(1, "unknown mandatory record tag 0x33");
+    // An oversized record.
+    let mut s = good[..104].to_vec();
+    s.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    load_of(&s).fails(1, "exceeds the 4 GiB - 1 limit");
+    // The end record's checksum does not match what arrived.
+    let mut s = good.clone();
+    let n = s.len();
+    s[n - 8] ^= 0xff;
+    load_of(&s).fails(1, "integrity mismatch: CRC-32C");
+    // A payload byte flipped: the device refuses the image on LOAD.
+    let mut s = good.clone();
+    s[104 + 16 + 500] ^= 1;
+    load_of(&s).fails(1, "refused by the device: LOAD_VHCA_STATE(0x119)");
+    // Usage errors: exit 2.
+    run(&["load", "--device", "sim:state=5Q", "-i", "/dev/null"])
+        .fails(2, "bad value \"5Q\" for key \"state\"");
+    run(&["migrate", "--from", "pci:0000:00:00.0"]).fails(2, "unknown device spec");
+    run(&["load", "-i", "/nonexistent/x"]).fails(1, "/nonexistent/x");
+}
+
+#[test]
+fn save_needs_chunks_above_four_gib_in_legacy_mode() {
+    let r = run(&[
+        "save",
+        "--device",
+        "sim:state=5G",
+        "--legacy",
+        "-o",
+        "/dev/null",
+    ]);
+    r.fails(1, "QUERY_VHCA_MIGRATION_STATE(0x117)");
+}
+
+#[test]
+fn load_reads_stdin_in_any_pieces() {
+    let good = saved_stream();
+    let mut child = bin()
+        .args(["load", "--device", "sim:state=1M", "--json"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for piece in good.chunks(777) {
+        stdin.write_all(piece).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
