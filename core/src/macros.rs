@@ -54,3 +54,13 @@ macro_rules! enum_with_unknown {
     };
 }
 pub(crate) use enum_with_unknown;
+
+/// Logs a driver event through `defmt` when the `defmt` feature is on;
+/// compiles to nothing otherwise (the core has no other logging).
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        #[cfg(feature = "defmt")]
+        defmt::debug!($($arg)*);
+    };
+}
+pub(crate) use trace;

@@ -419,7 +419,11 @@ impl<H: Hal> Device<H> {
                     }),
                 )
             })?;
-            let opened = self.run_arc(info.steps).map_err(|e| fail(self.state, e))?;
+            let opened = self.run_arc(info.steps).map_err(|e| {
+                crate::macros::trace!("mlx5vf: arc {}=>{} failed: {}", arc.from, arc.to, e);
+                fail(self.state, e)
+            })?;
+            crate::macros::trace!("mlx5vf: state {}=>{}", arc.from, arc.to);
             self.state = arc.to;
             if opened.is_some() {
                 // Only the last arc of a walk opens a file (see vfio tests).

@@ -123,7 +123,9 @@ impl Field {
         let end = self.end_byte();
         let end_bit = self.bit.saturating_add(self.width);
         // CAST: end <= (2^32 + 64) / 8, so end * 8 fits u64; the shift is < 8.
-        let shift = (end as u64).saturating_mul(8).saturating_sub(u64::from(end_bit)) as u32;
+        let shift = (end as u64)
+            .saturating_mul(8)
+            .saturating_sub(u64::from(end_bit)) as u32;
         (start..end, shift)
     }
 

@@ -131,7 +131,7 @@ pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 pub const MAX_MKEY_PAGES: u32 = 1 << 20;
 
 /// A memory key as SAVE and LOAD name it: `(mkey_index << 8) | variant`.
-#[bitfield(u32)]
+#[bitfield(u32, defmt = cfg(feature = "defmt"))]
 #[derive(PartialEq, Eq, Hash)]
 pub struct MkeyParts {
     /// `mkc.mkey_7_0`, the key's variant byte (the kernel leaves it 0).
@@ -159,7 +159,7 @@ impl Mkey {
 
 /// One MTT entry: a page's bus address with READ/WRITE permission bits in
 /// the low bits (rdma-core sets them; the kernel leaves them 0).
-#[bitfield(u64)]
+#[bitfield(u64, defmt = cfg(feature = "defmt"))]
 #[derive(PartialEq, Eq)]
 pub struct MttEntry {
     /// `MLX5_MTT_PERM_READ`.

@@ -91,7 +91,10 @@ fn image(n: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn images_land_intact_and_load_in_order() {
     let imgs = vec![
         image(3 * MIB as usize, 1),
@@ -109,7 +112,10 @@ fn images_land_intact_and_load_in_order() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn growth_is_lazy_and_bounded() {
     // No hint: the first segment is 1 MiB, then capacity doubles as bytes come.
     let imgs = vec![image(5 * MIB as usize, 9)];
@@ -135,7 +141,10 @@ fn growth_is_lazy_and_bounded() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn the_hint_sizes_the_first_segment_within_the_cap() {
     let imgs = vec![image(MIB as usize, 1), image(20 * MIB as usize, 2)];
     let s = stream_of(Some(16 * MIB), &imgs);
@@ -222,7 +231,10 @@ fn empty_images_are_not_loaded() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn unknown_optional_records_are_skipped_without_memory() {
     let mut s = Header {
         record_size: 3 * MIB,

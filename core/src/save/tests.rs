@@ -179,7 +179,10 @@ impl Harness {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn chunk_pipeline_holds_back_when_every_slot_is_unread() {
     // 64 MiB in 1 MiB objects: 8 chunks of 8 MiB.
     let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 64 * MIB, MIB);
@@ -220,7 +223,10 @@ fn chunk_pipeline_holds_back_when_every_slot_is_unread() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn linux_stream_bytes_are_exact() {
     // 20 MiB in 4 MiB objects; read everything and parse it back.
     let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 20 * MIB, 4 * MIB);
@@ -249,7 +255,10 @@ fn linux_stream_bytes_are_exact() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn our_records_wrap_the_stream_and_verify() {
     let info = StreamInfo {
         version: crate::stream::STREAM_FORMAT_VERSION,
@@ -307,7 +316,10 @@ fn our_records_wrap_the_stream_and_verify() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite")]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn precopy_accounting() {
     let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
     assert_eq!(first.kind, SaveKind::Initial);

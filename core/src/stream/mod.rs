@@ -78,7 +78,7 @@ impl fmt::Display for Tag {
 }
 
 /// The flags word of a record header.
-#[bitfield(u32)]
+#[bitfield(u32, defmt = cfg(feature = "defmt"))]
 #[derive(PartialEq, Eq, Hash)]
 pub struct RecordFlags {
     /// `MLX5_MIGF_HEADER_FLAGS_TAG_OPTIONAL`: readers that do not know the

@@ -14,7 +14,7 @@ pub const STREAM_FORMAT_VERSION: u16 = 1;
 pub const PRODUCER_LEN: usize = 32;
 
 /// What kind of saving session produced a stream.
-#[bitfield(u16)]
+#[bitfield(u16, defmt = cfg(feature = "defmt"))]
 #[derive(PartialEq, Eq)]
 pub struct StreamInfoFlags {
     /// The device saved in chunk mode.

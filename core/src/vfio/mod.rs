@@ -168,7 +168,7 @@ impl TryFrom<u32> for MigState {
 
 /// `vfio_device_feature_migration.flags`: which optional parts of the
 /// protocol a device supports.
-#[bitfield(u64)]
+#[bitfield(u64, defmt = cfg(feature = "defmt"))]
 #[derive(PartialEq, Eq, Hash)]
 pub struct MigrationFlags {
     /// `VFIO_MIGRATION_STOP_COPY`: STOP, STOP_COPY and RESUMING (mandatory).

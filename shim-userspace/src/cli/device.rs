@@ -270,6 +270,16 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A size as a spec writes it: `4G`, `512M`, `12345`.
+pub fn human_size(n: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
 /// Bytes per second.
 pub fn rate(bytes: u64, d: Duration) -> f64 {
     let s = d.as_secs_f64();

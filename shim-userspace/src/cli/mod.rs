@@ -6,6 +6,7 @@
 //! parses the arguments, calls [`run`] with standard output and turns an
 //! [`Error`] into one line on standard error and an exit status.
 
+pub mod bench;
 pub mod device;
 pub mod ifc;
 pub mod inspect;
@@ -62,6 +63,8 @@ pub enum Command {
     Save(transfer_cmds::SaveArgs),
     /// Load a VF's state from a file, a pipe or a TCP connection.
     Load(transfer_cmds::LoadArgs),
+    /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling.
+    Bench(bench::BenchArgs),
 }
 
 const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in this process: the \
@@ -87,6 +90,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
         Command::Migrate(args) => finish(transfer_cmds::migrate(args), args.json),
         Command::Save(args) => finish(transfer_cmds::save(args), args.json),
         Command::Load(args) => finish(transfer_cmds::load(args), args.json),
+        Command::Bench(args) => bench::run(args, out).map_err(Error::Bench),
     };
     let flushed = out.flush().map_err(Error::Output);
     result.and(flushed)
@@ -113,6 +117,8 @@ pub enum Error {
     Inspect(inspect::InspectError),
     /// `mlx5vf save`, `load`, `migrate`.
     Transfer(transfer_cmds::TransferCmdError),
+    /// `mlx5vf bench`.
+    Bench(io::Error),
     /// Writing the results failed.
     Output(io::Error),
 }
@@ -127,6 +133,7 @@ impl Error {
             Self::States(e) => e.exit_code(),
             Self::Inspect(_) => EXIT_FAILURE,
             Self::Transfer(e) => e.exit_code(),
+            Self::Bench(_) => EXIT_FAILURE,
             Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_BROKEN_PIPE,
             Self::Output(_) => EXIT_FAILURE,
         }
@@ -146,6 +153,7 @@ impl fmt::Display for Error {
             Self::States(e) => write!(f, "states: {e}"),
             Self::Inspect(e) => write!(f, "inspect: {e}"),
             Self::Transfer(e) => e.fmt(f),
+            Self::Bench(e) => write!(f, "bench: {e}"),
             Self::Output(e) => write!(f, "writing output: {e}"),
         }
     }
@@ -158,6 +166,7 @@ impl std::error::Error for Error {
             Self::States(e) => Some(e),
             Self::Inspect(e) => Some(e),
             Self::Transfer(e) => Some(e),
+            Self::Bench(e) => Some(e),
             Self::Output(e) => Some(e),
         }
     }

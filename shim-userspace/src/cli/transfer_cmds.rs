@@ -272,6 +272,9 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
             "destination_peak_buffer_bytes",
             Value::Int(dst.stats().peak_buffer_bytes),
         );
+    if let Some(rss) = peak_rss_bytes() {
+        s.add("peak_rss_bytes", Value::Int(rss));
+    }
     let (a, b) = (src.digest(), dst.digest());
     if let (Some(a), Some(b)) = (&a, &b) {
         s.add("source_digest", Value::Text(a.clone()))
@@ -286,4 +289,12 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
         }
     }
     Ok(s)
+}
+
+/// The process's peak resident set (`VmHWM` in `/proc/self/status`), on Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

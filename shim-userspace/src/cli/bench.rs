@@ -1,0 +1,305 @@
+//! `mlx5vf bench`: the four figures of the benchmarks, each against a
+//! reference measured in the same run.
+//!
+//! 1. **Pipeline vs memcpy**: stop-copy bytes/s of a chunk-mode save read to
+//!    a sink (zero-copy from the DMA buffers), against single-thread memcpy
+//!    of the same amount.
+//! 2. **Policies**: downtime and peak buffer memory of the stop-copy phase
+//!    for the Linux policy (2 slots × 8 MiB), legacy mode and other slot /
+//!    size settings, under the simulated firmware's timing model.
+//! 3. **Scaling**: peak RSS and throughput of `migrate` for 1 GiB and 16 GiB
+//!    (separate processes, so RSS is each run's own).
+//! 4. **Resume**: bytes/s of parsing, copying and LOAD on the destination,
+//!    against memcpy of the same bytes.
+
+use std::io::{self, Cursor, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::device::{Summary, Value, human_bytes, parse_size, rate};
+use crate::backend::{self, DriverOptions};
+use crate::pipe::pipe;
+use crate::transfer::{self, Quiet, SaveOptions};
+
+/// Arguments of `mlx5vf bench`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// State size of the pipeline benchmark.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub pipeline_size: u64,
+    /// State size of the policy benchmark.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub policy_size: u64,
+    /// Firmware rate of the policy benchmark's timing model.
+    #[arg(long, value_name = "SIZE/s", default_value = "4G")]
+    pub fw_rate: String,
+    /// Per-command firmware latency of the policy benchmark's timing model.
+    #[arg(long, value_name = "DURATION", default_value = "50us")]
+    pub latency: String,
+    /// State sizes of the scaling benchmark (comma separated).
+    #[arg(long, value_name = "SIZES", default_value = "1G,16G")]
+    pub scaling_sizes: String,
+    /// Stream size of the resume benchmark.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub resume_size: u64,
+    /// Only these benchmarks (comma list of pipeline, policies, scaling, resume).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "pipeline,policies,scaling,resume"
+    )]
+    pub only: String,
+    /// Print each result as one JSON object per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Single-thread memcpy bytes/s over `total` bytes (64 MiB blocks, out of cache).
+pub fn memcpy_rate(total: u64) -> f64 {
+    const BLOCK: usize = 64 << 20;
+    let src = vec![0x5au8; BLOCK];
+    let mut dst = vec![0u8; BLOCK];
+    // Touch both so page faults are not measured.
+    dst.copy_from_slice(&src);
+    let mut done = 0u64;
+    let start = Instant::now();
+    while done < total {
+        let n = usize::try_from(total - done).unwrap_or(BLOCK).min(BLOCK);
+        dst.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(src.get(..n).unwrap_or_default());
+        std::hint::black_box(&mut dst);
+        done += n as u64;
+    }
+    rate(total, start.elapsed())
+}
+
+fn open(spec: &str, opts: &DriverOptions) -> io::Result<Box<dyn backend::MigrationDevice>> {
+    backend::open(spec, opts).map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn emit(json: bool, s: &Summary, out: &mut dyn Write) -> io::Result<()> {
+    if json {
+        writeln!(out, "{}", s.to_json())
+    } else {
+        write!(out, "{}", s.to_text())?;
+        writeln!(out)
+    }
+}
+
+fn pipeline(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let spec = format!(
+        "sim:state={}",
+        super::device::human_size(args.pipeline_size)
+    );
+    let mut dev = open(&spec, &DriverOptions::default())?;
+    let r = transfer::save(
+        dev.as_mut(),
+        &mut io::sink(),
+        &SaveOptions::default(),
+        &Quiet,
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    let pipe_rate = rate(r.bytes, r.stop_copy_time);
+    let mem = memcpy_rate(r.bytes);
+    let mut s = Summary::default();
+    s.add("benchmark", Value::Text("pipeline".into()))
+        .add("device", Value::Text(spec))
+        .add("stream_bytes", Value::Int(r.bytes))
+        .add(
+            "stop_copy_seconds",
+            Value::Float(r.stop_copy_time.as_secs_f64()),
+        )
+        .add("stop_copy_bytes_per_sec", Value::Float(pipe_rate))
+        .add("memcpy_bytes_per_sec", Value::Float(mem))
+        .add("ratio_to_memcpy", Value::Float(pipe_rate / mem))
+        .add(
+            "peak_buffer_bytes",
+            Value::Int(dev.stats().peak_buffer_bytes),
+        );
+    emit(args.json, &s, out)
+}
+
+/// One in-process migration; returns (downtime, source peak buffer bytes, bytes).
+fn migrate_once(from: &str, to: &str, opts: &DriverOptions) -> io::Result<(Duration, u64, u64)> {
+    let mut src = open(from, opts)?;
+    let mut dst = open(to, opts)?;
+    let (mut w, mut r) = pipe(1 << 20, 4);
+    let save_opts = SaveOptions::default();
+    let (saved, loaded) = std::thread::scope(|scope| {
+        let h = scope.spawn(|| {
+            let rep = transfer::save(src.as_mut(), &mut w, &save_opts, &Quiet);
+            drop(w);
+            rep
+        });
+        let loaded = transfer::load(dst.as_mut(), &mut r, &Quiet);
+        drop(r);
+        (h.join(), loaded)
+    });
+    let saved = saved
+        .map_err(|_| io::Error::other("saving thread panicked"))?
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let loaded = loaded.map_err(|e| io::Error::other(e.to_string()))?;
+    if src.digest() != dst.digest() {
+        return Err(io::Error::other("digests differ"));
+    }
+    let downtime = match (saved.stopped_at, loaded.running_at) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a),
+        _ => Duration::ZERO,
+    };
+    Ok((downtime, src.stats().peak_buffer_bytes, saved.bytes))
+}
+
+fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let timing = format!(
+        "fw-rate={}/s,latency={}",
+        args.fw_rate.trim_end_matches("/s"),
+        args.latency
+    );
+    // Objects of at most 1 MiB, so the chunk size (not the largest object)
+    // decides the buffers.
+    let from = format!(
+        "sim:state={},object=64K-1M,{timing}",
+        super::device::human_size(args.policy_size)
+    );
+    let to = format!("sim:state=4M,seed=99,{timing}");
+    let mib = 1u64 << 20;
+    let cases: [(&str, u64, u8, bool); 7] = [
+        ("linux (2 x 8M)", 8 * mib, 2, false),
+        ("1 x 8M", 8 * mib, 1, false),
+        ("4 x 8M", 8 * mib, 4, false),
+        ("2 x 2M", 2 * mib, 2, false),
+        ("2 x 32M", 32 * mib, 2, false),
+        ("8 x 4M", 4 * mib, 8, false),
+        ("legacy", 8 * mib, 1, true),
+    ];
+    for (name, chunk, slots, legacy) in cases {
+        let opts = DriverOptions {
+            chunk_size: chunk,
+            chunk_slots: slots,
+            legacy,
+            integrity: true,
+        };
+        let (downtime, peak, bytes) = migrate_once(&from, &to, &opts)?;
+        let mut s = Summary::default();
+        s.add("benchmark", Value::Text("policies".into()))
+            .add("policy", Value::Text(name.into()))
+            .add("device", Value::Text(from.clone()))
+            .add("downtime_seconds", Value::Float(downtime.as_secs_f64()))
+            .add("source_peak_buffer_bytes", Value::Int(peak))
+            .add("stream_bytes", Value::Int(bytes));
+        emit(args.json, &s, out)?;
+    }
+    Ok(())
+}
+
+fn scaling(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let exe = std::env::current_exe()?;
+    for size in args.scaling_sizes.split(',').filter(|s| !s.is_empty()) {
+        let child = Command::new(&exe)
+            .args(["migrate", "--json", "--from", &format!("sim:state={size}")])
+            .output()?;
+        let text = String::from_utf8_lossy(&child.stderr).into_owned();
+        if !child.status.success() {
+            return Err(io::Error::other(format!("migrate {size}: {text}")));
+        }
+        let field = |key: &str| -> String {
+            let pat = format!("\"{key}\":");
+            text.find(&pat)
+                .map(|at| {
+                    let rest = &text[at + pat.len()..];
+                    rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+                        .trim_matches('"')
+                        .to_owned()
+                })
+                .unwrap_or_default()
+        };
+        let mut s = Summary::default();
+        s.add("benchmark", Value::Text("scaling".into()))
+            .add("state", Value::Text(size.into()))
+            .add("bytes", Value::Int(field("bytes").parse().unwrap_or(0)))
+            .add(
+                "bytes_per_sec",
+                Value::Float(field("bytes_per_sec").parse().unwrap_or(0.0)),
+            )
+            .add(
+                "peak_rss_bytes",
+                Value::Int(field("peak_rss_bytes").parse().unwrap_or(0)),
+            )
+            .add(
+                "peak_buffer_bytes",
+                Value::Int(
+                    field("source_peak_buffer_bytes")
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                        + field("destination_peak_buffer_bytes")
+                            .parse::<u64>()
+                            .unwrap_or(0),
+                ),
+            );
+        emit(args.json, &s, out)?;
+    }
+    Ok(())
+}
+
+fn resume(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let spec = format!("sim:state={}", super::device::human_size(args.resume_size));
+    let mut src = open(&spec, &DriverOptions::default())?;
+    let mut stream =
+        Vec::with_capacity(usize::try_from(args.resume_size + (16 << 20)).unwrap_or(0));
+    transfer::save(src.as_mut(), &mut stream, &SaveOptions::default(), &Quiet)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut dst = open("sim:state=4M,seed=99", &DriverOptions::default())?;
+    // Feed it in 1 MiB pieces, as a socket would.
+    let mut input = io::BufReader::with_capacity(1 << 20, Cursor::new(&stream[..]));
+    let r = transfer::load(dst.as_mut(), &mut input, &Quiet)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    if src.digest() != dst.digest() {
+        return Err(io::Error::other("digests differ"));
+    }
+    let load_rate = rate(r.bytes, r.total_time);
+    let mem = memcpy_rate(r.bytes);
+    let mut s = Summary::default();
+    s.add("benchmark", Value::Text("resume".into()))
+        .add("stream_bytes", Value::Int(r.bytes))
+        .add("seconds", Value::Float(r.total_time.as_secs_f64()))
+        .add("resume_bytes_per_sec", Value::Float(load_rate))
+        .add("memcpy_bytes_per_sec", Value::Float(mem))
+        .add("ratio_to_memcpy", Value::Float(load_rate / mem))
+        .add(
+            "peak_buffer_bytes",
+            Value::Int(dst.stats().peak_buffer_bytes),
+        );
+    emit(args.json, &s, out)
+}
+
+/// `mlx5vf bench`.
+///
+/// # Errors
+/// A benchmark failed (a migration did not complete or digests differ).
+pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
+    let want = |n: &str| only.contains(&n);
+    if !args.json {
+        writeln!(
+            out,
+            "# mlx5vf bench (simulated device; memcpy measured in the same run, {})",
+            human_bytes(64 << 20) + " blocks"
+        )?;
+    }
+    if want("pipeline") {
+        pipeline(args, out)?;
+    }
+    if want("policies") {
+        policies(args, out)?;
+    }
+    if want("scaling") {
+        scaling(args, out)?;
+    }
+    if want("resume") {
+        resume(args, out)?;
+    }
+    Ok(())
+}
