@@ -605,3 +605,34 @@ fn errors_carry_firmware_status_and_errno() {
     set_state(&mut d, Running).unwrap();
     assert_clean(&mut d);
 }
+
+#[test]
+fn precopy_info_v2_reports_reinit_only_when_opted_in() {
+    for opted_in in [false, true] {
+        let (mut d, f) = precopy_file("sim:state=20M,object=1M-2M,dirty=1M");
+        d.set_precopy_info_v2(opted_in);
+        complete_one(&mut d);
+        let mut out = vec![];
+        read(&mut d, f, 1000, &mut out).unwrap();
+        // Firmware reports new initial data on the next incremental query.
+        d.hal_mut().fw.faults_mut().report_init_on_next_query();
+        let i = info(&mut d, f);
+        assert_eq!(i.reinit, opted_in);
+        if opted_in {
+            // Unread bytes and the new data are initial bytes; a SAVE for
+            // them started at once, though the reader had not drained.
+            assert!(i.initial_bytes > 0 && i.dirty_bytes == 0, "{i:?}");
+            assert_eq!(d.hal().pending.len(), 1);
+            complete_one(&mut d);
+            let after = info(&mut d, f);
+            assert!(!after.reinit);
+            assert!(after.initial_bytes > i.initial_bytes - 1 - 16, "{after:?}");
+        } else {
+            // v1: the flag never shows; the old initial bytes count down.
+            assert!(i.initial_bytes > 0);
+            assert!(d.hal().pending.is_empty());
+        }
+        set_state(&mut d, Running).unwrap();
+        assert_clean(&mut d);
+    }
+}

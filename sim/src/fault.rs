@@ -58,6 +58,7 @@ pub struct Faults {
     rules: heapless::Vec<FailRule, MAX_FAIL_RULES>,
     oversize_next_save: Option<u32>,
     next_required_override: Option<u32>,
+    report_init: bool,
 }
 
 impl Faults {
@@ -97,6 +98,16 @@ impl Faults {
         self.next_required_override = Some(value);
     }
 
+    /// Make the next incremental QUERY report `migration_state` = INIT (new
+    /// initial data appeared: the driver reports PRECOPY_INFOv2 REINIT).
+    pub fn report_init_on_next_query(&mut self) {
+        self.report_init = true;
+    }
+
+    pub(crate) fn take_report_init(&mut self) -> bool {
+        core::mem::take(&mut self.report_init)
+    }
+
     /// Disarm every knob.
     pub fn clear(&mut self) {
         *self = Self::default();
@@ -108,6 +119,7 @@ impl Faults {
         self.rules.is_empty()
             && self.oversize_next_save.is_none()
             && self.next_required_override.is_none()
+            && !self.report_init
     }
 
     /// Count one command of `opcode`; the failure to report if a rule fires.

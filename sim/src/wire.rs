@@ -412,6 +412,11 @@ pub mod query_mig {
     pub const REQUIRED_UMEM_SIZE: Field = Field::new(0x80, 32);
     /// `_out.remaining_total_size`.
     pub const REMAINING_TOTAL_SIZE: Field64 = Field64::at_bit(0xc0);
+    /// `_out.migration_state` (a posted patch's 4-bit field; reserved in the
+    /// merged header). The sim reports it only when a fault knob asks.
+    pub const MIGRATION_STATE: Field = Field::new(0x60, 4);
+    /// `migration_state` value: new initial data (PRECOPY_INFOv2 REINIT).
+    pub const MIGRATION_STATE_INIT: u32 = 4;
     /// `_in` size.
     pub const IN_LEN: usize = 16;
     /// `_out` size.

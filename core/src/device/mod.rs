@@ -192,6 +192,8 @@ pub struct Device<H: Hal> {
     cleanup_done: Option<Result<(), DeviceError>>,
     leaked_mkeys: u32,
     leaked_pds: u32,
+    /// Userspace opted in to VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2.
+    precopy_info_v2: bool,
 }
 
 impl<H: Hal> Device<H> {
@@ -214,7 +216,16 @@ impl<H: Hal> Device<H> {
             cleanup_done: None,
             leaked_mkeys: 0,
             leaked_pds: 0,
+            precopy_info_v2: false,
         }
+    }
+
+    /// `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (SET): userspace opts in to
+    /// the precopy ioctl's output flags, i.e. to `VFIO_PRECOPY_INFO_REINIT`.
+    /// Without it [`PrecopyInfo::reinit`](crate::save::PrecopyInfo) is never
+    /// set (old userspace echoes the flags word back).
+    pub fn set_precopy_info_v2(&mut self, on: bool) {
+        self.precopy_info_v2 = on;
     }
 
     /// The platform.

@@ -569,7 +569,10 @@ impl<H: Hal> Device<H> {
     /// PRE_COPY_P2P, where the VF is suspended) it asks firmware for its
     /// incremental size, and when the reader has drained everything and
     /// firmware has new data it starts an incremental SAVE so the next read
-    /// finds it.
+    /// finds it. With PRECOPY_INFOv2 opted in
+    /// ([`Device::set_precopy_info_v2`]) and firmware reporting new initial
+    /// data (`migration_state` INIT), the answer carries REINIT and the new
+    /// data counts as initial bytes.
     ///
     /// # Errors
     /// [`DeviceError::NotPreCopy`] outside PRE_COPY states (`EINVAL`),
@@ -584,6 +587,7 @@ impl<H: Hal> Device<H> {
             (f.session, f.engine.state())
         };
         let mut inc = 0u64;
+        let mut reinit = false;
         if self.state == MigState::PreCopy {
             match state {
                 // The incremental query is refused once the file failed.
@@ -599,18 +603,20 @@ impl<H: Hal> Device<H> {
                         chunked: probe.chunk_mode,
                     })?;
                     inc = u64::from(q.required_umem_size);
+                    reinit = self.precopy_info_v2
+                        && q.migration_state == crate::ifc::migration::migration_state::INIT;
                 }
             }
         }
-        let (info, start) = self.saving_for(file)?.engine.precopy_info(inc)?;
-        if let Some(bytes) = start {
-            let result = self.take_save_buffer(session, bytes).and_then(|buf| {
+        let (info, start) = self.saving_for(file)?.engine.precopy_info(inc, reinit)?;
+        if let Some(start) = start {
+            let result = self.take_save_buffer(session, start.bytes).and_then(|buf| {
                 let req = self
                     .saving
                     .as_mut()
                     .ok_or(DeviceError::NoFile)?
                     .engine
-                    .start_precopy(buf)?;
+                    .start_precopy(buf, start.initial)?;
                 self.start_save(req)
             });
             if let Err(e) = result {

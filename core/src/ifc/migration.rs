@@ -122,13 +122,39 @@ pub struct QueryMigrationState {
 }
 
 /// The sizes QUERY_VHCA_MIGRATION_STATE reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MigrationStateSize {
     /// Minimum buffer for the next SAVE (per chunk in chunk mode).
     pub required_umem_size: u32,
     /// Everything that remains to be saved; meaningful only with `chunk = 1`.
     pub remaining_total_size: u64,
+    /// The operational migration state ([`MIGRATION_STATE`]); 0 from
+    /// firmware that does not report it.
+    pub migration_state: u8,
+}
+
+/// `migration_state` of `query_vhca_migration_state_out`: 4 bits at bit 0x60,
+/// inside what the merged Linux header still calls `reserved_at_40`. It comes
+/// from a posted patch (2026, with `VFIO_PRECOPY_INFO_REINIT`) and is not in
+/// the [`query_vhca_migration_state_out`] table, which follows the merged
+/// header; firmware without it leaves the bits 0.
+pub const MIGRATION_STATE: super::layout::TypedField<u8> =
+    super::layout::TypedField::new("migration_state", 0x60, 4);
+
+/// `migration_state` values (the posted patch's
+/// `MLX5_QUERY_VHCA_MIG_STATE_OPER_MIGRATION_*`).
+pub mod migration_state {
+    /// Not reported (or uninitialised).
+    pub const UNINITIALIZED: u8 = 0;
+    /// Idle.
+    pub const IDLE: u8 = 1;
+    /// Ready.
+    pub const READY: u8 = 2;
+    /// Dirty.
+    pub const DIRTY: u8 = 3;
+    /// New initial data appeared: PRECOPY_INFOv2 reports REINIT.
+    pub const INIT: u8 = 4;
 }
 
 impl Command for QueryMigrationState {
@@ -153,6 +179,7 @@ impl Command for QueryMigrationState {
         Ok(MigrationStateSize {
             required_umem_size: f::required_umem_size.get(out)?,
             remaining_total_size: f::remaining_total_size.get(out)?,
+            migration_state: MIGRATION_STATE.get(out)?,
         })
     }
 }

@@ -431,7 +431,8 @@ fn decode_ok_outputs() {
         q.decode(&out),
         Ok(MigrationStateSize {
             required_umem_size: 0x0080_1000,
-            remaining_total_size: 0x1_4000_0000
+            remaining_total_size: 0x1_4000_0000,
+            migration_state: 0,
         })
     );
 
@@ -489,6 +490,26 @@ fn decode_ok_outputs() {
             migration_tracking_state: true,
             migration_in_chunks: true
         }))
+    );
+}
+
+#[test]
+fn the_proposed_migration_state_field() {
+    let mut out = out_with_status(64, 0, 0);
+    out[12] = 0x40; // bits 0x60..0x63 = 4 (INIT)
+    let q = QueryMigrationState {
+        vhca_id: 1,
+        scope: Scope::Incremental,
+        chunked: true,
+    };
+    assert_eq!(
+        q.decode(&out).unwrap().migration_state,
+        migration_state::INIT
+    );
+    // It lies in what the merged header calls reserved_at_40.
+    let r = field("query_vhca_migration_state_out", "reserved_at_40");
+    assert!(
+        r.bit <= MIGRATION_STATE.field().bit && MIGRATION_STATE.field().bit + 4 <= r.bit + r.width
     );
 }
 

@@ -273,8 +273,13 @@ pub enum FileState {
 pub enum SaveKind {
     /// The first PRE_COPY save (`inc=0 track=1`).
     Initial,
-    /// A later PRE_COPY save (`inc=1 track=1`).
-    PreCopy,
+    /// A later PRE_COPY save (`inc=1 track=1`); `initial` when firmware
+    /// reported new initial data (PRECOPY_INFOv2 REINIT), so its bytes count
+    /// as initial bytes.
+    PreCopy {
+        /// The image is new initial data.
+        initial: bool,
+    },
     /// A stop-copy chunk into a slot (`track=0`).
     StopCopyChunk {
         /// The slot.
@@ -398,6 +403,19 @@ pub struct PrecopyInfo {
     pub initial_bytes: u64,
     /// Bytes of later changes: unread queued bytes plus what firmware has.
     pub dirty_bytes: u64,
+    /// `VFIO_PRECOPY_INFO_REINIT` (PRECOPY_INFOv2 only): new initial data
+    /// appeared; `initial_bytes` restarts from this value.
+    pub reinit: bool,
+}
+
+/// An incremental PRE_COPY SAVE the device must start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PrecopyStart {
+    /// Buffer bytes it needs.
+    pub bytes: u64,
+    /// It carries new initial data (REINIT).
+    pub initial: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,8 +481,11 @@ pub struct SaveEngine {
     pos: u64,
     /// Stream bytes queued so far (`max_pos`).
     end_pos: u64,
-    /// PRE_COPY initial bytes (`pre_copy_initial_bytes`).
-    initial_bytes: u64,
+    /// The initial-data region of the stream: `[initial_start, initial_start
+    /// + initial_len)` (`pre_copy_initial_bytes_start` and
+    /// `pre_copy_initial_bytes`); a REINIT moves it.
+    initial_start: u64,
+    initial_len: u64,
     slots: [Slot; MAX_CHUNK_SLOTS],
     ready_chunks: usize,
     held: Option<u32>,
@@ -494,7 +515,8 @@ impl SaveEngine {
             head_off: 0,
             pos: 0,
             end_pos: 0,
-            initial_bytes: 0,
+            initial_start: 0,
+            initial_len: 0,
             slots: [Slot::Empty; MAX_CHUNK_SLOTS],
             ready_chunks: 0,
             held: None,
@@ -526,7 +548,7 @@ impl SaveEngine {
             STOP_COPY_SIZE_RECORD_LEN as u64,
         )?;
         if cfg.tracking {
-            e.initial_bytes = e.end_pos;
+            e.initial_len = e.end_pos;
         }
         Ok(e)
     }
@@ -742,7 +764,8 @@ impl SaveEngine {
         self.crc = crc_after;
         self.stats.fw_data_records = self.stats.fw_data_records.saturating_add(1);
         self.stats.fw_data_bytes = self.stats.fw_data_bytes.saturating_add(u64::from(image));
-        let initial = self.state != FileState::PreCopy && slot.is_none();
+        let first_precopy = self.state != FileState::PreCopy && slot.is_none();
+        let initial = first_precopy || f.kind == SaveKind::PreCopy { initial: true };
         if slot.is_some() {
             self.stats.chunks = self.stats.chunks.saturating_add(1);
             self.ready_chunks = self.ready_chunks.saturating_add(1);
@@ -754,11 +777,13 @@ impl SaveEngine {
             }
         }
         if initial {
-            self.initial_bytes = self
-                .initial_bytes
+            self.initial_len = self
+                .initial_len
                 // CAST: header length 16.
                 .saturating_add(header.len() as u64)
                 .saturating_add(u64::from(image));
+        }
+        if first_precopy {
             self.state = FileState::PreCopy;
         }
         let last = slot.is_some() && next == 0 && self.held.is_none();
@@ -988,31 +1013,45 @@ impl SaveEngine {
     }
 
     /// VFIO_MIG_GET_PRECOPY_INFO, given the incremental size firmware reports
-    /// (`inc_len`; 0 in PRE_COPY_P2P and after a PRE_COPY error). Returns the
-    /// numbers and, when the reader has drained everything and firmware has
-    /// new data, the buffer bytes of an incremental SAVE to start.
+    /// (`inc_len`; 0 in PRE_COPY_P2P and after a PRE_COPY error) and whether
+    /// firmware reported new initial data with PRECOPY_INFOv2 opted in
+    /// (`reinit`). Returns the numbers and, when the reader has drained
+    /// everything (or on REINIT) and firmware has data, the incremental SAVE
+    /// to start.
+    ///
+    /// On REINIT, bytes queued but unread count as initial bytes (the reader
+    /// must read them before the new initial data), as the Linux patch does.
     ///
     /// # Errors
     /// [`SaveError::FileError`] when the file failed.
-    pub fn precopy_info(&self, inc_len: u64) -> Result<(PrecopyInfo, Option<u64>), SaveError> {
+    pub fn precopy_info(
+        &mut self,
+        inc_len: u64,
+        reinit: bool,
+    ) -> Result<(PrecopyInfo, Option<PrecopyStart>), SaveError> {
         if self.state == FileState::Error {
             return Err(SaveError::FileError);
         }
-        if self.initial_bytes > self.pos {
-            return Ok((
-                PrecopyInfo {
-                    initial_bytes: self.initial_bytes.saturating_sub(self.pos),
-                    dirty_bytes: 0,
-                },
-                None,
-            ));
-        }
         let unread = self.end_pos.saturating_sub(self.pos);
-        let info = PrecopyInfo {
-            initial_bytes: 0,
-            dirty_bytes: unread.saturating_add(inc_len),
-        };
-        let start = (unread == 0 && inc_len != 0 && self.in_flight.is_none()).then_some(inc_len);
+        let mut info = PrecopyInfo::default();
+        if reinit {
+            self.initial_start = self.pos;
+            self.initial_len = unread;
+            info.initial_bytes = unread.saturating_add(inc_len);
+            info.reinit = true;
+        } else {
+            let initial_end = self.initial_start.saturating_add(self.initial_len);
+            if initial_end > self.pos {
+                info.initial_bytes = initial_end.saturating_sub(self.pos);
+                return Ok((info, None));
+            }
+            info.dirty_bytes = unread.saturating_add(inc_len);
+        }
+        let start = ((reinit || unread == 0) && inc_len != 0 && self.in_flight.is_none())
+            .then_some(PrecopyStart {
+                bytes: inc_len,
+                initial: reinit,
+            });
         Ok((info, start))
     }
 
@@ -1035,15 +1074,21 @@ impl SaveEngine {
         out
     }
 
-    /// Starts an incremental PRE_COPY save (`inc=1 track=1`) into `buf`.
+    /// Starts an incremental PRE_COPY save (`inc=1 track=1`) into `buf`;
+    /// `initial` as [`PrecopyStart::initial`] said.
     ///
     /// # Errors
     /// [`SaveError::WrongState`] outside PRE_COPY or with a SAVE in flight.
-    pub fn start_precopy(&mut self, buf: BufRef) -> Result<SaveRequest, SaveError> {
+    pub fn start_precopy(&mut self, buf: BufRef, initial: bool) -> Result<SaveRequest, SaveError> {
         if self.state != FileState::PreCopy || self.in_flight.is_some() {
             return Err(SaveError::WrongState);
         }
-        Ok(self.request(buf, Scope::Incremental, Tracking::Track, SaveKind::PreCopy))
+        Ok(self.request(
+            buf,
+            Scope::Incremental,
+            Tracking::Track,
+            SaveKind::PreCopy { initial },
+        ))
     }
 
     /// Starts the cleanup save that tells firmware PRE_COPY is over (`inc=0

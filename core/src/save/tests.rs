@@ -14,6 +14,7 @@ fn q(required: u32, total: u64) -> MigrationStateSize {
     MigrationStateSize {
         required_umem_size: required,
         remaining_total_size: total,
+        migration_state: 0,
     }
 }
 
@@ -328,32 +329,39 @@ fn precopy_accounting() {
         (Scope::Full, Tracking::Track)
     );
     // Before the initial SAVE completes: only the STOP_COPY_SIZE record.
-    assert_eq!(h.engine.precopy_info(0).unwrap().0.initial_bytes, 24);
+    assert_eq!(h.engine.precopy_info(0, false).unwrap().0.initial_bytes, 24);
     assert_eq!(h.read(u64::MAX), Ok(None));
     assert_eq!(h.read(u64::MAX), Err(Empty::WouldBlock));
     let r = h.fw.save(first.size);
     assert!(h.engine.complete(r, 0).unwrap().next.is_none());
     assert_eq!(h.engine.state(), FileState::PreCopy);
     // initial = 24 + 16 + 8 MiB, of which 24 were read.
-    let (info, start) = h.engine.precopy_info(MIB).unwrap();
+    let (info, start) = h.engine.precopy_info(MIB, false).unwrap();
     assert_eq!(info.initial_bytes, 16 + 8 * MIB);
     assert_eq!((info.dirty_bytes, start), (0, None));
     while h.read(u64::MAX).is_ok() {}
     assert_eq!(h.read(1), Err(Empty::NoMessage));
     // Drained and firmware has 1 MiB: dirty = 0 + 1 MiB, start a SAVE.
-    let (info, start) = h.engine.precopy_info(MIB).unwrap();
+    let (info, start) = h.engine.precopy_info(MIB, false).unwrap();
     assert_eq!(
         info,
         PrecopyInfo {
             initial_bytes: 0,
-            dirty_bytes: MIB
+            dirty_bytes: MIB,
+            reinit: false
         }
     );
-    assert_eq!(start, Some(MIB));
+    assert_eq!(
+        start,
+        Some(PrecopyStart {
+            bytes: MIB,
+            initial: false
+        })
+    );
     let take = h.engine.take_buffer(MIB);
     // The initial 8 MiB buffer came back after reading and is reused.
     assert_eq!(take.reuse.map(|b| b.npages), Some(2048));
-    let req = h.engine.start_precopy(take.reuse.unwrap()).unwrap();
+    let req = h.engine.start_precopy(take.reuse.unwrap(), false).unwrap();
     assert_eq!(
         (req.scope, req.tracking),
         (Scope::Incremental, Tracking::Track)
@@ -363,8 +371,49 @@ fn precopy_accounting() {
     let r = h.fw.save(req.size);
     h.engine.complete(r, 0).unwrap();
     // Unread bytes count as dirty now.
-    let (info, _) = h.engine.precopy_info(0).unwrap();
+    let (info, _) = h.engine.precopy_info(0, false).unwrap();
     assert_eq!(info.dirty_bytes, 16 + 8 * MIB);
+}
+
+#[test]
+fn reinit_restarts_the_initial_bytes() {
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
+    let r = h.fw.save(first.size);
+    h.engine.complete(r, 0).unwrap();
+    // Read part of the initial image, then firmware reports new initial data.
+    h.read(1000).unwrap();
+    let unread = h.engine.queued_end() - h.engine.position();
+    let (info, start) = h.engine.precopy_info(2 * MIB, true).unwrap();
+    assert!(info.reinit);
+    assert_eq!(info.initial_bytes, unread + 2 * MIB);
+    assert_eq!(info.dirty_bytes, 0);
+    assert_eq!(
+        start,
+        Some(PrecopyStart {
+            bytes: 2 * MIB,
+            initial: true
+        })
+    );
+    let take = h.engine.take_buffer(2 * MIB);
+    let buf = take.reuse.unwrap_or(BufRef {
+        index: 99,
+        npages: 512,
+    });
+    let req = h.engine.start_precopy(buf, true).unwrap();
+    let image = SaveResult {
+        actual_image_size: 2 * MIB as u32,
+        next_required_umem_size: 0,
+    };
+    let _ = req;
+    h.engine.complete(image, 0).unwrap();
+    // The new chunk and its header count as initial bytes.
+    let (info, _) = h.engine.precopy_info(0, false).unwrap();
+    assert_eq!(info.initial_bytes, unread + 16 + 2 * MIB);
+    assert!(!info.reinit);
+    // Reading it all brings initial bytes to zero; later data is dirty again.
+    while h.read(u64::MAX).is_ok() {}
+    let (info, _) = h.engine.precopy_info(MIB, false).unwrap();
+    assert_eq!((info.initial_bytes, info.dirty_bytes), (0, MIB));
 }
 
 #[test]

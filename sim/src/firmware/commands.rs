@@ -208,6 +208,9 @@ impl Firmware {
                 )?;
                 query_mig::REQUIRED_UMEM_SIZE.set(output, q.required);
                 query_mig::REMAINING_TOTAL_SIZE.set(output, q.remaining);
+                if query_mig::INCREMENTAL.flag(input) && self.faults.take_report_init() {
+                    query_mig::MIGRATION_STATE.set(output, query_mig::MIGRATION_STATE_INIT);
+                }
                 Ok(())
             }
             opcode::SAVE_VHCA_STATE => self.save(input, output, dma),
