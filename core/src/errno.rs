@@ -35,6 +35,17 @@ macro_rules! errno_table {
                 match self { $(Self::$name => stringify!($name),)* }
             }
 
+            /// The errno with this number, if the core knows it.
+            ///
+            /// ```
+            /// use mlx5vf_core::errno::Errno;
+            /// assert_eq!(Errno::from_code(42), Some(Errno::ENOMSG));
+            /// assert_eq!(Errno::from_code(4711), None);
+            /// ```
+            pub fn from_code(code: i32) -> Option<Self> {
+                Self::ALL.iter().copied().find(|e| e.code() == code)
+            }
+
             /// The usual `strerror()` text.
             pub const fn description(self) -> &'static str {
                 match self { $(Self::$name => $text,)* }

@@ -7,8 +7,8 @@
 //! Backends:
 //! - `sim:...` (the default): a simulated mlx5 PF with one VF, driven by
 //!   [`mlx5vf_core::device::Device`] in this process;
-//! - `vfio-mig:...`: a device behind the kernel's VFIO migration uAPI (a
-//!   later backend; the spec is reserved).
+//! - `vfio-mig:DEVICE[,iommu=auto|group|cdev]`: any device behind the
+//!   kernel's VFIO migration uAPI v2 (see [`crate::vfio`]).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -40,6 +40,13 @@ pub trait MigrationDevice: Send {
     /// # Errors
     /// The query failed.
     fn data_size(&mut self) -> io::Result<u64>;
+    /// `VFIO_DEVICE_RESET`: the function resets, its data files end, and
+    /// the migration state becomes RUNNING (the only way out of ERROR, or of
+    /// a RESUMING whose data was refused).
+    ///
+    /// # Errors
+    /// The reset failed.
+    fn reset(&mut self) -> io::Result<()>;
     /// A digest of the device state, when the backend can compute one (the
     /// simulated device can; real hardware cannot).
     fn digest(&self) -> Option<String>;
@@ -66,6 +73,14 @@ pub trait DataFile: Read + Write + Send {
     /// # Errors
     /// `EINVAL` outside PRE_COPY states, `ENODEV` for a failed file.
     fn precopy_info(&mut self) -> io::Result<PrecopyInfo>;
+    /// `poll()` for `POLLIN`: waits until a read would not block (data, end
+    /// of stream or an error) or `timeout` passes; returns whether it became
+    /// readable. In PRE_COPY with everything read this may wait out the
+    /// whole timeout: new data appears only after `precopy_info`.
+    ///
+    /// # Errors
+    /// The platform refused.
+    fn wait_readable(&mut self, timeout: std::time::Duration) -> io::Result<bool>;
     /// `O_NONBLOCK` on or off.
     ///
     /// # Errors
@@ -204,9 +219,9 @@ pub fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>
         return Ok(Box::new(dev));
     }
     if spec.starts_with("vfio-mig:") {
-        return Err(OpenError::Spec(
-            "vfio-mig: devices are not supported by this build yet".to_owned(),
-        ));
+        let parsed = crate::vfio::VfioSpec::parse(spec).map_err(OpenError::Spec)?;
+        let dev = crate::vfio::VfioDevice::open(spec, &parsed).map_err(OpenError::Device)?;
+        return Ok(Box::new(dev));
     }
     Err(OpenError::Spec(format!(
         "unknown device spec {spec:?}: expected sim[:key=value,...] or vfio-mig:..."

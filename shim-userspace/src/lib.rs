@@ -20,7 +20,8 @@
 //! transition, a malformed stream, an I/O error); `2` a usage error (unknown
 //! name, bad number, bad hex, …). Every error is one line on standard error,
 //! starting `mlx5vf: `. See [`cli::Error::exit_code`].
-#![forbid(unsafe_code)]
+// Only `vfio::sys` (the ioctls) may use `unsafe`; it says why each use holds.
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(
@@ -36,3 +37,4 @@ pub mod cli;
 pub mod pipe;
 pub mod sim;
 pub mod transfer;
+pub mod vfio;

@@ -37,7 +37,10 @@ fn blocking_reads_end_with_eof_every_time() {
     assert_eq!(f.read(&mut b).unwrap(), 0);
     assert_eq!(f.read(&mut b).unwrap(), 0);
     // Writing to a saving file is refused.
-    assert_eq!(errno_of(&f.write(&[0]).unwrap_err()), Some(Errno::ENODEV.code()));
+    assert_eq!(
+        errno_of(&f.write(&[0]).unwrap_err()),
+        Some(Errno::ENODEV.code())
+    );
     drop(f);
     d.set_state(MigState::Stop).unwrap();
 }
@@ -95,7 +98,10 @@ fn precopy_drains_with_enomsg_then_continues_in_stop_copy() {
     }
     // Same file continues in STOP_COPY; the precopy ioctl is EINVAL there.
     assert!(src.set_state(MigState::StopCopy).unwrap().is_none());
-    assert_eq!(errno_of(&f.precopy_info().unwrap_err()), Some(Errno::EINVAL.code()));
+    assert_eq!(
+        errno_of(&f.precopy_info().unwrap_err()),
+        Some(Errno::EINVAL.code())
+    );
     // The rest goes straight from the DMA buffers into the destination.
     while f.send_to(&mut *w, 1 << 20).unwrap() > 0 {}
     drop((f, w));

@@ -7,6 +7,7 @@
 //! [`Error`] into one line on standard error and an exit status.
 
 pub mod bench;
+pub mod check;
 pub mod device;
 pub mod ifc;
 pub mod inspect;
@@ -17,6 +18,8 @@ use std::fmt;
 use std::io::{self, Write};
 
 use clap::{Parser, Subcommand};
+
+use crate::backend;
 
 /// Exit status of a request that was well formed but failed.
 pub const EXIT_FAILURE: u8 = 1;
@@ -63,6 +66,9 @@ pub enum Command {
     Save(transfer_cmds::SaveArgs),
     /// Load a VF's state from a file, a pipe or a TCP connection.
     Load(transfer_cmds::LoadArgs),
+    /// Check a device against the VFIO migration uAPI (arcs, EOF, ENOMSG, EAGAIN, reset).
+    #[command(long_about = check::LONG_ABOUT)]
+    Check(check::CheckArgs),
     /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling.
     Bench(bench::BenchArgs),
 }
@@ -91,6 +97,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
         Command::Save(args) => finish(transfer_cmds::save(args), args.json),
         Command::Load(args) => finish(transfer_cmds::load(args), args.json),
         Command::Bench(args) => bench::run(args, out).map_err(Error::Bench),
+        Command::Check(args) => check::run(args, out).map_err(Error::Check),
     };
     let flushed = out.flush().map_err(Error::Output);
     result.and(flushed)
@@ -119,6 +126,8 @@ pub enum Error {
     Transfer(transfer_cmds::TransferCmdError),
     /// `mlx5vf bench`.
     Bench(io::Error),
+    /// `mlx5vf check`.
+    Check(check::CheckError),
     /// Writing the results failed.
     Output(io::Error),
 }
@@ -134,6 +143,8 @@ impl Error {
             Self::Inspect(_) => EXIT_FAILURE,
             Self::Transfer(e) => e.exit_code(),
             Self::Bench(_) => EXIT_FAILURE,
+            Self::Check(check::CheckError::Open(backend::OpenError::Spec(_))) => EXIT_USAGE,
+            Self::Check(_) => EXIT_FAILURE,
             Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_BROKEN_PIPE,
             Self::Output(_) => EXIT_FAILURE,
         }
@@ -154,6 +165,7 @@ impl fmt::Display for Error {
             Self::Inspect(e) => write!(f, "inspect: {e}"),
             Self::Transfer(e) => e.fmt(f),
             Self::Bench(e) => write!(f, "bench: {e}"),
+            Self::Check(e) => write!(f, "check: {e}"),
             Self::Output(e) => write!(f, "writing output: {e}"),
         }
     }
@@ -167,6 +179,7 @@ impl std::error::Error for Error {
             Self::Inspect(e) => Some(e),
             Self::Transfer(e) => Some(e),
             Self::Bench(e) => Some(e),
+            Self::Check(e) => Some(e),
             Self::Output(e) => Some(e),
         }
     }

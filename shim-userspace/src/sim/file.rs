@@ -1,7 +1,8 @@
 //! The simulated device's data file, with the kernel data fd's semantics.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use mlx5vf_core::device::{DeviceError, FileId, ReadSegment, WritePlan};
 use mlx5vf_core::save::PrecopyInfo;
@@ -154,6 +155,26 @@ impl DataFile for SimFile {
         self.shared
             .retry(|d| d.precopy_info(file))
             .map_err(io_error)
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut dev = self.shared.lock();
+        loop {
+            if dev.poll(self.file).readable {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            dev = self
+                .shared
+                .changed
+                .wait_timeout(dev, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {

@@ -138,6 +138,21 @@ impl MigrationDevice for SimDevice {
         self.shared.lock().data_size().map_err(io_error)
     }
 
+    fn reset(&mut self) -> io::Result<()> {
+        // The function-level reset first (the VF runs again, its save and
+        // load sessions end; its objects stay), then the driver's reset_done.
+        // Lock order as everywhere: device, then firmware.
+        let mut dev = self.shared.lock();
+        self.fw
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reset_vf(0);
+        dev.handle_reset();
+        drop(dev);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
     fn digest(&self) -> Option<String> {
         let fw = self.fw.lock().unwrap_or_else(PoisonError::into_inner);
         fw.digest(0).map(|d| d.to_string())

@@ -1,0 +1,397 @@
+//! The VFIO and iommufd ioctls the `vfio-mig:` backend issues, as safe
+//! functions: the only `unsafe` code of this crate.
+//!
+//! Every call passes the kernel a pointer to a live, exclusively borrowed
+//! value whose size covers the `argsz` it declares (or an integer, or a
+//! NUL-terminated name), and every struct is `FromBytes`, so nothing the
+//! kernel writes back can make an invalid value. Numbers and layouts are
+//! those of `include/uapi/linux/vfio.h` and `iommufd.h` (Linux 6.12); the
+//! `static_assertions` pin the sizes the uAPI documents.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, c_void};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, opcode};
+use static_assertions::const_assert_eq;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// `VFIO_TYPE`: the ioctl group of VFIO (`';'`).
+const VFIO_TYPE: u8 = b';';
+/// `VFIO_BASE`: the first VFIO ioctl number.
+const VFIO_BASE: u8 = 100;
+/// `IOMMUFD_TYPE`: the ioctl group of iommufd (also `';'`, numbers from 0x80).
+const IOMMUFD_TYPE: u8 = b';';
+
+const fn vfio_io(n: u8) -> Opcode {
+    opcode::none(VFIO_TYPE, VFIO_BASE + n)
+}
+
+const VFIO_GET_API_VERSION: Opcode = vfio_io(0);
+const VFIO_CHECK_EXTENSION: Opcode = vfio_io(1);
+const VFIO_SET_IOMMU: Opcode = vfio_io(2);
+const VFIO_GROUP_GET_STATUS: Opcode = vfio_io(3);
+const VFIO_GROUP_SET_CONTAINER: Opcode = vfio_io(4);
+const VFIO_GROUP_GET_DEVICE_FD: Opcode = vfio_io(6);
+const VFIO_DEVICE_RESET: Opcode = vfio_io(11);
+const VFIO_DEVICE_FEATURE: Opcode = vfio_io(17);
+const VFIO_DEVICE_BIND_IOMMUFD: Opcode = vfio_io(18);
+const VFIO_DEVICE_ATTACH_IOMMUFD_PT: Opcode = vfio_io(19);
+const VFIO_MIG_GET_PRECOPY_INFO: Opcode = vfio_io(21);
+/// `IOMMU_IOAS_ALLOC`: `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC = 0x81)`.
+const IOMMU_IOAS_ALLOC: Opcode = opcode::none(IOMMUFD_TYPE, 0x81);
+
+/// `VFIO_API_VERSION`: the only container API version there is.
+pub(super) const VFIO_API_VERSION: i32 = 0;
+/// `VFIO_TYPE1v2_IOMMU`.
+pub(super) const VFIO_TYPE1V2_IOMMU: u32 = 3;
+/// `VFIO_GROUP_FLAGS_VIABLE`: every device of the group is bound to a VFIO
+/// driver (or to none).
+pub(super) const VFIO_GROUP_FLAGS_VIABLE: u32 = 1 << 0;
+
+/// `VFIO_DEVICE_FEATURE_GET`.
+const FEATURE_GET: u32 = 1 << 16;
+/// `VFIO_DEVICE_FEATURE_SET`.
+const FEATURE_SET: u32 = 1 << 17;
+/// `VFIO_DEVICE_FEATURE_PROBE`.
+const FEATURE_PROBE: u32 = 1 << 18;
+/// `VFIO_DEVICE_FEATURE_MIGRATION`.
+const FEATURE_MIGRATION: u32 = 1;
+/// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`.
+const FEATURE_MIG_DEVICE_STATE: u32 = 2;
+/// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`.
+const FEATURE_MIG_DATA_SIZE: u32 = 9;
+/// `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (posted 2026, not in 6.12).
+const FEATURE_MIG_PRECOPY_INFO_V2: u32 = 12;
+/// `VFIO_PRECOPY_INFO_REINIT` (PRECOPY_INFOv2 only).
+pub(super) const PRECOPY_INFO_REINIT: u32 = 1 << 0;
+
+/// `struct vfio_group_status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct GroupStatus {
+    argsz: u32,
+    flags: u32,
+}
+const_assert_eq!(size_of::<GroupStatus>(), 8);
+
+/// `struct vfio_device_feature` with room for the 8-byte payloads of
+/// MIGRATION, MIG_DEVICE_STATE and MIG_DATA_SIZE (16 bytes, as QEMU sizes
+/// it). The payload is 8-aligned like the kernel's `__aligned_u64`s.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct Feature {
+    argsz: u32,
+    flags: u32,
+    data: [u8; 8],
+}
+const_assert_eq!(size_of::<Feature>(), 16);
+
+/// `struct vfio_precopy_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+pub(super) struct PrecopyInfo {
+    argsz: u32,
+    /// Output flags (PRECOPY_INFOv2 only; echoes the input otherwise).
+    pub(super) flags: u32,
+    /// Initial bytes still to read.
+    pub(super) initial_bytes: u64,
+    /// Dirty bytes still to read.
+    pub(super) dirty_bytes: u64,
+}
+const_assert_eq!(size_of::<PrecopyInfo>(), 24);
+
+/// `struct vfio_device_bind_iommufd` (without the 6.17 token pointer; the
+/// kernel takes argsz as the version).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct BindIommufd {
+    argsz: u32,
+    flags: u32,
+    iommufd: i32,
+    out_devid: u32,
+}
+const_assert_eq!(size_of::<BindIommufd>(), 16);
+
+/// `struct vfio_device_attach_iommufd_pt` (without the 6.11 pasid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct AttachIommufdPt {
+    argsz: u32,
+    flags: u32,
+    pt_id: u32,
+}
+const_assert_eq!(size_of::<AttachIommufdPt>(), 12);
+
+/// `struct iommu_ioas_alloc`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct IoasAlloc {
+    size: u32,
+    flags: u32,
+    out_ioas_id: u32,
+}
+const_assert_eq!(size_of::<IoasAlloc>(), 12);
+
+/// One ioctl call: an opcode and its argument (a pointer or an integer).
+struct Call {
+    opcode: Opcode,
+    arg: *mut c_void,
+}
+
+// SAFETY: `Call` is only built by the functions below, each of which pairs
+// an opcode with the argument its uAPI defines: a pointer to a live,
+// exclusively borrowed value at least as large as the `argsz` it declares,
+// a NUL-terminated string the kernel only reads, or an integer passed by
+// value. The kernel's return value is the output; nothing is read back
+// through the pointer here (callers read their own borrowed value).
+unsafe impl Ioctl for Call {
+    type Output = IoctlOutput;
+    const IS_MUTATING: bool = true;
+
+    fn opcode(&self) -> Opcode {
+        self.opcode
+    }
+
+    fn as_ptr(&mut self) -> *mut c_void {
+        self.arg
+    }
+
+    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut c_void) -> rustix::io::Result<IoctlOutput> {
+        Ok(out)
+    }
+}
+
+/// An ioctl whose argument is `value`, read and written by the kernel.
+fn call_with<T: FromBytes + IntoBytes>(
+    fd: impl AsFd,
+    op: Opcode,
+    value: &mut T,
+) -> io::Result<i32> {
+    let call = Call {
+        opcode: op,
+        arg: std::ptr::from_mut(value).cast(),
+    };
+    // SAFETY: see `Call`: `value` is live and exclusively borrowed for the
+    // call, its size covers the argsz every caller sets, and any bytes the
+    // kernel writes form a valid `T` (`FromBytes`).
+    Ok(unsafe { rustix::ioctl::ioctl(fd, call) }?)
+}
+
+/// An ioctl whose argument is an integer passed by value (or none).
+fn call_int(fd: impl AsFd, op: Opcode, value: usize) -> io::Result<i32> {
+    let call = Call {
+        opcode: op,
+        arg: std::ptr::without_provenance_mut(value),
+    };
+    // SAFETY: see `Call`: the opcodes passed here take an integer argument
+    // (or ignore it) and never dereference it.
+    Ok(unsafe { rustix::ioctl::ioctl(fd, call) }?)
+}
+
+/// Takes ownership of a file descriptor an ioctl just returned.
+fn owned_fd(raw: i32) -> io::Result<OwnedFd> {
+    if raw < 0 {
+        return Err(io::Error::other(format!("kernel returned fd {raw}")));
+    }
+    // SAFETY: the kernel installed `raw` in our table for this call and
+    // returned it to us alone; nothing else in the process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `VFIO_GET_API_VERSION` on the container.
+pub(super) fn api_version(container: &File) -> io::Result<i32> {
+    call_int(container, VFIO_GET_API_VERSION, 0)
+}
+
+/// `VFIO_CHECK_EXTENSION`: whether the container supports IOMMU `kind`.
+pub(super) fn check_extension(container: &File, kind: u32) -> io::Result<bool> {
+    Ok(call_int(container, VFIO_CHECK_EXTENSION, kind as usize)? > 0)
+}
+
+/// `VFIO_SET_IOMMU`.
+pub(super) fn set_iommu(container: &File, kind: u32) -> io::Result<()> {
+    call_int(container, VFIO_SET_IOMMU, kind as usize).map(drop)
+}
+
+/// `VFIO_GROUP_GET_STATUS`: the group's flags.
+pub(super) fn group_flags(group: &File) -> io::Result<u32> {
+    let mut status = GroupStatus {
+        argsz: size_of::<GroupStatus>() as u32,
+        flags: 0,
+    };
+    call_with(group, VFIO_GROUP_GET_STATUS, &mut status)?;
+    Ok(status.flags)
+}
+
+/// `VFIO_GROUP_SET_CONTAINER`.
+pub(super) fn group_set_container(group: &File, container: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut fd: i32 = container.as_raw_fd();
+    call_with(group, VFIO_GROUP_SET_CONTAINER, &mut fd).map(drop)
+}
+
+/// `VFIO_GROUP_GET_DEVICE_FD`: opens the device `name` of the group.
+pub(super) fn group_device_fd(group: &File, name: &CStr) -> io::Result<File> {
+    let call = Call {
+        opcode: VFIO_GROUP_GET_DEVICE_FD,
+        arg: name.as_ptr().cast_mut().cast(),
+    };
+    // SAFETY: see `Call`: the kernel reads the NUL-terminated `name` only.
+    let raw = unsafe { rustix::ioctl::ioctl(group, call) }?;
+    owned_fd(raw).map(File::from)
+}
+
+/// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id.
+pub(super) fn bind_iommufd(device: &File, iommufd: &File) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut bind = BindIommufd {
+        argsz: size_of::<BindIommufd>() as u32,
+        flags: 0,
+        iommufd: iommufd.as_raw_fd(),
+        out_devid: 0,
+    };
+    call_with(device, VFIO_DEVICE_BIND_IOMMUFD, &mut bind)?;
+    Ok(bind.out_devid)
+}
+
+/// `IOMMU_IOAS_ALLOC`: a new I/O address space.
+pub(super) fn ioas_alloc(iommufd: &File) -> io::Result<u32> {
+    let mut alloc = IoasAlloc {
+        size: size_of::<IoasAlloc>() as u32,
+        flags: 0,
+        out_ioas_id: 0,
+    };
+    call_with(iommufd, IOMMU_IOAS_ALLOC, &mut alloc)?;
+    Ok(alloc.out_ioas_id)
+}
+
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+pub(super) fn attach_pt(device: &File, pt_id: u32) -> io::Result<()> {
+    let mut attach = AttachIommufdPt {
+        argsz: size_of::<AttachIommufdPt>() as u32,
+        flags: 0,
+        pt_id,
+    };
+    call_with(device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach).map(drop)
+}
+
+/// `VFIO_DEVICE_RESET`.
+pub(super) fn device_reset(device: &File) -> io::Result<()> {
+    call_int(device, VFIO_DEVICE_RESET, 0).map(drop)
+}
+
+/// `VFIO_DEVICE_FEATURE` with an 8-byte payload; returns the payload.
+fn feature(device: &File, flags: u32, payload: [u8; 8]) -> io::Result<[u8; 8]> {
+    let mut f = Feature {
+        argsz: size_of::<Feature>() as u32,
+        flags,
+        data: payload,
+    };
+    call_with(device, VFIO_DEVICE_FEATURE, &mut f)?;
+    Ok(f.data)
+}
+
+/// GET `VFIO_DEVICE_FEATURE_MIGRATION`: the migration flags.
+pub(super) fn migration_flags(device: &File) -> io::Result<u64> {
+    feature(device, FEATURE_GET | FEATURE_MIGRATION, [0; 8]).map(u64::from_ne_bytes)
+}
+
+/// GET `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`.
+pub(super) fn get_state(device: &File) -> io::Result<u32> {
+    let data = feature(device, FEATURE_GET | FEATURE_MIG_DEVICE_STATE, [0; 8])?;
+    let (state, _) = u32::read_from_prefix(&data).map_err(|_| io::Error::other("short payload"))?;
+    Ok(state)
+}
+
+/// SET `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`: the data fd the transition
+/// opened, if any.
+pub(super) fn set_state(device: &File, state: u32) -> io::Result<Option<File>> {
+    let mut payload = [0u8; 8];
+    let (s, fd) = payload.split_at_mut(4);
+    s.copy_from_slice(&state.to_ne_bytes());
+    fd.copy_from_slice(&(-1i32).to_ne_bytes());
+    let data = feature(device, FEATURE_SET | FEATURE_MIG_DEVICE_STATE, payload)?;
+    let raw = i32::read_from_bytes(data.get(4..).unwrap_or_default())
+        .map_err(|_| io::Error::other("short payload"))?;
+    if raw < 0 {
+        return Ok(None);
+    }
+    owned_fd(raw).map(|fd| Some(File::from(fd)))
+}
+
+/// GET `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`: `stop_copy_length`.
+pub(super) fn data_size(device: &File) -> io::Result<u64> {
+    feature(device, FEATURE_GET | FEATURE_MIG_DATA_SIZE, [0; 8]).map(u64::from_ne_bytes)
+}
+
+/// PROBE|SET `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2`: whether the kernel
+/// knows the v2 opt-in.
+pub(super) fn probe_precopy_info_v2(device: &File) -> bool {
+    let mut f = Feature {
+        argsz: 8,
+        flags: FEATURE_PROBE | FEATURE_SET | FEATURE_MIG_PRECOPY_INFO_V2,
+        data: [0; 8],
+    };
+    call_with(device, VFIO_DEVICE_FEATURE, &mut f).is_ok()
+}
+
+/// SET `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (no payload).
+pub(super) fn enable_precopy_info_v2(device: &File) -> io::Result<()> {
+    let mut f = Feature {
+        argsz: 8,
+        flags: FEATURE_SET | FEATURE_MIG_PRECOPY_INFO_V2,
+        data: [0; 8],
+    };
+    call_with(device, VFIO_DEVICE_FEATURE, &mut f).map(drop)
+}
+
+/// `VFIO_MIG_GET_PRECOPY_INFO` on a data fd.
+pub(super) fn precopy_info(data: &File) -> io::Result<PrecopyInfo> {
+    let mut info = PrecopyInfo {
+        argsz: size_of::<PrecopyInfo>() as u32,
+        ..PrecopyInfo::default()
+    };
+    call_with(data, VFIO_MIG_GET_PRECOPY_INFO, &mut info)?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers `vfio-uapi.md` checked with gcc's `_IO` on x86_64.
+    #[test]
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    fn opcodes_match_the_uapi() {
+        assert_eq!(VFIO_GET_API_VERSION, 0x3b64);
+        assert_eq!(VFIO_CHECK_EXTENSION, 0x3b65);
+        assert_eq!(VFIO_SET_IOMMU, 0x3b66);
+        assert_eq!(VFIO_GROUP_GET_STATUS, 0x3b67);
+        assert_eq!(VFIO_GROUP_SET_CONTAINER, 0x3b68);
+        assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
+        assert_eq!(VFIO_DEVICE_RESET, 0x3b6f);
+        assert_eq!(VFIO_DEVICE_FEATURE, 0x3b75);
+        assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, 0x3b76);
+        assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
+        assert_eq!(VFIO_MIG_GET_PRECOPY_INFO, 0x3b79);
+        assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
+    }
+
+    /// An ioctl on a file that is not a VFIO device fails with the kernel's
+    /// errno (ENOTTY), not a panic or a made-up error.
+    #[test]
+    fn ioctls_on_a_plain_file_fail_with_enotty() {
+        let f = File::open("/proc/self/stat").unwrap();
+        let e = migration_flags(&f).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(25), "{e}");
+        let e = precopy_info(&f).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(25), "{e}");
+    }
+}

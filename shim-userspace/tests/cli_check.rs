@@ -1,0 +1,250 @@
+//! `mlx5vf check`: the simulated device passes every check, and devices
+//! that break one uAPI rule each are caught by the check that owns it.
+mod common;
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use mlx5vf::backend::{self, DataFile, DriverOptions, MigrationDevice, Stats};
+use mlx5vf::cli::check::{CheckOptions, check_device};
+use mlx5vf_core::save::PrecopyInfo;
+use mlx5vf_core::vfio::{MigState, MigrationFlags};
+
+use common::run;
+
+fn lines_with(out: &str, tag: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with(tag))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_simulated_device_passes_with_pre_copy() {
+    let r = run(&[
+        "check",
+        "--device",
+        "sim:state=32M,precopy=on,latency=200us",
+        "--strict",
+        "--require-eagain",
+    ]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(lines_with(&r.stdout, "PASS").len(), 9, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("40 allowed transitions over 7 states"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("2 forbidden refused with EINVAL"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn the_simulated_device_passes_without_pre_copy() {
+    let r = run(&["check", "--device", "sim:state=16M,precopy=off", "--strict"]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(lines_with(&r.stdout, "SKIP").len(), 1, "{}", r.stdout);
+    assert!(r.stdout.contains("SKIP pre-copy"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("20 allowed transitions over 5 states"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_bad_spec_is_a_usage_error() {
+    let r = run(&["check", "--device", "vfio-mig:"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("vfio-mig: needs a device"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["check", "--device", "vfio-mig:no-such-device-4711"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no device \"no-such-device-4711\""),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Which rule a [`Broken`] device breaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// RUNNING -> RUNNING_P2P hands out a data fd.
+    FdOnP2p,
+    /// PRE_COPY reads say end of stream instead of ENOMSG.
+    EofInPreCopy,
+    /// After a reset, the old fd says EAGAIN forever.
+    StuckAfterReset,
+    /// RESUMING -> STOP accepts anything.
+    AcceptsIncomplete,
+}
+
+/// The simulated device with one flaw.
+struct Broken {
+    inner: Box<dyn MigrationDevice>,
+    flaw: Flaw,
+    reset_happened: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct BrokenFile {
+    inner: Box<dyn DataFile>,
+    flaw: Flaw,
+    pre_copy: bool,
+    reset_happened: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Read for BrokenFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.flaw == Flaw::StuckAfterReset
+            && self
+                .reset_happened
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.inner.read(buf) {
+            Err(e)
+                if self.flaw == Flaw::EofInPreCopy
+                    && self.pre_copy
+                    && backend::is_no_message(&e) =>
+            {
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for BrokenFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl DataFile for BrokenFile {
+    fn precopy_info(&mut self) -> io::Result<PrecopyInfo> {
+        self.inner.precopy_info()
+    }
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.inner.wait_readable(timeout)
+    }
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        self.inner.set_nonblocking(on)
+    }
+}
+
+impl MigrationDevice for Broken {
+    fn describe(&self) -> String {
+        "broken".to_owned()
+    }
+    fn migration_flags(&self) -> MigrationFlags {
+        self.inner.migration_flags()
+    }
+    fn state(&mut self) -> io::Result<MigState> {
+        self.inner.state()
+    }
+    fn set_state(&mut self, target: MigState) -> io::Result<Option<Box<dyn DataFile>>> {
+        let from = self.inner.state()?;
+        self.reset_happened
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if self.flaw == Flaw::AcceptsIncomplete
+            && from == MigState::Resuming
+            && target == MigState::Stop
+        {
+            // Pretend the load was fine: reset to leave RESUMING, then walk.
+            self.inner.reset()?;
+            return self.inner.set_state(target).map(|_| None);
+        }
+        let file = self.inner.set_state(target)?;
+        let wrap = |f: Box<dyn DataFile>| -> Box<dyn DataFile> {
+            Box::new(BrokenFile {
+                inner: f,
+                flaw: self.flaw,
+                pre_copy: target == MigState::PreCopy,
+                reset_happened: self.reset_happened.clone(),
+            })
+        };
+        if self.flaw == Flaw::FdOnP2p && from == MigState::Running && target == MigState::RunningP2p
+        {
+            // Hand out some other file as if the arc opened one.
+            let spare = backend::open("sim:state=1M", &DriverOptions::default())
+                .map_err(io::Error::other)?
+                .set_state(MigState::PreCopy)?;
+            return Ok(spare.map(wrap));
+        }
+        Ok(file.map(wrap))
+    }
+    fn data_size(&mut self) -> io::Result<u64> {
+        self.inner.data_size()
+    }
+    fn reset(&mut self) -> io::Result<()> {
+        self.reset_happened
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.reset()
+    }
+    fn digest(&self) -> Option<String> {
+        None
+    }
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+}
+
+fn check_broken(flaw: Flaw) -> (usize, String) {
+    let inner = backend::open("sim:state=8M,precopy=on", &DriverOptions::default()).unwrap();
+    let mut dev = Broken {
+        inner,
+        flaw,
+        reset_happened: Default::default(),
+    };
+    let mut out = Vec::new();
+    let opts = CheckOptions {
+        require_eagain: false,
+        strict: true,
+    };
+    let failed = check_device(&mut dev, &opts, &mut out).unwrap();
+    (failed, String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn a_data_fd_from_a_non_session_arc_fails_the_arcs_check() {
+    let (failed, out) = check_broken(Flaw::FdOnP2p);
+    assert!(failed >= 1, "{out}");
+    assert!(
+        out.contains("FAIL arcs               RUNNING -> RUNNING_P2P: data fd returned but the arc opens none"),
+        "{out}"
+    );
+}
+
+#[test]
+fn end_of_stream_in_pre_copy_fails_the_pre_copy_check() {
+    let (failed, out) = check_broken(Flaw::EofInPreCopy);
+    assert_eq!(failed, 1, "{out}");
+    assert!(out.contains("FAIL pre-copy"), "{out}");
+    assert!(out.contains("the uAPI says ENOMSG"), "{out}");
+}
+
+#[test]
+fn a_fd_left_hanging_by_reset_fails_the_reset_check() {
+    let (failed, out) = check_broken(Flaw::StuckAfterReset);
+    assert_eq!(failed, 1, "{out}");
+    assert!(out.contains("FAIL reset"), "{out}");
+    assert!(out.contains("still says EAGAIN after the reset"), "{out}");
+}
+
+#[test]
+fn accepting_an_incomplete_stream_warns_and_fails_when_strict() {
+    let (failed, out) = check_broken(Flaw::AcceptsIncomplete);
+    assert_eq!(failed, 1, "{out}");
+    assert!(out.contains("WARN incomplete-resume"), "{out}");
+}
