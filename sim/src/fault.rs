@@ -62,6 +62,14 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// No faults armed.
+    pub const EMPTY: Self = Self {
+        rules: heapless::Vec::new(),
+        oversize_next_save: None,
+        next_required_override: None,
+        report_init: false,
+    };
+
     /// Fail the `nth` command of `opcode` (1-based, counted from now) with
     /// `status` and `syndrome`. The failed command has no side effect at all
     /// (not even a workload tick); the rule is then disarmed.

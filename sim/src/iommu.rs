@@ -175,6 +175,11 @@ impl IommuTable {
         }
     }
 
+    /// Removes every mapping.
+    pub fn clear(&mut self) {
+        self.maps.clear();
+    }
+
     /// Register `[iova, iova + len)` as mapped.
     ///
     /// # Errors

@@ -90,6 +90,24 @@ fn next_free(counter: &mut u32, in_use: impl Fn(u32) -> bool) -> u32 {
 }
 
 impl Memory {
+    /// No PDs, no mkeys.
+    pub(crate) const EMPTY: Self = Self {
+        pds: heapless::Vec::new(),
+        next_pd: 0,
+        mkeys: heapless::Vec::new(),
+        runs: heapless::Vec::new(),
+        next_mkey: 0,
+    };
+
+    /// Forgets every PD and mkey (a firmware reset).
+    pub(crate) fn clear(&mut self) {
+        self.pds.clear();
+        self.next_pd = 0;
+        self.mkeys.clear();
+        self.runs.clear();
+        self.next_mkey = 0;
+    }
+
     /// ALLOC_PD.
     pub(crate) fn alloc_pd(&mut self) -> Result<u32, Syndrome> {
         if self.pds.is_full() {

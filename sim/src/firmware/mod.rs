@@ -79,7 +79,7 @@ use crate::objects::{Digest, Layout, mix64};
 use crate::wire::opcode;
 
 use memory::Memory;
-use vf::Vf;
+use vf::{Vf, VfTable};
 
 /// `exec` could not report anything: the output is shorter than 16 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,11 +136,13 @@ const COUNTERS: usize = opcode::ALL.len() + 1;
 ///
 /// The struct holds every object version of every VF inline (no allocation),
 /// about 180 KiB: keep it in a `Box` or a `static` rather than on a small
-/// stack.
+/// stack. Where there is no heap (a kernel module), start from
+/// [`Firmware::EMPTY`] in static memory and [`configure`](Firmware::configure)
+/// it in place: neither builds anything large on the stack.
 #[derive(Clone, Debug)]
 pub struct Firmware {
     pf: PfConfig,
-    vfs: heapless::Vec<Vf, MAX_VFS>,
+    vfs: VfTable,
     memory: Memory,
     iommu: IommuTable,
     faults: Faults,
@@ -155,27 +157,58 @@ impl Firmware {
     /// [`ConfigError`] when there are no or too many VFs, or a VF's state
     /// parameters describe no valid state.
     pub fn new(config: &FirmwareConfig) -> Result<Self, ConfigError> {
+        let mut fw = Self::EMPTY;
+        fw.configure(config)?;
+        Ok(fw)
+    }
+
+    /// A PF with no VFs, every command refused until
+    /// [`configure`](Self::configure); usable as a `static` initialiser.
+    pub const EMPTY: Self = Self {
+        pf: PfConfig::DEFAULT,
+        vfs: VfTable::EMPTY,
+        memory: Memory::EMPTY,
+        iommu: IommuTable::new(),
+        faults: Faults::EMPTY,
+        counters: [0; COUNTERS],
+        sessions: 0,
+    };
+
+    /// Rebuilds this firmware from `config` in place, as [`new`](Self::new)
+    /// builds a fresh one: every VF running with its initial state, no PDs,
+    /// mkeys, mappings, faults or counters. On an error nothing changes.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn configure(&mut self, config: &FirmwareConfig) -> Result<(), ConfigError> {
         if config.vfs.is_empty() {
             return Err(ConfigError::NoVfs);
         }
-        let mut vfs = heapless::Vec::new();
+        // Check every VF before touching anything.
+        for (n, cfg) in config.vfs.iter().enumerate() {
+            // CAST: n < MAX_VFS.
+            Layout::new(cfg.gen_params()).map_err(|error| ConfigError::Layout {
+                vf: n as u16,
+                error,
+            })?;
+        }
+        self.pf = config.pf;
+        self.vfs.clear();
         for (n, cfg) in config.vfs.iter().enumerate() {
             // CAST: n < MAX_VFS.
             let n = n as u16;
             let layout = Layout::new(cfg.gen_params())
                 .map_err(|error| ConfigError::Layout { vf: n, error })?;
-            vfs.push(Vf::new(n, &config.pf, cfg, layout))
-                .map_err(|_| ConfigError::TooManyVfs)?;
+            self.vfs
+                .push_with(|v| v.configure(n, &config.pf, cfg, layout))
+                .ok_or(ConfigError::TooManyVfs)?;
         }
-        Ok(Self {
-            pf: config.pf,
-            vfs,
-            memory: Memory::default(),
-            iommu: IommuTable::new(),
-            faults: Faults::default(),
-            counters: [0; COUNTERS],
-            sessions: 0,
-        })
+        self.memory.clear();
+        self.iommu.clear();
+        self.faults.clear();
+        self.counters.fill(0);
+        self.sessions = 0;
+        Ok(())
     }
 
     /// Register `[iova, iova + len)` as mapped for device DMA.
@@ -310,6 +343,7 @@ fn counter_slot(op: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::boxed::Box;
 
     /// The documented bound; it keeps `Firmware::new` + `Box::new` within a
     /// 2 MiB test thread's stack even without optimisation.
@@ -317,5 +351,54 @@ mod tests {
     fn firmware_stays_small() {
         let size = core::mem::size_of::<Firmware>();
         assert!(size < 200 * 1024, "Firmware is {size} bytes");
+    }
+
+    fn config(spec: &str) -> FirmwareConfig {
+        FirmwareConfig::from_spec(&spec.parse().unwrap())
+    }
+
+    /// In-place configuration gives what `new` gives, and reconfiguring a
+    /// used firmware forgets everything it held.
+    #[test]
+    fn configure_in_place_equals_new() {
+        let cfg = config("sim:state=3M,seed=7,vfs=2");
+        let fresh = Box::new(Firmware::new(&cfg).unwrap());
+        let mut fw = Box::new(Firmware::EMPTY);
+        assert_eq!(fw.vf_count(), 0);
+        assert_eq!(fw.digest(0), None);
+        fw.configure(&cfg).unwrap();
+        assert_eq!(fw.vf_count(), 2);
+        for vf in 0..2 {
+            assert_eq!(fw.digest(vf), fresh.digest(vf));
+            assert_eq!(fw.vf_state(vf), fresh.vf_state(vf));
+        }
+        // Use it: a mapping, a fault, a detached VF, a different state.
+        fw.iommu_map(0x10_0000, 4096).unwrap();
+        fw.faults_mut().fail_nth(0x118, 1, 3, 1).unwrap();
+        fw.detach_vf(1);
+        fw.reset_vf(0);
+        fw.configure(&cfg).unwrap();
+        assert!(fw.accounting().is_zero());
+        assert!(fw.faults_mut().is_idle());
+        assert_eq!(fw.vf_state(1), fresh.vf_state(1));
+        assert_eq!(fw.digest(1), fresh.digest(1));
+    }
+
+    #[test]
+    fn a_refused_configuration_changes_nothing() {
+        let mut fw = Box::new(Firmware::new(&config("sim:state=1M,seed=3")).unwrap());
+        let before = fw.digest(0);
+        let mut bad = config("sim:state=1M,seed=3");
+        bad.vfs.clear();
+        assert_eq!(fw.configure(&bad), Err(ConfigError::NoVfs));
+        // VF 0 fine, VF 1 impossible: VF 0 must not be rebuilt either.
+        let mut bad = config("sim:state=2M,seed=9,vfs=2");
+        bad.vfs[1].object_min = bad.vfs[1].object_max + 1;
+        assert!(matches!(
+            fw.configure(&bad),
+            Err(ConfigError::Layout { vf: 1, .. })
+        ));
+        assert_eq!(fw.vf_count(), 1);
+        assert_eq!(fw.digest(0), before);
     }
 }

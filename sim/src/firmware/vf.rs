@@ -9,7 +9,7 @@ use crate::image::{
 use crate::objects::{GOLDEN_STEP, GenParams, Layout, ObjectStore, mix64};
 use crate::syndrome::Syndrome;
 
-use super::config::{PfConfig, VfConfig};
+use super::config::{MAX_VFS, PfConfig, VfConfig};
 
 /// Where a VF is in the SUSPEND/RESUME state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +139,60 @@ pub(crate) struct Vf {
     rng: u64,
 }
 
+/// The VF slots of a PF, filled in place.
+#[derive(Clone, Debug)]
+pub(crate) struct VfTable {
+    slots: [Vf; MAX_VFS],
+    len: usize,
+}
+
+impl VfTable {
+    /// No VFs.
+    pub(crate) const EMPTY: Self = Self {
+        slots: [Vf::EMPTY; MAX_VFS],
+        len: 0,
+    };
+
+    /// The VFs in use.
+    pub(crate) fn as_slice(&self) -> &[Vf] {
+        self.slots.get(..self.len).unwrap_or_default()
+    }
+
+    /// The VFs in use, mutably.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [Vf] {
+        self.slots.get_mut(..self.len).unwrap_or_default()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&Vf> {
+        self.as_slice().get(i)
+    }
+
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut Vf> {
+        self.as_mut_slice().get_mut(i)
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> core::slice::IterMut<'_, Vf> {
+        self.as_mut_slice().iter_mut()
+    }
+
+    /// Drops every VF.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Adds a VF configured in place by `init`; `None` when full.
+    pub(crate) fn push_with(&mut self, init: impl FnOnce(&mut Vf)) -> Option<()> {
+        let slot = self.slots.get_mut(self.len)?;
+        init(slot);
+        self.len = self.len.checked_add(1)?;
+        Some(())
+    }
+}
+
 /// The vhca_id of VF `n`: deliberately not its function id (n + 1), so a
 /// driver that confuses the two is caught.
 #[must_use]
@@ -149,32 +203,50 @@ pub(crate) fn vhca_id_of(n: u16) -> u16 {
 }
 
 impl Vf {
-    /// A running VF with its initial state (every object at version 0).
-    pub(crate) fn new(n: u16, pf: &PfConfig, cfg: &VfConfig, layout: Layout) -> Self {
-        let mut store = ObjectStore::EMPTY;
-        store.reset(layout);
-        Self {
-            vhca_id: vhca_id_of(n),
-            attached: true,
-            caps: *cfg,
-            multi_load: pf.multi_load && cfg.precopy,
-            tracking_cap: pf.tracking_state && cfg.precopy,
-            chunks: pf.in_chunks && cfg.chunks,
-            dirty_per_tick: cfg.dirty_per_tick,
-            suspend: SuspendState::Running,
-            store,
-            saving: false,
-            tracking: false,
-            session: 0,
-            next_seq: 0,
-            pending: BitSet::EMPTY,
-            pending_bytes: 0,
-            dirty: BitSet::EMPTY,
-            dirty_bytes: 0,
-            load: LoadSession::Idle,
-            received: BitSet::EMPTY,
-            rng: mix64(cfg.seed ^ u64::from(vhca_id_of(n)) ^ 0x776f_726b_6c6f_6164),
-        }
+    /// An unused slot: no state, detached. The starting point of
+    /// [`configure`](Self::configure), so a VF (about 36 KiB) is never built
+    /// on the stack.
+    pub(crate) const EMPTY: Self = Self {
+        vhca_id: 0,
+        attached: false,
+        caps: VfConfig::DEFAULT,
+        multi_load: false,
+        tracking_cap: false,
+        chunks: false,
+        dirty_per_tick: 0,
+        suspend: SuspendState::Running,
+        store: ObjectStore::EMPTY,
+        saving: false,
+        tracking: false,
+        session: 0,
+        next_seq: 0,
+        pending: BitSet::EMPTY,
+        pending_bytes: 0,
+        dirty: BitSet::EMPTY,
+        dirty_bytes: 0,
+        load: LoadSession::Idle,
+        received: BitSet::EMPTY,
+        rng: 0,
+    };
+
+    /// Makes this slot VF `n`, running with its initial state (every object
+    /// at version 0), in place.
+    pub(crate) fn configure(&mut self, n: u16, pf: &PfConfig, cfg: &VfConfig, layout: Layout) {
+        self.vhca_id = vhca_id_of(n);
+        self.attached = true;
+        self.caps = *cfg;
+        self.multi_load = pf.multi_load && cfg.precopy;
+        self.tracking_cap = pf.tracking_state && cfg.precopy;
+        self.chunks = pf.in_chunks && cfg.chunks;
+        self.dirty_per_tick = cfg.dirty_per_tick;
+        self.suspend = SuspendState::Running;
+        self.store.reset(layout);
+        self.session = 0;
+        self.next_seq = 0;
+        self.end_save_session();
+        self.load = LoadSession::Idle;
+        self.received.clear();
+        self.rng = mix64(cfg.seed ^ u64::from(vhca_id_of(n)) ^ 0x776f_726b_6c6f_6164);
     }
 
     /// The public view of the state.
