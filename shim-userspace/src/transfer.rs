@@ -129,6 +129,18 @@ impl RecordCounter {
     pub fn counts(&self) -> RecordCounts {
         self.counts
     }
+
+    /// Whether the bytes so far end inside a record, and if so how many
+    /// bytes of it are missing (at least; a cut header hides the payload).
+    pub fn missing(&self) -> Option<u64> {
+        if self.have > 0 {
+            Some((HEADER_LEN - self.have) as u64)
+        } else if self.skip > 0 {
+            Some(self.skip)
+        } else {
+            None
+        }
+    }
 }
 
 /// A writer that counts records of what it passes on, and remembers whether
@@ -386,8 +398,23 @@ pub fn load(
         observer.progress(bytes, Phase::Resuming);
     }
     drop(file);
-    dev.set_state(MigState::Stop)
-        .map_err(TransferError::device("leaving RESUMING"))?;
+    dev.set_state(MigState::Stop).map_err(|error| {
+        // A kernel driver answers only with an errno; say what we saw.
+        let error = match (driver_error(&error), counter.missing()) {
+            (None, Some(missing)) => io::Error::new(
+                error.kind(),
+                format!(
+                    "{error}: the stream is truncated (it ends inside a record, \
+                     {missing}+ bytes missing, after {bytes} bytes)"
+                ),
+            ),
+            _ => error,
+        };
+        TransferError::Device {
+            what: "leaving RESUMING",
+            error,
+        }
+    })?;
     dev.set_state(MigState::Running)
         .map_err(TransferError::device("resuming the VF"))?;
     Ok(LoadReport {
@@ -427,6 +454,25 @@ mod tests {
                     fw_data_bytes: 5
                 }
             );
+            assert_eq!(c.missing(), None);
+        }
+    }
+
+    #[test]
+    fn knows_when_the_stream_ends_inside_a_record() {
+        let mut s = Vec::new();
+        s.extend_from_slice(&Header::fw_data(5).to_bytes());
+        s.extend_from_slice(&[1; 5]);
+        let expect = |cut: usize| match cut {
+            0 => None,
+            c if c < HEADER_LEN => Some((HEADER_LEN - c) as u64),
+            c if c < HEADER_LEN + 5 => Some((HEADER_LEN + 5 - c) as u64),
+            _ => None,
+        };
+        for cut in 0..=s.len() {
+            let mut c = RecordCounter::default();
+            c.feed(&s[..cut]);
+            assert_eq!(c.missing(), expect(cut), "cut at {cut}");
         }
     }
 }
