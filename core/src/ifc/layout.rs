@@ -168,10 +168,13 @@ impl Field {
         let merged = (raw & !mask) | (value << shift);
         let be = merged.to_be_bytes();
         // The span is 4 or 8 bytes, so it is a suffix of the 8-byte word.
+        // (A zip, not copy_from_slice: equal lengths, and no panic path.)
         let src = be
             .get(be.len().saturating_sub(bytes.len())..)
             .ok_or_else(|| self.truncated(actual))?;
-        bytes.copy_from_slice(src);
+        for (dst, &b) in bytes.iter_mut().zip(src) {
+            *dst = b;
+        }
         Ok(())
     }
 

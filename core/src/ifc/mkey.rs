@@ -261,7 +261,9 @@ where
             return Err(MkeyEncodeError::UnalignedPage(addr));
         }
         let entry = MttEntry::new().with_frame(addr >> PAGE_SHIFT);
-        slot.copy_from_slice(&entry.into_bits().to_be_bytes());
+        for (dst, b) in slot.iter_mut().zip(entry.into_bits().to_be_bytes()) {
+            *dst = b;
+        }
     }
     Ok(required)
 }
