@@ -4,7 +4,7 @@
 //! `name: type = [bit offset, width]` rows in the big-endian bit convention of
 //! the Linux `mlx5_ifc_*_bits` structs: bit 0 is the most significant bit of
 //! byte 0, a field of width `w < 32` never crosses a dword, and 64-bit fields
-//! are plain big-endian `u64`s on a dword boundary. The [`layout!`] macro turns
+//! are plain big-endian `u64`s on a dword boundary. The `layout!` macro turns
 //! a table into a module of typed field constants (named exactly like the Linux
 //! members, so `save_vhca_state_in::vhca_id` greps to `MLX5_SET(save_vhca_state_in,
 //! in, vhca_id, …)`), a [`Layout`] description for tools, and compile-time
@@ -178,7 +178,7 @@ impl Field {
         Ok(())
     }
 
-    /// Compile-time shape check used by [`layout!`]: a width of 1..=32 that does
+    /// Compile-time shape check used by `layout!`: a width of 1..=32 that does
     /// not cross a dword, a dword-aligned 64-bit field, or a dword-aligned
     /// reserved block of whole dwords.
     pub const fn is_well_formed(&self) -> bool {
@@ -255,7 +255,7 @@ impl<T> Clone for TypedField<T> {
 impl<T> Copy for TypedField<T> {}
 
 impl<T: FieldValue> TypedField<T> {
-    /// Builds a typed field; used by [`layout!`].
+    /// Builds a typed field; used by `layout!`.
     pub const fn new(name: &'static str, bit: u32, width: u32) -> Self {
         Self {
             field: Field { name, bit, width },
