@@ -1,0 +1,110 @@
+#!/bin/sh
+# PID 1 of the rig's guest (tests/kernel/run.sh copies it into the initramfs
+# with @STATE@ replaced). Each step prints "@@STEP name: ok|FAIL" and its
+# output indented by two spaces; the last line is the result marker.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o size=1200m tmpfs /tmp
+echo "=== guest $(uname -r) up $(cut -d' ' -f1 /proc/uptime)s"
+
+fails=0
+step() {
+	name=$1
+	shift
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	if "$@" > /tmp/out 2>&1; then
+		result=ok
+	else
+		result="FAIL (exit $?)"
+		fails=$((fails + 1))
+	fi
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "@@STEP $name: $result ($(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") s)"
+	sed 's/^/  /' /tmp/out
+}
+
+D0=vfio-mig:mlx5vf-sim.0
+D1=vfio-mig:mlx5vf-sim.1
+SYS0=/sys/devices/platform/mlx5vf-sim.0/mlx5vf
+SYS1=/sys/devices/platform/mlx5vf-sim.1/mlx5vf
+
+digests_equal() {
+	a=$(cat $SYS0/digest)
+	b=$(cat $SYS1/digest)
+	echo "VF0 $a"
+	echo "VF1 $b"
+	[ -n "$a" ] && [ "$a" = "$b" ]
+}
+
+digests_differ() {
+	a=$(cat $SYS0/digest)
+	b=$(cat $SYS1/digest)
+	echo "VF0 $a"
+	echo "VF1 $b"
+	[ "$a" != "$b" ]
+}
+
+# Every live object of the module is zero (nothing open, in flight or held).
+nothing_live() {
+	cat $SYS0/live_objects
+	! grep -v ' 0$' $SYS0/live_objects
+}
+
+# A load of a cut stream must fail as a truncated stream (exit status 1).
+truncated_refused() {
+	head -c 1000000 /tmp/s.bin > /tmp/t.bin
+	mlx5vf load --device $D1 -i /tmp/t.bin 2> /tmp/err
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "exit status $rc, expected 1"; return 1; }
+	grep -q 'the stream is truncated' /tmp/err
+}
+
+# Kill a saving process mid-stream: the kernel closes its fds for it.
+killed_mid_stream() {
+	mlx5vf save --device $D0 -o /dev/null &
+	pid=$!
+	sleep 1
+	kill -9 $pid
+	wait $pid
+	echo "save killed with status $?"
+	sleep 1
+	return 0
+}
+
+insmod /mods/vfio.ko && insmod /mods/vfio_iommu_type1.ko || fails=$((fails + 1))
+
+# --- a 2-VF PF with PRE_COPY, SAVE completions delayed so reads block.
+step insmod insmod /mods/mlx5vf_sim.ko spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=300
+step digests-differ-before digests_differ
+step check mlx5vf check --device $D0 --strict --require-eagain
+step migrate mlx5vf migrate --from $D0 --to $D1 --json
+step digests-equal digests_equal
+step migrate-precopy mlx5vf migrate --precopy --from $D1 --to $D0 --json
+step save mlx5vf save --device $D0 -o /tmp/s.bin --json
+step inspect mlx5vf inspect /tmp/s.bin
+step load mlx5vf load --device $D1 -i /tmp/s.bin --json
+step digests-equal-after-load digests_equal
+step truncated-refused truncated_refused
+rm -f /tmp/s.bin /tmp/t.bin
+step killed-mid-stream killed_mid_stream
+step nothing-live nothing_live
+step rmmod rmmod mlx5vf_sim
+
+# --- the same module without PRE_COPY.
+step insmod-no-precopy insmod /mods/mlx5vf_sim.ko spec=sim:state=64M,vfs=2,seed=5,precopy=off
+step check-no-precopy mlx5vf check --device $D0 --strict
+step migrate-no-precopy mlx5vf migrate --from $D0 --to $D1 --json
+step digests-equal-no-precopy digests_equal
+step nothing-live-no-precopy nothing_live
+step rmmod-no-precopy rmmod mlx5vf_sim
+
+echo "=== kernel messages"
+dmesg | grep -E 'mlx5vf|WARNING|BUG|Oops|leak' | sed 's/^/  /' | tail -40
+if [ $fails = 0 ]; then
+	echo "@@RESULT: PASS@@"
+else
+	echo "@@RESULT: FAIL ($fails step(s))@@"
+fi
+poweroff -f

@@ -1,0 +1,179 @@
+#!/bin/bash
+# The real-kernel rig: Debian's Linux 6.12 under QEMU (TCG), our mlx5vf_sim
+# module (C glue + the Rust driver and simulated firmware) behind the real
+# VFIO core, and a static mlx5vf migrating through /dev/vfio in the guest.
+#
+#   tests/kernel/run.sh [all|deps|fetch|rust|module|user|initrd|boot]
+#
+# Environment: WORK (default target/kernel-rig), KVER (default: what the
+# linux-image-6.12-cloud-amd64 meta package depends on), STATE (simulated VF
+# state, default 256M), BOOT_TIMEOUT (s, default 600).
+# Exits 0 iff the guest printed the PASS marker and the kernel log has no
+# WARNING, BUG or Oops. See README.md ("The real-kernel rig").
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+WORK=${WORK:-$ROOT/target/kernel-rig}
+FLAVOUR=cloud-amd64
+STATE=${STATE:-256M}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+
+stamp() { echo "[rig $(date +%T)] $*"; }
+die() { echo "[rig] FAIL: $*" >&2; exit 1; }
+
+kver() {
+  if [ -z "${KVER:-}" ]; then
+    if [ -f "$WORK/kver" ]; then
+      KVER=$(cat "$WORK/kver")
+    else
+      KVER=$(apt-cache depends "linux-image-6.12-$FLAVOUR" 2>/dev/null \
+        | sed -n "s/.*Depends: linux-image-\(6\.12\.[0-9]*+deb[0-9]*\)-$FLAVOUR.*/\1/p" | head -1)
+      [ -n "$KVER" ] || die "cannot resolve the 6.12 kernel version (apt-get update?)"
+    fi
+  fi
+  echo "$KVER" > "$WORK/kver"
+  KREL=$KVER-$FLAVOUR
+  HDR=$WORK/root/usr/src/linux-headers-$KREL
+}
+
+deps() {
+  local missing=()
+  command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+  command -v cpio >/dev/null || missing+=(cpio)
+  command -v pahole >/dev/null || missing+=(dwarves)
+  command -v xz >/dev/null || missing+=(xz-utils)
+  command -v make >/dev/null || missing+=(make)
+  command -v gcc >/dev/null || missing+=(gcc)
+  if [ ${#missing[@]} -gt 0 ]; then
+    stamp "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if ! apt-cache show "linux-image-6.12-$FLAVOUR" >/dev/null 2>&1; then
+    apt-get update -qq
+  fi
+  rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' \
+    || rustup component add rust-src --toolchain nightly
+}
+
+fetch() {
+  kver
+  if [ -f "$WORK/root/boot/vmlinuz-$KREL" ] && [ -f "$HDR/Makefile" ]; then
+    stamp "kernel $KREL already unpacked"
+    return
+  fi
+  stamp "fetch $KREL"
+  rm -rf "$WORK/debs" "$WORK/root"
+  mkdir -p "$WORK/debs" "$WORK/root"
+  (cd "$WORK/debs" && timeout 600 apt-get download -q "linux-image-$KREL" "linux-headers-$KREL" \
+      "linux-headers-$KVER-common" "linux-kbuild-$KVER" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+  for d in "$WORK"/debs/*.deb; do dpkg -x "$d" "$WORK/root"; done
+  [ -f "$HDR/Makefile" ] || die "headers for $KREL missing after fetch"
+  # The flavour's headers Makefile includes the -common one by absolute path.
+  sed -i "s|^include /usr/src/|include $WORK/root/usr/src/|" "$HDR/Makefile"
+}
+
+# The Rust object: nightly with -Zbuild-std=core so core is built with the
+# kernel's code model, retpolines, return thunks and IBT landing pads; one
+# fat-LTO unit (profile "kernel"); only our archive member is linked, so the
+# kernel's memcpy/memset serve the libcalls.
+rust() {
+  stamp "Rust object (mlx5vf-kmod, x86_64-unknown-none, build-std)"
+  local target=$WORK/rust-target a member t
+  (cd "$ROOT" && RUSTFLAGS="-C relocation-model=static -C code-model=kernel -C no-redzone=yes \
+      -C force-frame-pointers=yes -C jump-tables=no -Zplt=yes -Zfunction-return=thunk-extern \
+      -Zcf-protection=branch -Zretpoline-external-thunk" \
+    CARGO_TARGET_DIR=$target timeout 1200 cargo +nightly build -q --profile kernel \
+      -p mlx5vf-kmod --target x86_64-unknown-none -Zbuild-std=core)
+  a=$target/x86_64-unknown-none/kernel/libmlx5vf_kmod.a
+  member=$(ar t "$a" | grep '^mlx5vf_kmod-')
+  [ "$(echo "$member" | wc -l)" = 1 ] || die "expected one LTO object in $a, got: $member"
+  t=$(mktemp -d)
+  (cd "$t" && ar x "$a" "$member" && ld -r -o joined.o "$member" \
+    && objcopy --remove-section=.llvmbc --remove-section=.llvmcmd joined.o plain.o)
+  local keep
+  keep=$(nm --defined-only "$t/plain.o" | awk '$2 == "T" && $3 ~ /^mlx5vf_/ {print "--keep-global-symbol=" $3}')
+  # shellcheck disable=SC2086
+  objcopy $keep "$t/plain.o" "$WORK/mlx5vf_rust.o"
+  rm -rf "$t"
+  local undefined
+  undefined=$(nm -u "$WORK/mlx5vf_rust.o" | awk '{print $2}' | sort | tr '\n' ' ')
+  echo "  exports: $(nm --defined-only "$WORK/mlx5vf_rust.o" | awk '$2 == "T"' | wc -l) functions; needs: $undefined"
+  for s in $undefined; do
+    case $s in
+      memcpy|memset|memmove|memcmp|__x86_return_thunk|__x86_indirect_thunk_r11) ;;
+      *) die "the Rust object needs $s, which the kernel does not export to it" ;;
+    esac
+  done
+  if readelf -rW "$WORK/mlx5vf_rust.o" | awk '/^Relocation section/{s=$3} /R_X86_64/{print s, $3}' \
+      | grep -v "'.rela.debug" | grep -vE 'R_X86_64_(64|32S|PC32|PLT32|PC64)$'; then
+    die "relocations the module loader rejects"
+  fi
+}
+
+module() {
+  kver
+  stamp "module against $HDR"
+  rm -rf "$WORK/mod" && mkdir -p "$WORK/mod/include"
+  cp "$ROOT"/shim-linux/kmod/{Kbuild,Makefile,*.c,*.h} "$WORK/mod/"
+  cp "$ROOT/shim-linux/include/mlx5vf.h" "$WORK/mod/include/"
+  cp "$WORK/mlx5vf_rust.o" "$WORK/mod/mlx5vf_rust.o_shipped"
+  timeout 600 make -s -C "$WORK/mod" KDIR="$HDR" 2>&1 | tee "$WORK/module.log"
+  if grep -E 'warning:' "$WORK/module.log"; then die "the module build warned"; fi
+  ls -la "$WORK/mod/mlx5vf_sim.ko"
+}
+
+# A static mlx5vf for the guest (glibc, crt-static).
+user() {
+  stamp "static mlx5vf"
+  (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$WORK/user-target \
+    cargo build -q --release -p mlx5vf --target x86_64-unknown-linux-gnu)
+  cp "$WORK/user-target/x86_64-unknown-linux-gnu/release/mlx5vf" "$WORK/mlx5vf"
+  if readelf -lW "$WORK/mlx5vf" | grep -q INTERP; then die "mlx5vf is not static"; fi
+}
+
+initrd() {
+  kver
+  stamp "initramfs"
+  local d=$WORK/irfs m
+  rm -rf "$d" && mkdir -p "$d"/{bin,proc,sys,dev,tmp,mods}
+  cp /bin/busybox "$d/bin/"
+  for a in sh mount insmod rmmod poweroff cat cut dmesg ls grep uname head tail wc sed \
+      echo date sleep tr awk; do ln -s busybox "$d/bin/$a"; done
+  for m in vfio vfio_iommu_type1; do
+    xz -dc "$WORK/root/lib/modules/$KREL/kernel/drivers/vfio/$m.ko.xz" > "$d/mods/$m.ko"
+  done
+  cp "$WORK/mod/mlx5vf_sim.ko" "$d/mods/"
+  cp "$WORK/mlx5vf" "$d/bin/"
+  sed "s/@STATE@/$STATE/g" "$HERE/guest-init.sh" > "$d/init"
+  chmod +x "$d/init"
+  (cd "$d" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/initrd.cpio.gz"
+  ls -la "$WORK/initrd.cpio.gz"
+}
+
+boot() {
+  kver
+  stamp "boot $KREL (TCG)"
+  local log=$WORK/boot.log start end
+  start=$(date +%s.%N)
+  timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 2G \
+    -nographic -no-reboot -kernel "$WORK/root/boot/vmlinuz-$KREL" -initrd "$WORK/initrd.cpio.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=4 ${EXTRA_CMDLINE:-}" > "$log" 2>&1 || true
+  end=$(date +%s.%N)
+  tr -d '\r' < "$log" | grep -aE '^(@@|===|  )' || true
+  echo "[rig] boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
+  if tr -d '\r' < "$log" | grep -aE '(WARNING:|BUG:|Oops|Call Trace|kernel stack overflow)'; then
+    die "the kernel log has a WARNING, BUG or Oops (full log: $log)"
+  fi
+  tr -d '\r' < "$log" | grep -aq '^@@RESULT: PASS@@' || die "no PASS marker (full log: $log)"
+  echo "[rig] PASS"
+}
+
+case "${1:-all}" in
+  all) deps; fetch; rust; module; user; initrd; boot ;;
+  deps|fetch|rust|module|user|initrd|boot) "$1" ;;
+  *) echo "usage: $0 [all|deps|fetch|rust|module|user|initrd|boot]" >&2; exit 2 ;;
+esac
