@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mlx5vf_core::device::{Config, DeviceError, FileId};
+use mlx5vf_core::device::{Config, DeviceError, FileId, WritePlan};
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::ifc::CmdStatus;
 use mlx5vf_core::save::FileState;
@@ -471,6 +471,67 @@ fn deferred_reset_during_a_load() {
         DeviceError::NoFile
     );
     set_state(&mut src, Stop).unwrap();
+    assert_clean(&mut src);
+    assert_clean(&mut dst);
+}
+
+/// A LOAD that must wait for a SAVE still in flight (from a saving session
+/// closed just before RESUMING) stays pending: the bytes that completed its
+/// image are never reported as an error, so a shim that waits and retries
+/// on `SaveInFlight` cannot write them twice. Only `write_plan` (before
+/// consuming anything) asks to wait.
+#[test]
+fn a_load_waiting_for_a_save_keeps_the_bytes_it_consumed() {
+    let mut src = dev(SMALL);
+    let f = set_state(&mut src, StopCopy).unwrap().unwrap();
+    let s = drain(&mut src, f).unwrap();
+    set_state(&mut src, Stop).unwrap();
+
+    let mut dst = dev("sim:state=20M,object=1M-2M,seed=6");
+    dst.set_state(StopCopy).unwrap().unwrap();
+    assert!(dst.save_in_flight());
+    dst.set_state(Stop).unwrap();
+    let df = dst.set_state(Resuming).unwrap().unwrap();
+    assert!(
+        dst.save_in_flight(),
+        "closing the saving file does not wait"
+    );
+
+    let mut rest = &s[..];
+    let mut waits = 0;
+    while !rest.is_empty() {
+        let plan = match dst.write_plan(df, rest.len() as u64) {
+            Err(DeviceError::SaveInFlight) => {
+                waits += 1;
+                assert!(complete_one(&mut dst));
+                continue;
+            }
+            plan => plan.unwrap(),
+        };
+        let n = match plan {
+            WritePlan::Small { max } => dst.write_small(df, &rest[..max.min(rest.len())]).unwrap(),
+            WritePlan::Buffer {
+                buffer,
+                offset,
+                len,
+            } => {
+                let n = len as usize;
+                dst.hal_mut().buffer(buffer)[offset as usize..offset as usize + n]
+                    .copy_from_slice(&rest[..n]);
+                dst.write_commit(df, len).unwrap();
+                n
+            }
+            WritePlan::Skip { len } => {
+                dst.write_commit(df, len).unwrap();
+                len as usize
+            }
+        };
+        rest = &rest[n..];
+    }
+    assert_eq!(waits, 1, "the first image's LOAD waits once for the SAVE");
+    set_state(&mut dst, Stop).unwrap();
+    set_state(&mut dst, Running).unwrap();
+    assert_eq!(dst.hal().fw.digest(0), src.hal().fw.digest(0));
     assert_clean(&mut src);
     assert_clean(&mut dst);
 }

@@ -143,7 +143,11 @@ impl<H: Hal> Device<H> {
     }
 
     /// Header and small-record bytes for [`WritePlan::Small`]. Returns the
-    /// bytes consumed; LOADs an image that completes.
+    /// bytes consumed; LOADs an image that completes (or, while a SAVE is in
+    /// flight, leaves it for the next [`Device::write_plan`] or the
+    /// RESUMING → STOP arc, which wait before consuming anything). Never
+    /// [`DeviceError::SaveInFlight`]: an error always means the consumed
+    /// bytes are gone with the file.
     ///
     /// # Errors
     /// The stream is malformed (`EOPNOTSUPP` for an unknown mandatory record,
@@ -152,13 +156,14 @@ impl<H: Hal> Device<H> {
         let f = self.resuming_for(file)?;
         let (n, load) = f.engine.write_small(bytes)?;
         if load.is_some() {
-            self.load_if_due()?;
+            self.load_unless_saving()?;
         }
         Ok(n)
     }
 
     /// The caller copied (or dropped) `n` bytes as the last
-    /// [`Device::write_plan`] said. LOADs an image that completes.
+    /// [`Device::write_plan`] said. LOADs an image that completes, or leaves
+    /// it pending as [`Device::write_small`] does.
     ///
     /// # Errors
     /// As [`Device::write_small`]; [`DeviceError::UnplannedWrite`] without a
@@ -176,9 +181,19 @@ impl<H: Hal> Device<H> {
             Planned::Skip => f.engine.skipped(n)?,
         };
         if load.is_some() {
-            self.load_if_due()?;
+            self.load_unless_saving()?;
         }
         Ok(())
+    }
+
+    /// Issues a due LOAD, or leaves it pending while a SAVE is in flight:
+    /// the bytes that completed the image are consumed either way, so a
+    /// "wait and retry" here would make the caller write them twice.
+    fn load_unless_saving(&mut self) -> Result<(), DeviceError> {
+        match self.load_if_due() {
+            Err(DeviceError::SaveInFlight) => Ok(()),
+            other => other,
+        }
     }
 
     fn fail_resuming(&mut self) {
