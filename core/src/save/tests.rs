@@ -376,6 +376,10 @@ fn precopy_accounting() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn reinit_restarts_the_initial_bytes() {
     let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
     let r = h.fw.save(first.size);
