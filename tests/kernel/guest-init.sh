@@ -75,8 +75,9 @@ killed_mid_stream() {
 
 insmod /mods/vfio.ko && insmod /mods/vfio_iommu_type1.ko || fails=$((fails + 1))
 
-# --- a 2-VF PF with PRE_COPY, SAVE completions delayed so reads block.
-step insmod insmod /mods/mlx5vf_sim.ko spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=300
+# --- a 2-VF PF with PRE_COPY, SAVE completions 3 ms late so a non-blocking
+# reader meets EAGAIN for sure (at 300 us under TCG it sometimes did not).
+step insmod insmod /mods/mlx5vf_sim.ko spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=3000
 step digests-differ-before digests_differ
 step check mlx5vf check --device $D0 --strict --require-eagain
 step migrate mlx5vf migrate --from $D0 --to $D1 --json

@@ -164,7 +164,10 @@ fn file_name(p: &Path) -> io::Result<String> {
         .ok_or_else(|| io::Error::other(format!("{} has no usable name", p.display())))
 }
 
-/// The `vfioN` character device sysfs lists for the device, if any.
+/// The `vfioN` character device sysfs lists for the device, if its node
+/// exists: a noiommu device has a `vfio-dev/vfioN` entry but no character
+/// device (Linux's `vfio_device_add()`: "cdev does not support noiommu
+/// device"), and a container may pass `/dev/iommu` without the node.
 fn cdev_node(sysfs: &Path) -> Option<PathBuf> {
     let dir = fs::read_dir(sysfs.join("vfio-dev")).ok()?;
     dir.filter_map(Result::ok)
@@ -172,6 +175,7 @@ fn cdev_node(sysfs: &Path) -> Option<PathBuf> {
         .filter_map(|n| n.to_str().map(str::to_owned))
         .find(|n| n.starts_with("vfio"))
         .map(|n| Path::new("/dev/vfio/devices").join(n))
+        .filter(|node| node.exists())
 }
 
 fn open_rw(path: &Path) -> io::Result<File> {
@@ -273,6 +277,22 @@ impl VfioDevice {
         })?;
         let group = file_name(&group_dir)?;
         let name = file_name(sysfs)?;
+        // noiommu groups have their own node name, and their container
+        // takes only the noiommu IOMMU (VFIO_SET_IOMMU type1v2 is ENODEV).
+        let mut node = Path::new("/dev/vfio").join(&group);
+        let mut kind = sys::VFIO_TYPE1V2_IOMMU;
+        if !node.exists() {
+            let noiommu = Path::new("/dev/vfio").join(format!("noiommu-{group}"));
+            if noiommu.exists() {
+                node = noiommu;
+                kind = sys::VFIO_NOIOMMU_IOMMU;
+            }
+        }
+        let kind_name = if kind == sys::VFIO_NOIOMMU_IOMMU {
+            "noiommu"
+        } else {
+            "type1v2"
+        };
         let container = open_rw(Path::new("/dev/vfio/vfio"))?;
         let version =
             sys::api_version(&container).map_err(|e| context("VFIO_GET_API_VERSION", e))?;
@@ -282,21 +302,17 @@ impl VfioDevice {
                 sys::VFIO_API_VERSION
             )));
         }
-        if !sys::check_extension(&container, sys::VFIO_TYPE1V2_IOMMU)
+        if !sys::check_extension(&container, kind)
             .map_err(|e| context("VFIO_CHECK_EXTENSION", e))?
         {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "the VFIO container lacks the type1v2 IOMMU (load vfio_iommu_type1)",
+                if kind == sys::VFIO_NOIOMMU_IOMMU {
+                    "the VFIO container lacks the noiommu IOMMU (vfio.enable_unsafe_noiommu_mode=1)"
+                } else {
+                    "the VFIO container lacks the type1v2 IOMMU (load vfio_iommu_type1)"
+                },
             ));
-        }
-        // noiommu groups have their own node name.
-        let mut node = Path::new("/dev/vfio").join(&group);
-        if !node.exists() {
-            let noiommu = Path::new("/dev/vfio").join(format!("noiommu-{group}"));
-            if noiommu.exists() {
-                node = noiommu;
-            }
         }
         let group_file = open_rw(&node)?;
         let flags =
@@ -309,8 +325,8 @@ impl VfioDevice {
         }
         sys::group_set_container(&group_file, &container)
             .map_err(|e| context(format!("VFIO_GROUP_SET_CONTAINER (group {group})"), e))?;
-        sys::set_iommu(&container, sys::VFIO_TYPE1V2_IOMMU)
-            .map_err(|e| context("VFIO_SET_IOMMU type1v2", e))?;
+        sys::set_iommu(&container, kind)
+            .map_err(|e| context(format!("VFIO_SET_IOMMU {kind_name}"), e))?;
         let cname = CString::new(name.clone()).map_err(io::Error::other)?;
         let device = sys::group_device_fd(&group_file, &cname)
             .map_err(|e| context(format!("VFIO_GROUP_GET_DEVICE_FD {name:?}"), e))?;
@@ -523,6 +539,18 @@ mod tests {
         let spec = VfioSpec::parse("vfio-mig:/sys/bus/pci/devices/none").unwrap();
         let e = VfioDevice::open("x", &spec).err().unwrap();
         assert!(e.to_string().contains("/sys/bus/pci/devices/none"), "{e}");
+    }
+
+    /// A vfio-dev entry without its /dev node (a noiommu device: Linux
+    /// creates no character device for it) is not a cdev to open.
+    #[test]
+    fn a_vfio_dev_entry_without_a_node_is_no_cdev() {
+        let dir = std::env::temp_dir().join(format!("mlx5vf-cdev-{}", std::process::id()));
+        let name = "vfio4294967295";
+        fs::create_dir_all(dir.join("vfio-dev").join(name)).unwrap();
+        let found = cdev_node(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found, None);
     }
 
     /// A real device without a VFIO driver (no IOMMU group link under a

@@ -47,6 +47,8 @@ const IOMMU_IOAS_ALLOC: Opcode = opcode::none(IOMMUFD_TYPE, 0x81);
 pub(super) const VFIO_API_VERSION: i32 = 0;
 /// `VFIO_TYPE1v2_IOMMU`.
 pub(super) const VFIO_TYPE1V2_IOMMU: u32 = 3;
+/// `VFIO_NOIOMMU_IOMMU`: the only IOMMU a noiommu group's container takes.
+pub(super) const VFIO_NOIOMMU_IOMMU: u32 = 8;
 /// `VFIO_GROUP_FLAGS_VIABLE`: every device of the group is bound to a VFIO
 /// driver (or to none).
 pub(super) const VFIO_GROUP_FLAGS_VIABLE: u32 = 1 << 0;

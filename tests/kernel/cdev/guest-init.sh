@@ -1,0 +1,193 @@
+#!/bin/sh
+# PID 1 of the cdev rig's guest (tests/kernel/cdev/run.sh packs it as /init,
+# with @SAVE_DELAY_US@ replaced).
+# Each step prints "@@STEP name: ok|FAIL" and its output indented by two
+# spaces; the last line is the result marker. `rig.noiommu` on the kernel
+# command line adds the noiommu steps (run.sh NOIOMMU=1).
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o size=600m tmpfs /tmp
+echo
+echo "=== guest $(uname -r) up $(cut -d' ' -f1 /proc/uptime)s, $(grep -c ^processor /proc/cpuinfo) CPU(s)"
+
+fails=0
+step() {
+	name=$1
+	shift
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	if "$@" > /tmp/out 2>&1; then
+		result=ok
+	else
+		result="FAIL (exit $?)"
+		fails=$((fails + 1))
+	fi
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "@@STEP $name: $result ($(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") s)"
+	sed 's/^/  /' /tmp/out
+}
+
+SYS0=/sys/devices/platform/mlx5vf-sim.0
+SYS1=/sys/devices/platform/mlx5vf-sim.1
+CDEV='(/dev/vfio/devices/vfio'
+GROUP='(VFIO group '
+
+# VFIO and iommufd are built in; load them if a config made them modules.
+load_vfio_modules() {
+	for m in iommufd vfio vfio_iommu_type1; do
+		if [ -f /mods/$m.ko ]; then insmod /mods/$m.ko || return 1; fi
+	done
+	return 0
+}
+
+# The iommufd cdev path exists: /dev/iommu, a vfio-dev node per VF, and
+# the container and group nodes of the legacy path next to them.
+nodes() {
+	ls -l /dev/iommu /dev/vfio /dev/vfio/devices || return 1
+	for s in $SYS0 $SYS1; do
+		echo "$s: vfio-dev $(ls $s/vfio-dev) group $(readlink $s/iommu_group | sed 's|.*/||')"
+	done
+	[ -c /dev/iommu ] && [ -c /dev/vfio/vfio ] && ls /dev/vfio/devices/vfio* > /dev/null
+}
+
+# VF1's character device, found through sysfs (the vfioN numbers need not
+# follow the VF numbers).
+vf1_cdev() {
+	echo /dev/vfio/devices/$(ls $SYS1/vfio-dev)
+}
+
+digests() {
+	a=$(cat $SYS0/mlx5vf/digest)
+	b=$(cat $SYS1/mlx5vf/digest)
+	echo "VF0 $a"
+	echo "VF1 $b"
+	[ -n "$a" ] && [ -n "$b" ]
+}
+digests_differ() { digests && [ "$a" != "$b" ]; }
+digests_equal() { digests && [ "$a" = "$b" ]; }
+
+# Every live object of the module is zero (nothing open, in flight or held).
+nothing_live() {
+	cat $SYS0/mlx5vf/live_objects
+	! grep -v ' 0$' $SYS0/mlx5vf/live_objects
+}
+
+# Runs a command and insists its output names the IOMMU path it took
+# (`check` and `migrate` print "SPEC (/dev/vfio/devices/vfioN)" or
+# "SPEC (VFIO group N)"), so a silent fallback cannot pass.
+via() {
+	want=$1
+	shift
+	"$@" > /tmp/via 2>&1
+	rc=$?
+	cat /tmp/via
+	[ $rc = 0 ] || return $rc
+	grep -qF "$want" /tmp/via || { echo "the output does not name $want"; return 1; }
+}
+
+# Runs `migrate --json` and insists each end took the path named: its
+# "from" and "to" fields end in "(/dev/vfio/devices/vfioN)" or "(VFIO group N)".
+C='\(/dev/vfio/devices/vfio[0-9]+\)'
+G='\(VFIO group [0-9]+\)'
+ends() {
+	from=$1
+	to=$2
+	shift 2
+	"$@" > /tmp/ends 2>&1
+	rc=$?
+	cat /tmp/ends
+	[ $rc = 0 ] || return $rc
+	grep -qE "\"from\":\"[^\"]* $from\"" /tmp/ends || { echo "the source did not take $from"; return 1; }
+	grep -qE "\"to\":\"[^\"]* $to\"" /tmp/ends || { echo "the destination did not take $to"; return 1; }
+}
+
+# Runs a command that must fail with a message containing $1.
+fails_with() {
+	want=$1
+	shift
+	"$@" > /tmp/fw 2>&1
+	rc=$?
+	cat /tmp/fw
+	[ $rc != 0 ] || { echo "exit status 0, expected a failure"; return 1; }
+	grep -qF "$want" /tmp/fw || { echo "the error does not say: $want"; return 1; }
+}
+
+# A fresh module for the steps named LABEL, the sim spec ending in SUFFIX
+# (a seed), whose two VFs differ; the previous one must unload clean.
+fresh() {
+	label=$1
+	suffix=$2
+	shift 2
+	if [ -d /sys/module/mlx5vf_sim ]; then
+		step "nothing-live-before-$label" nothing_live
+		step "rmmod-before-$label" rmmod mlx5vf_sim
+	fi
+	step "insmod-$label" insmod /mods/mlx5vf_sim.ko "spec=sim:state=64M,vfs=2$suffix" "$@"
+	step "digests-differ-$label" digests_differ
+}
+
+# -smp 2: the SAVE work items run beside the reader (SeaBIOS hands Linux
+# the second CPU through ACPI).
+step cpus test "$(grep -c ^processor /proc/cpuinfo)" -ge 2
+step load-vfio load_vfio_modules
+
+# --- the iommufd cdev path (the module as the brief loads it).
+fresh cdev "" save_delay_us=@SAVE_DELAY_US@
+step nodes nodes
+step check-cdev via "$CDEV" mlx5vf check --device vfio-mig:mlx5vf-sim.0,iommu=cdev --strict --require-eagain
+step migrate-cdev ends "$C" "$C" mlx5vf migrate --from vfio-mig:mlx5vf-sim.0,iommu=cdev \
+	--to vfio-mig:mlx5vf-sim.1,iommu=cdev --json
+step digests-equal-cdev digests_equal
+
+# --- iommu=auto picks the cdev, from a /dev/vfio/devices node and a name.
+fresh auto ,seed=11 save_delay_us=@SAVE_DELAY_US@
+step migrate-precopy-auto ends "$C" "$C" mlx5vf migrate --precopy --from "vfio-mig:$(vf1_cdev)" \
+	--to vfio-mig:mlx5vf-sim.0 --json
+step digests-equal-auto digests_equal
+
+# --- the group/container path on the same kernel, and both at once.
+fresh group ,seed=12 save_delay_us=@SAVE_DELAY_US@
+step check-group via "$GROUP" mlx5vf check --device vfio-mig:mlx5vf-sim.0,iommu=group --strict --require-eagain
+step migrate-group-to-cdev ends "$G" "$C" mlx5vf migrate --from vfio-mig:mlx5vf-sim.0,iommu=group \
+	--to vfio-mig:mlx5vf-sim.1,iommu=cdev --json
+step digests-equal-mixed digests_equal
+step nothing-live nothing_live
+step rmmod rmmod mlx5vf_sim
+
+# --- a vfio-pci device in a noiommu group (pci-testdev, no migration): it
+# has a vfio-dev/vfioN entry in sysfs but no /dev/vfio/devices node, so
+# iommu=auto must take the group path, and that path must open
+# /dev/vfio/noiommu-N with the noiommu IOMMU; the device then refuses
+# migration with ENOTTY.
+PCIDEV=0000:00:10.0
+noiommu_setup() {
+	echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode || return 1
+	d=/sys/bus/pci/devices/$PCIDEV
+	echo "$PCIDEV: $(cat $d/vendor):$(cat $d/device)"
+	echo vfio-pci > $d/driver_override && echo $PCIDEV > /sys/bus/pci/drivers_probe || return 1
+	ls /dev/vfio /dev/vfio/devices
+	echo "sysfs vfio-dev: $(ls $d/vfio-dev)"
+	ls /dev/vfio/noiommu-* > /dev/null
+}
+if grep -q rig.noiommu /proc/cmdline; then
+	step noiommu-setup noiommu_setup
+	step noiommu-auto fails_with "offers no migration (ENOTTY)" mlx5vf check --device vfio-mig:$PCIDEV
+	step noiommu-group fails_with "offers no migration (ENOTTY)" mlx5vf check --device vfio-mig:$PCIDEV,iommu=group
+	step noiommu-cdev fails_with "no VFIO character device" mlx5vf check --device vfio-mig:$PCIDEV,iommu=cdev
+fi
+
+# The whole kernel log, not only what the tail below shows.
+log_clean() {
+	! dmesg | grep -E 'WARNING|BUG|Oops|Call Trace|leak'
+}
+step kernel-log-clean log_clean
+
+echo "=== kernel messages"
+dmesg | grep -E 'mlx5vf|vfio|iommu|WARNING|BUG|Oops|leak' | sed 's/^/  /' | tail -40
+if [ $fails = 0 ]; then
+	echo "@@RESULT: PASS@@"
+else
+	echo "@@RESULT: FAIL ($fails step(s))@@"
+fi
+# A reboot ends QEMU (-no-reboot), with or without ACPI.
+reboot -f
