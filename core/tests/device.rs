@@ -536,6 +536,32 @@ fn a_load_waiting_for_a_save_keeps_the_bytes_it_consumed() {
     assert_clean(&mut dst);
 }
 
+/// Fuzz find (resume_engine, bug 2): a byte after the stream-end record was
+/// refused as a caller mistake and the file stayed good, so RESUMING → STOP
+/// accepted the stream. It is the stream's error: the file fails.
+#[test]
+fn a_byte_after_the_end_record_fails_the_stream() {
+    let mut src = dev(SMALL);
+    let f = set_state(&mut src, StopCopy).unwrap().unwrap();
+    let s = drain(&mut src, f).unwrap();
+    set_state(&mut src, Stop).unwrap();
+    let mut dst = dev("sim:state=20M,object=1M-2M,seed=6");
+    let df = set_state(&mut dst, Resuming).unwrap().unwrap();
+    write(&mut dst, df, &s).unwrap();
+    let e = write(&mut dst, df, &[0x42]).unwrap_err();
+    assert_eq!(e.errno(), Errno::EINVAL, "{e}");
+    assert!(
+        e.to_string().contains("data after the stream-end record"),
+        "{e}"
+    );
+    assert!(
+        set_state(&mut dst, Stop).is_err(),
+        "the failed stream must not load"
+    );
+    assert_clean(&mut src);
+    assert_clean(&mut dst);
+}
+
 #[test]
 fn vf_detach_mid_stream() {
     let mut d = dev(SMALL);

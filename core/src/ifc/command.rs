@@ -30,7 +30,9 @@ impl From<FieldError> for EncodeError {
         match e {
             FieldError::Truncated { needed, .. } => Self::InsufficientSize { required: needed },
             FieldError::TooWide { field, value, .. } => Self::ValueTooWide { field, value },
-            FieldError::NotAValue { field } => Self::ValueTooWide { field, value: 0 },
+            FieldError::NotAValue { field } | FieldError::Straddles { field } => {
+                Self::ValueTooWide { field, value: 0 }
+            }
         }
     }
 }

@@ -35,6 +35,13 @@ pub enum FieldError {
         /// The member.
         field: &'static str,
     },
+    /// The field's bits span more than eight bytes (a 64-bit field that
+    /// does not start on a byte boundary): no `u64` read or write covers it.
+    /// `layout!` tables never contain one; a hand-built `Field` may.
+    Straddles {
+        /// The field.
+        field: &'static str,
+    },
     /// The value does not fit in the field's width.
     TooWide {
         /// The field.
@@ -58,6 +65,9 @@ impl fmt::Display for FieldError {
                 "buffer of {actual} bytes too short for field {field} (needs {needed})"
             ),
             Self::NotAValue { field } => write!(f, "{field} is a reserved block, not a value"),
+            Self::Straddles { field } => {
+                write!(f, "{field} spans more than 8 bytes (not byte-aligned)")
+            }
             Self::TooWide {
                 field,
                 width,
@@ -117,6 +127,17 @@ impl Field {
     /// The bytes holding the field (at most 8: a field never crosses a dword
     /// unless it is a dword-aligned 64-bit one) and the right shift that
     /// brings it to bit 0.
+    /// A value field whose bytes fit one `u64`.
+    fn check_word(&self) -> Result<(), FieldError> {
+        if self.width > 64 {
+            return Err(FieldError::NotAValue { field: self.name });
+        }
+        if (self.bit % 8).saturating_add(self.width) > 64 {
+            return Err(FieldError::Straddles { field: self.name });
+        }
+        Ok(())
+    }
+
     fn span(&self) -> (core::ops::Range<usize>, u32) {
         // CAST: bit offsets are far below 2^32; usize is at least 32 bits.
         let start = (self.bit / 8) as usize;
@@ -139,9 +160,7 @@ impl Field {
 
     /// Reads the field from `buf`.
     pub fn read(&self, buf: &[u8]) -> Result<u64, FieldError> {
-        if self.width > 64 {
-            return Err(FieldError::NotAValue { field: self.name });
-        }
+        self.check_word()?;
         let (range, shift) = self.span();
         let bytes = buf.get(range).ok_or_else(|| self.truncated(buf.len()))?;
         let raw = bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
@@ -150,9 +169,7 @@ impl Field {
 
     /// Writes `value` into the field of `buf`, leaving every other bit alone.
     pub fn write(&self, buf: &mut [u8], value: u64) -> Result<(), FieldError> {
-        if self.width > 64 {
-            return Err(FieldError::NotAValue { field: self.name });
-        }
+        self.check_word()?;
         if value > self.max_value() {
             return Err(FieldError::TooWide {
                 field: self.name,
@@ -480,6 +497,37 @@ mod tests {
             f.write(&mut buf, 0x1_0000),
             Err(FieldError::TooWide { width: 16, .. })
         ));
+    }
+
+    #[test]
+    /// Fuzz find (ifc_decode, bug 1): a 64-bit field 4 bits into a byte
+    /// spans nine bytes; it read with its top bits dropped and wrote over
+    /// its neighbours. Both are refused now, and the buffer is untouched.
+    fn a_field_spanning_nine_bytes_is_refused() {
+        let f = Field {
+            name: "straddler",
+            bit: 4,
+            width: 64,
+        };
+        let mut buf = [0xffu8; 16];
+        assert_eq!(
+            f.read(&buf),
+            Err(FieldError::Straddles { field: "straddler" })
+        );
+        assert_eq!(
+            f.write(&mut buf, 0x0123_4567_89ab_cdef),
+            Err(FieldError::Straddles { field: "straddler" })
+        );
+        assert_eq!(buf, [0xff; 16]);
+        // 60 bits at the same offset fit one word and work.
+        let g = Field {
+            name: "fits",
+            bit: 4,
+            width: 60,
+        };
+        g.write(&mut buf, 0x0012_3456_789a_bcde).unwrap();
+        assert_eq!(g.read(&buf), Ok(0x0012_3456_789a_bcde));
+        assert_eq!(buf[0] & 0xf0, 0xf0, "the 4 bits before the field are kept");
     }
 
     #[test]

@@ -390,7 +390,12 @@ impl LoadEngine {
     /// The stream is malformed, or an image is too large; the file failed.
     pub fn write_small(&mut self, bytes: &[u8]) -> Result<(usize, Option<LoadImage>), LoadError> {
         self.check_ready()?;
-        if !matches!(self.reader.need(), Need::Header { .. } | Need::Small { .. }) {
+        // After the end record the reader takes bytes only to report them
+        // as the stream error they are (DataAfterEnd), failing the file.
+        if !matches!(
+            self.reader.need(),
+            Need::Header { .. } | Need::Small { .. } | Need::Nothing
+        ) {
             return Err(LoadError::Misuse);
         }
         let step = self.reader.feed(bytes).map_err(|e| self.fail(e.into()))?;
