@@ -486,6 +486,10 @@ pub struct SaveEngine {
     /// `pre_copy_initial_bytes`); a REINIT moves it.
     initial_start: u64,
     initial_len: u64,
+    /// A REINIT announced new initial data that is not saved yet: it is
+    /// saved (as initial) once the reader drains what is queued, so REINITs
+    /// can never outgrow the queue.
+    reinit_pending: bool,
     slots: [Slot; MAX_CHUNK_SLOTS],
     ready_chunks: usize,
     held: Option<u32>,
@@ -517,6 +521,7 @@ impl SaveEngine {
             end_pos: 0,
             initial_start: 0,
             initial_len: 0,
+            reinit_pending: false,
             slots: [Slot::Empty; MAX_CHUNK_SLOTS],
             ready_chunks: 0,
             held: None,
@@ -1037,20 +1042,28 @@ impl SaveEngine {
         if reinit {
             self.initial_start = self.pos;
             self.initial_len = unread;
+            self.reinit_pending = true;
             info.initial_bytes = unread.saturating_add(inc_len);
             info.reinit = true;
         } else {
+            // The new initial data still in firmware counts as initial too.
+            let pending = if self.reinit_pending { inc_len } else { 0 };
             let initial_end = self.initial_start.saturating_add(self.initial_len);
             if initial_end > self.pos {
-                info.initial_bytes = initial_end.saturating_sub(self.pos);
+                info.initial_bytes = initial_end.saturating_sub(self.pos).saturating_add(pending);
                 return Ok((info, None));
             }
-            info.dirty_bytes = unread.saturating_add(inc_len);
+            if self.reinit_pending {
+                info.initial_bytes = unread.saturating_add(inc_len);
+            } else {
+                info.dirty_bytes = unread.saturating_add(inc_len);
+            }
         }
-        let start = ((reinit || unread == 0) && inc_len != 0 && self.in_flight.is_none())
-            .then_some(PrecopyStart {
+        // Only a drained queue takes a new image (a REINIT waits too).
+        let start =
+            (unread == 0 && inc_len != 0 && self.in_flight.is_none()).then_some(PrecopyStart {
                 bytes: inc_len,
-                initial: reinit,
+                initial: self.reinit_pending,
             });
         Ok((info, start))
     }
@@ -1082,6 +1095,9 @@ impl SaveEngine {
     pub fn start_precopy(&mut self, buf: BufRef, initial: bool) -> Result<SaveRequest, SaveError> {
         if self.state != FileState::PreCopy || self.in_flight.is_some() {
             return Err(SaveError::WrongState);
+        }
+        if initial {
+            self.reinit_pending = false;
         }
         Ok(self.request(
             buf,

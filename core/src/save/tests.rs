@@ -391,6 +391,17 @@ fn reinit_restarts_the_initial_bytes() {
     assert!(info.reinit);
     assert_eq!(info.initial_bytes, unread + 2 * MIB);
     assert_eq!(info.dirty_bytes, 0);
+    // Unread images: the new initial data waits for the drain.
+    assert_eq!(start, None);
+    let (info, start) = h.engine.precopy_info(2 * MIB, false).unwrap();
+    assert_eq!(
+        (info.initial_bytes, info.reinit, start),
+        (unread + 2 * MIB, false, None)
+    );
+    while h.read(u64::MAX).is_ok() {}
+    // Drained: still initial, and now its SAVE starts, marked initial.
+    let (info, start) = h.engine.precopy_info(2 * MIB, false).unwrap();
+    assert_eq!((info.initial_bytes, info.dirty_bytes), (2 * MIB, 0));
     assert_eq!(
         start,
         Some(PrecopyStart {
@@ -403,21 +414,38 @@ fn reinit_restarts_the_initial_bytes() {
         index: 99,
         npages: 512,
     });
-    let req = h.engine.start_precopy(buf, true).unwrap();
+    h.engine.start_precopy(buf, true).unwrap();
     let image = SaveResult {
         actual_image_size: 2 * MIB as u32,
         next_required_umem_size: 0,
     };
-    let _ = req;
     h.engine.complete(image, 0).unwrap();
     // The new chunk and its header count as initial bytes.
     let (info, _) = h.engine.precopy_info(0, false).unwrap();
-    assert_eq!(info.initial_bytes, unread + 16 + 2 * MIB);
+    assert_eq!(info.initial_bytes, 16 + 2 * MIB);
     assert!(!info.reinit);
     // Reading it all brings initial bytes to zero; later data is dirty again.
     while h.read(u64::MAX).is_ok() {}
     let (info, _) = h.engine.precopy_info(MIB, false).unwrap();
     assert_eq!((info.initial_bytes, info.dirty_bytes), (0, MIB));
+}
+
+/// Fuzz find (save_engine, bug 3): every REINIT started a SAVE even with
+/// images unread, so REINITs with nothing read outgrew the image queue and
+/// failed the file. Now the queue never grows while images are unread.
+#[test]
+fn reinits_with_nothing_read_never_outgrow_the_queue() {
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 4 * MIB, MIB);
+    let r = h.fw.save(first.size);
+    h.engine.complete(r, 0).unwrap();
+    let queued = h.engine.queued_end();
+    for _ in 0..64 {
+        let (info, start) = h.engine.precopy_info(MIB, true).unwrap();
+        assert!(info.reinit);
+        assert_eq!(start, None);
+    }
+    assert_eq!(h.engine.queued_end(), queued);
+    assert_ne!(h.engine.state(), FileState::Error);
 }
 
 #[test]
