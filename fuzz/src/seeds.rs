@@ -447,7 +447,8 @@ pub fn ifc_decode() -> Vec<Seed> {
         },
         &q,
     ));
-    // Known bug 1: a 64-bit field at a bit offset that is not a multiple of 8.
+    // Fuzz find 1 (fixed in 14c0bc6): a 64-bit field at a bit offset that
+    // is not a multiple of 8 spans nine bytes.
     seeds.push(ifc_seed(
         "regress-field-64-bits-unaligned",
         IfcHead {
@@ -628,7 +629,7 @@ pub fn resume_engine() -> Vec<Seed> {
         &[],
         &[],
     );
-    // Known bug 2: a byte after the stream-end record.
+    // Fuzz find 2 (fixed in 14c0bc6): a byte after the stream-end record.
     seed(
         "regress-data-after-end-record",
         ResumeHead { source: 0, ..head },
@@ -708,7 +709,8 @@ pub fn save_engine() -> Vec<Seed> {
         },
         &reinit,
     );
-    // Known bug 3: REINIT after REINIT with nothing read outgrows the queue.
+    // Fuzz find 3 (fixed in b34e68c): REINIT after REINIT with nothing read
+    // outgrew the PRE_COPY image queue.
     let mut overflow = vec![Op::SetState(6), Op::Complete];
     for _ in 0..12 {
         overflow.extend([Op::Tick(1), Op::ReportInit, Op::PrecopyInfo, Op::Complete]);

@@ -48,15 +48,9 @@ pub enum Hit {
     StateFailed,
     /// state: the firmware's VHCA state was compared with the device's.
     StateFirmwareChecked,
-    /// ifc: an input reached known bug 1 (guarded).
-    KnownBug1,
-    /// resume: an input reached known bug 2 (guarded).
-    KnownBug2,
-    /// save: an input reached known bug 3 (guarded).
-    KnownBug3,
 }
 
-const N: usize = Hit::KnownBug3 as usize + 1;
+const N: usize = Hit::StateFirmwareChecked as usize + 1;
 
 static COUNTS: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 
@@ -89,9 +83,6 @@ pub fn snapshot() -> Vec<(String, u64)> {
         StateRefused,
         StateFailed,
         StateFirmwareChecked,
-        KnownBug1,
-        KnownBug2,
-        KnownBug3,
     ]
     .into_iter()
     .map(|h| (format!("{h:?}"), COUNTS[h as usize].load(Ordering::Relaxed)))

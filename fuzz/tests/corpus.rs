@@ -94,7 +94,8 @@ fn stats() {
     }
 }
 
-/// `MLX5VF_FUZZ_REPLAY=<target>:<file>` replays one input; a no-op otherwise.
+/// `MLX5VF_FUZZ_REPLAY=<target>:<file>` replays one input (a path from the
+/// repository root or the current directory); a no-op otherwise.
 #[test]
 fn replay() {
     let Ok(spec) = std::env::var("MLX5VF_FUZZ_REPLAY") else {
@@ -107,6 +108,13 @@ fn replay() {
         .iter()
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("no target {target}"));
-    let data = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    // `cargo test` runs in `fuzz/`; accept paths from the repository root.
+    let path = Path::new(file);
+    let path = if path.exists() {
+        path.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    };
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
     f(&data);
 }

@@ -26,6 +26,19 @@ fn seeds_decode_as_written() {
 }
 
 #[test]
+fn committed_seeds_are_current() {
+    for (target, name, bytes) in seeds::all() {
+        let p = path(target, name);
+        let committed = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(
+            committed == bytes,
+            "{} is stale; rewrite with `cargo test -p mlx5vf-fuzz --test seeds -- --ignored`",
+            p.display()
+        );
+    }
+}
+
+#[test]
 #[ignore = "rewrites fuzz/corpus/*/seed-*"]
 fn write_seed_corpus() {
     for (target, name, bytes) in seeds::all() {

@@ -18,8 +18,9 @@
 //! - Every member of every [`LAYOUTS`] structure (nested ones at their
 //!   offset) reads what a bit-by-bit reference reads, or `Truncated` /
 //!   `NotAValue`; writing changes exactly its bits, or fails with the buffer
-//!   untouched. A [`Field`] built from arbitrary offsets and widths must
-//!   never panic.
+//!   untouched. A [`Field`] built from arbitrary offsets and widths behaves
+//!   the same, and one whose bits span more than 8 bytes is refused
+//!   (`Straddles`).
 //! - Each typed command encodes its fields where the sim reads them, with
 //!   the right opcode and op_mod, no reserved bit set and nothing written
 //!   past its size; parsed back and encoded again it gives the same bytes;
@@ -514,8 +515,16 @@ fn layout_fields(layout: &Layout, base: u32, out: &[u8]) {
 /// against the reference.
 fn check_field(f: &Field, out: &[u8], value: u64) {
     let read = f.read(out);
+    // Bits that no `u64` covers (64 bits not starting on a byte boundary).
+    let straddles = f.width <= 64 && u64::from(f.bit % 8) + u64::from(f.width) > 64;
     if f.width > 64 {
         assert_eq!(read, Err(FieldError::NotAValue { field: f.name }));
+    } else if straddles {
+        assert_eq!(
+            read,
+            Err(FieldError::Straddles { field: f.name }),
+            "read {f:?}"
+        );
     } else {
         match ref_read(out, u64::from(f.bit), u64::from(f.width)) {
             Some(v) => assert_eq!(read, Ok(v), "read {f:?}"),
@@ -536,7 +545,7 @@ fn check_field(f: &Field, out: &[u8], value: u64) {
     for v in [value, value & f.max_value()] {
         let mut buf = out.to_vec();
         let r = f.write(&mut buf, v);
-        let fits = f.width <= 64 && v <= f.max_value();
+        let fits = f.width <= 64 && !straddles && v <= f.max_value();
         let room = f.width > 64 || ref_read(out, u64::from(f.bit), u64::from(f.width)).is_some();
         match r {
             Ok(()) => {
@@ -578,9 +587,8 @@ fn check_field(f: &Field, out: &[u8], value: u64) {
     }
 }
 
-/// A field from arbitrary numbers: accessors must not panic, and fields
-/// whose bits fit in 8 bytes (all well-formed ones, and some that are not)
-/// must agree with the reference.
+/// A field from arbitrary numbers: accessors must not panic, must agree
+/// with the reference, and must refuse what no `u64` covers.
 fn arbitrary_field(out: &[u8], (bit, width, value): (u32, u32, u64)) {
     // Keep the offset near the buffer so both outcomes happen.
     let bit = bit % ((out.len() as u32 + 16) * 8);
@@ -594,18 +602,7 @@ fn arbitrary_field(out: &[u8], (bit, width, value): (u32, u32, u64)) {
     if let Err(e) = f.read(out) {
         let _ = e.to_string();
     }
-    let span = (u64::from(f.bit % 8) + u64::from(f.width)).div_ceil(8);
-    if f.is_well_formed() || f.width > 64 || span <= 8 {
-        check_field(&f, out, value);
-    } else {
-        // KNOWN BUG (fuzz report, bug 1): a field whose bits span 9 bytes
-        // (e.g. 64 bits at a bit offset that is not a multiple of 8) reads
-        // with its top bits dropped, and `Field::write` panicked (up to
-        // 97cab80) or writes the wrong bytes over its neighbours (since
-        // 9e9ccfd). Skip exactly that case until `layout.rs` refuses such
-        // fields.
-        crate::stats::hit(crate::stats::Hit::KnownBug1);
-    }
+    check_field(&f, out, value);
 }
 
 const QUERY_HCA_CAP_IN: UsedBits<16> = UsedBits::new(

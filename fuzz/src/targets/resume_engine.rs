@@ -602,10 +602,6 @@ fn resume(head: &ResumeHead, stream: &[u8], base: Option<&Base>) {
     let mut write_error = None;
     let mut interrupted = false;
     let mut piece = 0usize;
-    // What the device took; only differs from the whole stream after an
-    // error (or known bug 2).
-    let mut accepted = 0usize;
-    let mut known_bug_2 = false;
     while !rest.is_empty() {
         let size = match head.pieces[piece % 4] {
             0 => rest.len(),
@@ -613,20 +609,7 @@ fn resume(head: &ResumeHead, stream: &[u8], base: Option<&Base>) {
         };
         let (now, later) = rest.split_at(size);
         rest = later;
-        if let Err(e) = harness::write_counted(&mut dev, file, now, &mut style, &mut accepted) {
-            // KNOWN BUG (fuzz report, bug 2): a byte after the stream-end
-            // record is refused with `Load(Misuse)` instead of failing the
-            // stream with `DataAfterEnd`, and the file stays good. Treat the
-            // stream as what was accepted until `load/mod.rs` is fixed.
-            if e == DeviceError::Load(LoadError::Misuse)
-                && dev
-                    .load_engine()
-                    .is_some_and(|l| l.reader().stream_end().is_some() && l.error().is_none())
-            {
-                known_bug_2 = true;
-                hit(Hit::KnownBug2);
-                break;
-            }
+        if let Err(e) = harness::write(&mut dev, file, now, &mut style) {
             assert_plausible(e);
             hit(Hit::ResumeWriteError);
             if !interrupted {
@@ -666,11 +649,6 @@ fn resume(head: &ResumeHead, stream: &[u8], base: Option<&Base>) {
         None => {}
     }
     if !interrupted {
-        let stream = if known_bug_2 {
-            &stream[..accepted]
-        } else {
-            stream
-        };
         let t = reference(stream);
         if stop.is_ok() {
             assert!(write_error.is_none(), "STOP accepted after {write_error:?}");
