@@ -18,11 +18,13 @@
 #    - panic paths: every call site into core's panic machinery, by the
 #      function that contains it. Fails above MLX5VF_MAX_PANIC_SITES
 #      (default: the current count, so a new panic path fails CI);
+#    - stack frames: none above MLX5VF_MAX_FRAME (default 1024 bytes);
 #    - relocation types outside what the x86 module loader accepts are
 #      reported (not failed: a real module is built with nightly
 #      -Zbuild-std=core, see shared/reference/kernel-rig.md 5.7).
 #
-# Env: CARGO_TARGET_DIR (default <workspace>/target), MLX5VF_MAX_PANIC_SITES.
+# Env: CARGO_TARGET_DIR (default <workspace>/target), MLX5VF_MAX_PANIC_SITES,
+# MLX5VF_MAX_FRAME.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +32,7 @@ cd "$here/.."
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 target=x86_64-unknown-none
 max_panic_sites=${MLX5VF_MAX_PANIC_SITES:-0}
+max_frame=${MLX5VF_MAX_FRAME:-1024}
 allowed_undefined='^(memcpy|memset|memmove|memcmp|bcmp)$'
 
 step() { printf '\n--- %s\n' "$*"; }
@@ -110,27 +113,29 @@ else
 	echo "ok: $sites <= $max_panic_sites"
 fi
 
-step "stack frames of the C entry points (release; callees not included)"
-# The frame each exported function allocates itself (its first
-# `sub $N,%rsp`). mlx5vf_device_init must stay small: it writes the
-# multi-KiB device in place instead of building it on its stack.
+step "stack frames (release; each function's own, callees not included)"
+# The frame each function allocates itself (its first `sub $N,%rsp`), for
+# every function in the object, core's included. A kernel stack is 16 KiB
+# and the kernel warns at 2 KiB (FRAME_WARN); we hold every frame to
+# MLX5VF_MAX_FRAME (default 1 KiB) so a multi-KiB temporary (an engine
+# built on the stack and moved) fails CI. mlx5vf_device_init in particular
+# writes the multi-KiB device in place.
 awk '
-	/^[0-9a-f]+ <mlx5vf_[a-z0-9_]*>:$/ { fn = $2; gsub(/[<>:]/, "", fn); want = 1; next }
-	/^[0-9a-f]+ <.*>:$/ { want = 0 }
+	/^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn); want = 1; next }
 	want && /sub +\$0x[0-9a-f]+,%rsp/ {
 		v = $0; sub(/.*\$0x/, "", v); sub(/,.*/, "", v)
 		print v, fn; want = 0
 	}
 ' "$work/dis.txt" | while read -r hex fn; do echo "$((16#$hex)) $fn"; done |
 	sort -rn >"$work/frames.txt"
-head -8 "$work/frames.txt" | awk '{printf "  %6d bytes  %s\n", $1, $2}'
-init_frame=$(awk '$2 == "mlx5vf_device_init" {print $1}' "$work/frames.txt")
-init_frame=${init_frame:-0}
-if [ "$init_frame" -gt 1024 ]; then
-	echo "FAIL: mlx5vf_device_init has a $init_frame-byte frame: the device is built on the stack"
+head -8 "$work/frames.txt" | awk '{n = $1; $1 = ""; printf "  %6d bytes %s\n", n, substr($0, 1, 110)}'
+largest=$(awk 'NR == 1 {print $1}' "$work/frames.txt")
+largest=${largest:-0}
+if [ "$largest" -gt "$max_frame" ]; then
+	echo "FAIL: a $largest-byte frame, more than MLX5VF_MAX_FRAME=$max_frame"
 	fail=1
 else
-	echo "ok: mlx5vf_device_init frame $init_frame bytes (the device is written in place)"
+	echo "ok: largest frame $largest <= $max_frame bytes"
 fi
 
 step "relocations (information: the module loader takes 64, 32S, PC32, PLT32, PC64)"

@@ -301,18 +301,25 @@ impl<H: Hal> Device<H> {
 
     /// Closes the resuming file: the image key, then every buffer and the PD.
     pub(super) fn close_resuming(&mut self) {
-        let Some(mut f) = self.resuming.take() else {
+        // Borrowed, not `take()`n: that would move the engine onto the stack.
+        let Some(f) = self.resuming.as_mut() else {
             return;
         };
-        if let Some(mkey) = f.mkey.take() {
-            let mut ids = [BufferId(0); MAX_BUFFERS];
-            let covered = f.engine.mapped_segments();
+        let session = f.session;
+        let mkey = f.mkey.take();
+        let mut ids = [BufferId(0); MAX_BUFFERS];
+        let mut covered = 0;
+        if mkey.is_some() {
+            covered = f.engine.mapped_segments();
             for (dst, seg) in ids.iter_mut().zip(f.engine.segments()) {
                 *dst = self.res.get(seg.index).map_or(BufferId(0), |b| b.id);
             }
+        }
+        self.resuming = None;
+        if let Some(mkey) = mkey {
             self.unmap(mkey, ids.get(..covered).unwrap_or_default());
         }
-        self.close_session(f.session);
+        self.close_session(session);
     }
 
     /// The resuming engine of the open resuming file (for tests and statistics).

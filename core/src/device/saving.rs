@@ -139,17 +139,26 @@ impl<H: Hal> Device<H> {
         for slot in slots.iter_mut().take(count) {
             *slot = self.alloc_buffer(session, plan.slot_pages, DmaDirection::FromDevice, true)?;
         }
-        let mut engine = SaveEngine::new(cfg, slots.get(..count).unwrap_or_default())?;
+        // The engine is opened where it lives: built on the stack and moved,
+        // it would put kilobytes on a kernel's 16 KiB stack. On an error
+        // `open_saving` drops the file.
+        let file = self.saving.insert(SavingFile {
+            session,
+            engine: SaveEngine::IDLE,
+            orphaned: false,
+        });
+        file.engine
+            .open(cfg, slots.get(..count).unwrap_or_default())?;
         let fresh = match plan.initial_pages {
             Some(n) => Some(self.alloc_buffer(session, n, DmaDirection::FromDevice, true)?),
             None => None,
         };
-        let req = engine.first_save(fresh)?;
-        self.saving = Some(SavingFile {
-            session,
-            engine,
-            orphaned: false,
-        });
+        let req = self
+            .saving
+            .as_mut()
+            .ok_or(DeviceError::NoFile)?
+            .engine
+            .first_save(fresh)?;
         self.start_save(req)
     }
 
@@ -447,8 +456,10 @@ impl<H: Hal> Device<H> {
     /// Closes the saving file and frees what it holds (buffers being saved
     /// into or copied out of go when that ends).
     pub(super) fn close_saving(&mut self) {
-        if let Some(f) = self.saving.take() {
-            self.close_session(f.session);
+        // Not `take()`: that would move the engine onto the stack.
+        if let Some(session) = self.saving.as_ref().map(|f| f.session) {
+            self.saving = None;
+            self.close_session(session);
         }
     }
 

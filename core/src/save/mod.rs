@@ -502,49 +502,85 @@ pub struct SaveEngine {
 }
 
 impl SaveEngine {
+    /// An engine with no session: the value [`SaveEngine::open`] starts
+    /// from, and what a caller keeps in place between sessions.
+    pub const IDLE: Self = Self {
+        cfg: SaveConfig::linux(false, false),
+        state: FileState::Opening,
+        queue: Deque::new(),
+        head_off: 0,
+        pos: 0,
+        end_pos: 0,
+        initial_start: 0,
+        initial_len: 0,
+        reinit_pending: false,
+        slots: [Slot::Empty; MAX_CHUNK_SLOTS],
+        ready_chunks: 0,
+        held: None,
+        in_flight: None,
+        avail: Vec::new(),
+        crc: 0,
+        stats: SaveStats {
+            fw_data_records: 0,
+            fw_data_bytes: 0,
+            chunks: 0,
+            held_back: 0,
+            grown: 0,
+        },
+        info: [0; StreamInfo::RECORD_LEN],
+        end: [0; StreamEnd::RECORD_LEN],
+    };
+
     /// A new engine whose slot buffers (from [`plan_open`]) are `slot_bufs`;
-    /// queues the opening records.
+    /// queues the opening records. [`SaveEngine::open`] does the same in
+    /// place.
+    ///
+    /// # Errors
+    /// As [`SaveEngine::open`].
+    pub fn new(cfg: SaveConfig, slot_bufs: &[BufRef]) -> Result<Self, SaveError> {
+        let mut e = Self::IDLE;
+        e.open(cfg, slot_bufs)?;
+        Ok(e)
+    }
+
+    /// Starts a new session in this engine, in place: slot buffers (from
+    /// [`plan_open`]) `slot_bufs`, the opening records queued. Whatever it
+    /// held is forgotten, buffers included (the device frees a session's
+    /// buffers when it closes the session). The engine is over a kilobyte; a kernel caller opens it where
+    /// it lives rather than moving a new one there from its 16 KiB stack.
+    ///
+    /// ```
+    /// use mlx5vf_core::save::{BufRef, SaveConfig, SaveEngine};
+    ///
+    /// let mut engine = SaveEngine::IDLE;
+    /// let slots = [BufRef { index: 0, npages: 2048 }, BufRef { index: 1, npages: 2048 }];
+    /// engine.open(SaveConfig::linux(true, false), &slots)?;
+    /// assert_eq!(engine.slot_count(), 2);
+    /// # Ok::<(), mlx5vf_core::save::SaveError>(())
+    /// ```
     ///
     /// # Errors
     /// [`SaveError::WrongState`] if the number of buffers does not match the
-    /// configuration.
-    pub fn new(cfg: SaveConfig, slot_bufs: &[BufRef]) -> Result<Self, SaveError> {
+    /// configuration (the engine is then idle).
+    pub fn open(&mut self, cfg: SaveConfig, slot_bufs: &[BufRef]) -> Result<(), SaveError> {
+        *self = Self::IDLE;
         if slot_bufs.len() != cfg.slots() {
             return Err(SaveError::WrongState);
         }
-        let mut e = Self {
-            cfg,
-            state: FileState::Opening,
-            queue: Deque::new(),
-            head_off: 0,
-            pos: 0,
-            end_pos: 0,
-            initial_start: 0,
-            initial_len: 0,
-            reinit_pending: false,
-            slots: [Slot::Empty; MAX_CHUNK_SLOTS],
-            ready_chunks: 0,
-            held: None,
-            in_flight: None,
-            avail: Vec::new(),
-            crc: 0,
-            stats: SaveStats::default(),
-            info: [0; StreamInfo::RECORD_LEN],
-            end: [0; StreamEnd::RECORD_LEN],
-        };
-        for (slot, buf) in e.slots.iter_mut().zip(slot_bufs) {
+        self.cfg = cfg;
+        for (slot, buf) in self.slots.iter_mut().zip(slot_bufs) {
             *slot = Slot::Ready(*buf);
         }
         if let Some(info) = cfg.stream_info {
-            info.encode_record(&mut e.info)
+            info.encode_record(&mut self.info)
                 .map_err(|_| SaveError::Capacity)?;
             // CAST: usize -> u64 is lossless.
-            e.push(Entry::Info, StreamInfo::RECORD_LEN as u64)?;
+            self.push(Entry::Info, StreamInfo::RECORD_LEN as u64)?;
         }
         let slot0 = slot_bufs.first().map_or(0, |b| b.npages);
         let mut data = [0u8; STOP_COPY_SIZE_RECORD_LEN];
         encode_stop_copy_size(&mut data, cfg.bytes_of(slot0)).map_err(|_| SaveError::Capacity)?;
-        e.push(
+        self.push(
             Entry::Bytes {
                 data,
                 // CAST: 24 fits u8.
@@ -553,9 +589,9 @@ impl SaveEngine {
             STOP_COPY_SIZE_RECORD_LEN as u64,
         )?;
         if cfg.tracking {
-            e.initial_len = e.end_pos;
+            self.initial_len = self.end_pos;
         }
-        Ok(e)
+        Ok(())
     }
 
     /// The file state.

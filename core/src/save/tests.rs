@@ -224,6 +224,35 @@ fn chunk_pipeline_holds_back_when_every_slot_is_unread() {
 }
 
 #[test]
+fn reopening_in_place_leaves_nothing_of_the_last_session() {
+    // A session part-way through: a chunk saved, some of it read.
+    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 4 * MIB, MIB);
+    let _ = h.complete(first);
+    let _ = h.read(100).unwrap();
+    assert_ne!(h.engine.position(), 0);
+    let slots = [
+        BufRef {
+            index: 7,
+            npages: 3,
+        },
+        BufRef {
+            index: 8,
+            npages: 3,
+        },
+    ];
+    let cfg = SaveConfig::linux(true, true);
+    let new = SaveEngine::new(cfg, &slots).unwrap();
+    h.engine.open(cfg, &slots).unwrap();
+    assert_eq!(std::format!("{:?}", h.engine), std::format!("{new:?}"));
+    // A refused open leaves the engine idle, not half the old session.
+    assert_eq!(h.engine.open(cfg, &slots[..1]), Err(SaveError::WrongState));
+    assert_eq!(
+        std::format!("{:?}", h.engine),
+        std::format!("{:?}", SaveEngine::IDLE)
+    );
+}
+
+#[test]
 #[cfg_attr(
     miri,
     ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
