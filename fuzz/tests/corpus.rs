@@ -14,6 +14,17 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
+/// `path` as given if it exists, else from the repository root (`cargo
+/// test` runs in `fuzz/`, users type paths from the root).
+fn from_root(path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.exists() {
+        p.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+    }
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -81,7 +92,9 @@ fn stats() {
         .iter()
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("no target {target}"));
-    let inputs = files(Path::new(dir));
+    let dir = from_root(dir);
+    assert!(dir.is_dir(), "{}: not a directory", dir.display());
+    let inputs = files(&dir);
     for path in &inputs {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         f(&data);
@@ -108,13 +121,6 @@ fn replay() {
         .iter()
         .find(|(name, _)| *name == target)
         .unwrap_or_else(|| panic!("no target {target}"));
-    // `cargo test` runs in `fuzz/`; accept paths from the repository root.
-    let path = Path::new(file);
-    let path = if path.exists() {
-        path.to_path_buf()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-    };
-    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let data = std::fs::read(from_root(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     f(&data);
 }
