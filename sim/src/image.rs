@@ -647,8 +647,11 @@ mod tests {
             0..src.layout().count(),
         )
         .unwrap();
+        // Under miri every 97th byte takes minutes; a coarser stride still
+        // covers each record kind.
+        let stride = if cfg!(miri) { 1009 } else { 97 };
         for at in (0..clean.len())
-            .step_by(97)
+            .step_by(stride)
             .chain([0, 79, 80, 111, 112, clean.len() - 1])
         {
             let mut buf = clean.clone();
