@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mlx5vf_core::device::{Config, DeviceError, FileId, WritePlan};
+use mlx5vf_core::device::{Config, DeviceError, FileId};
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::ifc::CmdStatus;
 use mlx5vf_core::save::FileState;
@@ -497,37 +497,7 @@ fn a_load_waiting_for_a_save_keeps_the_bytes_it_consumed() {
         "closing the saving file does not wait"
     );
 
-    let mut rest = &s[..];
-    let mut waits = 0;
-    while !rest.is_empty() {
-        let plan = match dst.write_plan(df, rest.len() as u64) {
-            Err(DeviceError::SaveInFlight) => {
-                waits += 1;
-                assert!(complete_one(&mut dst));
-                continue;
-            }
-            plan => plan.unwrap(),
-        };
-        let n = match plan {
-            WritePlan::Small { max } => dst.write_small(df, &rest[..max.min(rest.len())]).unwrap(),
-            WritePlan::Buffer {
-                buffer,
-                offset,
-                len,
-            } => {
-                let n = len as usize;
-                dst.hal_mut().buffer(buffer)[offset as usize..offset as usize + n]
-                    .copy_from_slice(&rest[..n]);
-                dst.write_commit(df, len).unwrap();
-                n
-            }
-            WritePlan::Skip { len } => {
-                dst.write_commit(df, len).unwrap();
-                len as usize
-            }
-        };
-        rest = &rest[n..];
-    }
+    let waits = write_waiting(&mut dst, df, &s).unwrap();
     assert_eq!(waits, 1, "the first image's LOAD waits once for the SAVE");
     set_state(&mut dst, Stop).unwrap();
     set_state(&mut dst, Running).unwrap();

@@ -2,7 +2,8 @@
 //! through: the simulated firmware, real buffer memory, SAVEs that complete
 //! only when the fuzz input says so, and knobs for a hostile platform.
 //!
-//! Adapted from `core/tests/common/mod.rs` (`TestHal`), with three changes:
+//! Adapted from `core/tests/common/mod.rs` (`TestHal`; both keep buffers in
+//! [`HostMemory`]), with three changes:
 //! - every check of the [`Hal`] contract the core must honour is an
 //!   assertion with a message (a failing one is a core bug, reported as a
 //!   crash): buffers it names exist, CRC ranges lie inside them, a mapped
@@ -13,7 +14,7 @@
 //!   delivery, starting a SAVE) and make firmware lie (a corrupted command
 //!   output).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, SaveToken};
 use mlx5vf_core::ifc::Command;
@@ -23,7 +24,7 @@ use mlx5vf_core::ifc::mkey::{
 use mlx5vf_core::ifc::pd::Pd;
 use mlx5vf_core::stream::crc32c;
 use mlx5vf_sim::firmware::{Accounting, Firmware, FirmwareConfig};
-use mlx5vf_sim::iommu::{Dma, DmaFault};
+use mlx5vf_sim::host::{HostBuffer, HostMemory};
 use mlx5vf_sim::wire::{hdr, opcode};
 
 /// Bytes per page.
@@ -34,56 +35,6 @@ pub const PAGE: u64 = 4096;
 /// The states the targets use are a few KiB, so only a lying firmware (or a
 /// sizing bug) asks for more.
 pub const MAX_ALLOC_BYTES: u64 = 16 << 20;
-
-struct HostBuf {
-    mem: Vec<u8>,
-    iova: u64,
-    /// Memory keys currently mapping this buffer.
-    maps: u32,
-}
-
-/// Host memory: buffers at disjoint IOVA ranges (with a guard page between
-/// them, so an off-by-one DMA faults).
-#[derive(Default)]
-pub struct HostMemory {
-    bufs: BTreeMap<u64, HostBuf>,
-}
-
-impl HostMemory {
-    fn find(&mut self, iova: u64, len: usize) -> Option<&mut [u8]> {
-        let len = u64::try_from(len).ok()?;
-        self.bufs.values_mut().find_map(|b| {
-            let start = iova.checked_sub(b.iova)?;
-            let end = start.checked_add(len)?;
-            if end > b.mem.len() as u64 {
-                return None;
-            }
-            b.mem.get_mut(start as usize..end as usize)
-        })
-    }
-}
-
-impl Dma for HostMemory {
-    fn dma_write(
-        &mut self,
-        iova: u64,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<(), DmaFault> {
-        fill(self.find(iova, len).ok_or(DmaFault)?);
-        Ok(())
-    }
-
-    fn dma_read(
-        &mut self,
-        iova: u64,
-        len: usize,
-        consume: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), DmaFault> {
-        consume(self.find(iova, len).ok_or(DmaFault)?);
-        Ok(())
-    }
-}
 
 /// A command output firmware lies about: XOR one byte of the output of the
 /// `skip + 1`-th command of `opcode`.
@@ -334,7 +285,7 @@ impl Hal for FuzzHal {
         self.next_iova += len + PAGE;
         self.mem.bufs.insert(
             id,
-            HostBuf {
+            HostBuffer {
                 mem: vec![0; len as usize],
                 iova,
                 maps: 0,

@@ -47,8 +47,9 @@
 //! | `vfs` | VF count, 1..=[`MAX_VFS`] | `1` |
 //!
 //! ## Features
-//! - `std`: the `timing` module (timing model and worker thread). Without
-//!   it the crate is `no_std` and allocation-free.
+//! - `std`: the `timing` module (timing model and worker thread) and the
+//!   `host` module (host memory for `std` harnesses). Without it the crate
+//!   is `no_std` and allocation-free.
 //!
 //! Nothing here panics on any input (command bytes, image bytes, spec
 //! strings); every bound is a named constant.
@@ -74,6 +75,8 @@ mod sha256;
 
 pub mod fault;
 pub mod firmware;
+#[cfg(feature = "std")]
+pub mod host;
 pub mod image;
 pub mod iommu;
 pub mod objects;

@@ -2,7 +2,7 @@
 //! a harness that migrates one device's state to another.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use mlx5vf_core::device::{
     Config, Device, DeviceError, FileId, PROBE_SCRATCH_LEN, ReadSegment, WritePlan,
@@ -16,56 +16,10 @@ use mlx5vf_core::ifc::pd::Pd;
 use mlx5vf_core::stream::crc32c;
 use mlx5vf_core::vfio::MigState;
 use mlx5vf_sim::firmware::{Accounting, Firmware, FirmwareConfig};
-use mlx5vf_sim::iommu::{Dma, DmaFault};
+use mlx5vf_sim::host::{HostBuffer, HostMemory};
 use mlx5vf_sim::spec::SimSpec;
 
 pub const PAGE: u64 = 4096;
-
-struct TestBuf {
-    mem: Vec<u8>,
-    iova: u64,
-    /// Memory keys currently mapping this buffer.
-    maps: u32,
-}
-
-/// Host memory: buffers at disjoint IOVA ranges.
-#[derive(Default)]
-pub struct HostMemory {
-    bufs: BTreeMap<u64, TestBuf>,
-}
-
-impl HostMemory {
-    fn find(&mut self, iova: u64, len: usize) -> Option<&mut [u8]> {
-        self.bufs.values_mut().find_map(|b| {
-            let end = b.iova + b.mem.len() as u64;
-            (iova >= b.iova && iova + len as u64 <= end).then(|| {
-                let off = (iova - b.iova) as usize;
-                &mut b.mem[off..off + len]
-            })
-        })
-    }
-}
-
-impl Dma for HostMemory {
-    fn dma_write(
-        &mut self,
-        iova: u64,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<(), DmaFault> {
-        fill(self.find(iova, len).ok_or(DmaFault)?);
-        Ok(())
-    }
-    fn dma_read(
-        &mut self,
-        iova: u64,
-        len: usize,
-        consume: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), DmaFault> {
-        consume(self.find(iova, len).ok_or(DmaFault)?);
-        Ok(())
-    }
-}
 
 /// The platform of one device: a firmware, buffers, and SAVEs that complete
 /// only when the test says so.
@@ -160,7 +114,7 @@ impl Hal for TestHal {
         self.next_iova += len + PAGE;
         self.mem.bufs.insert(
             id,
-            TestBuf {
+            HostBuffer {
                 mem: vec![0; len as usize],
                 iova,
                 maps: 0,
@@ -349,9 +303,38 @@ pub fn read(
 }
 
 /// Writes `bytes` to a resuming file, as a shim's write() does.
-pub fn write(dev: &mut Device<TestHal>, file: FileId, mut bytes: &[u8]) -> Result<(), DeviceError> {
+pub fn write(dev: &mut Device<TestHal>, file: FileId, bytes: &[u8]) -> Result<(), DeviceError> {
+    write_inner(dev, file, bytes, false).map(|_| ())
+}
+
+/// As [`write`], but when `write_plan` asks to wait for a SAVE it completes
+/// that SAVE and asks again, as a shim's blocking write() does. Returns the
+/// number of waits.
+pub fn write_waiting(
+    dev: &mut Device<TestHal>,
+    file: FileId,
+    bytes: &[u8],
+) -> Result<u32, DeviceError> {
+    write_inner(dev, file, bytes, true)
+}
+
+fn write_inner(
+    dev: &mut Device<TestHal>,
+    file: FileId,
+    mut bytes: &[u8],
+    wait: bool,
+) -> Result<u32, DeviceError> {
+    let mut waits = 0;
     while !bytes.is_empty() {
-        match dev.write_plan(file, bytes.len() as u64)? {
+        let plan = match dev.write_plan(file, bytes.len() as u64) {
+            Err(DeviceError::SaveInFlight) if wait => {
+                waits += 1;
+                assert!(complete_one(dev), "asked to wait for no SAVE");
+                continue;
+            }
+            plan => plan?,
+        };
+        match plan {
             WritePlan::Small { max } => {
                 let n = dev.write_small(file, &bytes[..max.min(bytes.len())])?;
                 bytes = &bytes[n..];
@@ -373,7 +356,7 @@ pub fn write(dev: &mut Device<TestHal>, file: FileId, mut bytes: &[u8]) -> Resul
             }
         }
     }
-    Ok(())
+    Ok(waits)
 }
 
 /// What a migration observed.
