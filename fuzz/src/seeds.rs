@@ -360,6 +360,35 @@ fn encode_all<T: Encode>(w: &mut ArbWriter, items: &[T]) {
     }
 }
 
+/// An operations target's `decode`: the head and the operations.
+type Decode<H, O> = fn(&[u8]) -> Option<(H, Vec<O>)>;
+
+/// A seed of an operations target: `head` then `ops`, checked to decode
+/// back to them with the target's `decode`.
+fn ops_seed<H, O>(
+    target: &'static str,
+    name: &'static str,
+    head: &H,
+    ops: &[O],
+    decode: Decode<H, O>,
+) -> Seed
+where
+    H: Encode + PartialEq + std::fmt::Debug,
+    O: Encode + PartialEq + std::fmt::Debug,
+{
+    let mut w = ArbWriter::default();
+    head.encode(&mut w);
+    encode_all(&mut w, ops);
+    let decoded = decode(&w.0);
+    assert!(
+        decoded
+            .as_ref()
+            .is_some_and(|(h, o)| h == head && o.as_slice() == ops),
+        "seed {name}: decodes as {decoded:?}"
+    );
+    (target, name, w.0)
+}
+
 fn ifc_seed(name: &'static str, head: IfcHead, out: &[u8]) -> Seed {
     let mut w = ArbWriter::default();
     head.encode(&mut w);
@@ -657,12 +686,13 @@ pub fn resume_engine() -> Vec<Seed> {
 pub fn save_engine() -> Vec<Seed> {
     let mut seeds = vec![];
     let mut seed = |name, head: SaveHead, ops: &[Op]| {
-        let mut w = ArbWriter::default();
-        head.encode(&mut w);
-        encode_all(&mut w, ops);
-        let decoded = crate::targets::save_engine::decode(&w.0);
-        assert_eq!(decoded, Some((head, ops.to_vec())), "seed {name}");
-        seeds.push(("save_engine", name, w.0));
+        seeds.push(ops_seed(
+            "save_engine",
+            name,
+            &head,
+            ops,
+            crate::targets::save_engine::decode,
+        ));
     };
     let head = SaveHead {
         device: 0,
@@ -813,12 +843,13 @@ pub fn save_engine() -> Vec<Seed> {
 pub fn state_graph() -> Vec<Seed> {
     let mut seeds = vec![];
     let mut seed = |name, caps: Caps, ops: &[GraphOp]| {
-        let mut w = ArbWriter::default();
-        caps.encode(&mut w);
-        encode_all(&mut w, ops);
-        let decoded = crate::targets::state_graph::decode(&w.0);
-        assert_eq!(decoded, Some((caps, ops.to_vec())), "seed {name}");
-        seeds.push(("state_graph", name, w.0));
+        seeds.push(ops_seed(
+            "state_graph",
+            name,
+            &caps,
+            ops,
+            crate::targets::state_graph::decode,
+        ));
     };
     let tour: Vec<GraphOp> = [2u8, 6, 7, 3, 1, 4, 1, 5, 7, 6, 2, 4, 6, 3, 5, 2]
         .into_iter()

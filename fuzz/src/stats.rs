@@ -4,10 +4,24 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Something a target reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Hit {
+/// Declares [`Hit`] and its list of variants in one place.
+macro_rules! hits {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Something a target reached.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Hit {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl Hit {
+            /// Every variant, in declaration order.
+            pub const ALL: &[Hit] = &[$(Hit::$name,)*];
+        }
+    };
+}
+
+hits! {
     /// resume: started from a valid base stream.
     ResumeFromBase,
     /// resume: the resuming file opened.
@@ -50,7 +64,7 @@ pub enum Hit {
     StateFirmwareChecked,
 }
 
-const N: usize = Hit::StateFirmwareChecked as usize + 1;
+const N: usize = Hit::ALL.len();
 
 static COUNTS: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 
@@ -61,30 +75,8 @@ pub fn hit(h: Hit) {
 
 /// Every counter, by name.
 pub fn snapshot() -> Vec<(String, u64)> {
-    use Hit::*;
-    [
-        ResumeFromBase,
-        ResumeOpened,
-        ResumeStopOk,
-        ResumeRunOk,
-        ResumeDigestChecked,
-        ResumeOtherImagesAccepted,
-        ResumeWriteError,
-        SaveEof,
-        SaveDigestChecked,
-        SavePrecopyInfo,
-        SaveReinit,
-        SaveFileFailed,
-        SaveWaited,
-        SaveWriteWaited,
-        SaveResumeFinished,
-        SaveResumeDigestChecked,
-        StateOk,
-        StateRefused,
-        StateFailed,
-        StateFirmwareChecked,
-    ]
-    .into_iter()
-    .map(|h| (format!("{h:?}"), COUNTS[h as usize].load(Ordering::Relaxed)))
-    .collect()
+    Hit::ALL
+        .iter()
+        .map(|&h| (format!("{h:?}"), COUNTS[h as usize].load(Ordering::Relaxed)))
+        .collect()
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mlx5vf_fuzz::targets::ALL;
+use mlx5vf_fuzz::targets::by_name;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,10 +39,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn run_dir(target: &str) {
-    let (_, f) = ALL
-        .iter()
-        .find(|(name, _)| *name == target)
-        .unwrap_or_else(|| panic!("no target {target}"));
+    let f = by_name(target).unwrap_or_else(|| panic!("no target {target}"));
     let dir = corpus_dir(target);
     let inputs = files(&dir);
     assert!(!inputs.is_empty(), "no corpus in {}", dir.display());
@@ -88,10 +85,7 @@ fn stats() {
     let (target, dir) = spec
         .split_once(':')
         .unwrap_or_else(|| panic!("MLX5VF_FUZZ_STATS={spec}: want <target>:<dir>"));
-    let (_, f) = ALL
-        .iter()
-        .find(|(name, _)| *name == target)
-        .unwrap_or_else(|| panic!("no target {target}"));
+    let f = by_name(target).unwrap_or_else(|| panic!("no target {target}"));
     let dir = from_root(dir);
     assert!(dir.is_dir(), "{}: not a directory", dir.display());
     let inputs = files(&dir);
@@ -117,10 +111,7 @@ fn replay() {
     let (target, file) = spec
         .split_once(':')
         .unwrap_or_else(|| panic!("MLX5VF_FUZZ_REPLAY={spec}: want <target>:<file>"));
-    let (_, f) = ALL
-        .iter()
-        .find(|(name, _)| *name == target)
-        .unwrap_or_else(|| panic!("no target {target}"));
+    let f = by_name(target).unwrap_or_else(|| panic!("no target {target}"));
     let data = std::fs::read(from_root(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     f(&data);
 }

@@ -694,6 +694,19 @@ fn encode<C: Command + std::fmt::Debug>(
     Ok(input.to_vec())
 }
 
+/// The side a SUSPEND_VHCA or RESUME_VHCA input names by its op_mod, given
+/// that command's two op_mods.
+fn vhca_side(input: &[u8], initiator: u16, responder: u16) -> VhcaSide {
+    match wire::hdr::OP_MOD.get(input) as u16 {
+        m if m == initiator => VhcaSide::Initiator,
+        m if m == responder => VhcaSide::Responder,
+        other => panic!(
+            "VHCA op_mod {other} (opcode {:#x})",
+            wire::hdr::OPCODE.get(input)
+        ),
+    }
+}
+
 /// Parse → emit → parse: `parsed` (the command rebuilt from the sim's view
 /// of `input`) must equal `cmd`, and encode to the same bytes.
 fn round_trip<C: Command + PartialEq + std::fmt::Debug>(cmd: &C, parsed: &C, input: &[u8]) {
@@ -758,11 +771,11 @@ fn encoders(c: &CmdFields) {
         };
         let parsed = SuspendVhca {
             vhca_id: wire::vhca::VHCA_ID.get(&input) as u16,
-            side: match wire::hdr::OP_MOD.get(&input) as u16 {
-                wire::vhca::SUSPEND_INITIATOR => VhcaSide::Initiator,
-                wire::vhca::SUSPEND_RESPONDER => VhcaSide::Responder,
-                other => panic!("SUSPEND op_mod {other}"),
-            },
+            side: vhca_side(
+                &input,
+                wire::vhca::SUSPEND_INITIATOR,
+                wire::vhca::SUSPEND_RESPONDER,
+            ),
         };
         round_trip(&sus, &parsed, &input);
         let res = ResumeVhca {
@@ -774,11 +787,11 @@ fn encoders(c: &CmdFields) {
         };
         let parsed = ResumeVhca {
             vhca_id: wire::vhca::VHCA_ID.get(&input) as u16,
-            side: match wire::hdr::OP_MOD.get(&input) as u16 {
-                wire::vhca::RESUME_INITIATOR => VhcaSide::Initiator,
-                wire::vhca::RESUME_RESPONDER => VhcaSide::Responder,
-                other => panic!("RESUME op_mod {other}"),
-            },
+            side: vhca_side(
+                &input,
+                wire::vhca::RESUME_INITIATOR,
+                wire::vhca::RESUME_RESPONDER,
+            ),
         };
         round_trip(&res, &parsed, &input);
     }

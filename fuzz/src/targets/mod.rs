@@ -44,3 +44,27 @@ pub fn save_engine(data: &[u8]) {
 pub fn state_graph(data: &[u8]) {
     state_graph::run(data);
 }
+
+/// The target called `name`.
+pub fn by_name(name: &str) -> Option<Target> {
+    ALL.iter().find(|(n, _)| *n == name).map(|&(_, f)| f)
+}
+
+/// An input of operations: a head, then operations until the input ends or
+/// does not make one more, at most `max_ops` of them.
+fn decode_ops<'a, H, O>(data: &'a [u8], max_ops: usize) -> Option<(H, Vec<O>)>
+where
+    H: arbitrary::Arbitrary<'a>,
+    O: arbitrary::Arbitrary<'a>,
+{
+    let mut u = arbitrary::Unstructured::new(data);
+    let head = H::arbitrary(&mut u).ok()?;
+    let mut ops = vec![];
+    while !u.is_empty() && ops.len() < max_ops {
+        match O::arbitrary(&mut u) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    Some((head, ops))
+}

@@ -41,7 +41,7 @@
 //! At the end the saving file is driven to its end (it must get there),
 //! then everything is recovered and nothing may have leaked.
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use mlx5vf_core::device::{Config, DeviceError, FileId, Poll};
 use mlx5vf_core::hal::{HalErrorKind, SaveToken};
 use mlx5vf_core::stream::{Reader, Verdict};
@@ -193,16 +193,7 @@ pub fn run(data: &[u8]) {
 
 /// The input's parts: the head and at most [`MAX_OPS`] operations.
 pub fn decode(data: &[u8]) -> Option<(SaveHead, Vec<Op>)> {
-    let mut u = Unstructured::new(data);
-    let head = SaveHead::arbitrary(&mut u).ok()?;
-    let mut ops = vec![];
-    while !u.is_empty() && ops.len() < MAX_OPS {
-        match Op::arbitrary(&mut u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    Some((head, ops))
+    super::decode_ops(data, MAX_OPS)
 }
 
 /// Bytes read from one saving file, and a reader following them.

@@ -24,7 +24,7 @@
 //!   oracle allows succeeds and the firmware's VHCA state matches the
 //!   device's. The SAVE-wait loop always ends. After recovery nothing leaked.
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use mlx5vf_core::device::{Config, DeviceError, FileId};
 use mlx5vf_core::vfio::{
     MAX_PATH_ARCS, MigState, MigrationFlags, Path, Session, TransitionError, UnknownState,
@@ -176,16 +176,7 @@ pub fn run(data: &[u8]) {
 
 /// The input's parts: the capabilities and at most [`MAX_OPS`] operations.
 pub fn decode(data: &[u8]) -> Option<(Caps, Vec<GraphOp>)> {
-    let mut u = Unstructured::new(data);
-    let caps = Caps::arbitrary(&mut u).ok()?;
-    let mut ops = vec![];
-    while !u.is_empty() && ops.len() < MAX_OPS {
-        match GraphOp::arbitrary(&mut u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    Some((caps, ops))
+    super::decode_ops(data, MAX_OPS)
 }
 
 struct Graph {
