@@ -5,9 +5,11 @@
 //! Adapted from `core/tests/common/mod.rs`; the fuzz crate keeps its own copy
 //! so core's tests never depend on it.
 
-use mlx5vf_core::device::{
-    Config, Device, DeviceError, FileId, PROBE_SCRATCH_LEN, ReadSegment, SetStateError, WritePlan,
+use mlx5vf_core::device::file_ops::{
+    self, Blocking, CopyDest, CopySource, IoError, IoOutcome, ReadPort, WritePort,
 };
+use mlx5vf_core::device::{Config, Device, DeviceError, FileId, PROBE_SCRATCH_LEN, SetStateError};
+use mlx5vf_core::errno::Errno;
 use mlx5vf_core::vfio::MigState;
 use mlx5vf_sim::firmware::FirmwareConfig;
 use mlx5vf_sim::{Digest, SimSpec};
@@ -106,73 +108,115 @@ pub fn set_state(
     }
 }
 
-/// Reads once from saving file `file` into `out`, as a shim's `read()`
-/// does: as many segments as fit in `max`, copying only `copy(len)` bytes of
-/// each (a short copy ends the read). Returns bytes read (0 at end of
-/// stream), or the error of the first segment.
+/// The shim's read side over a fuzz device: the device (the "lock" is
+/// `&mut`), the reader's buffer (appended to), and how much of each copy
+/// succeeds.
+struct Reader<'a, C> {
+    dev: &'a mut Dev,
+    out: &'a mut Vec<u8>,
+    /// `out.len()` when the call began: byte `at` of the call is
+    /// `out[start + at]`.
+    start: usize,
+    /// Bytes the call asked for.
+    max: usize,
+    copy: C,
+}
+
+impl<C: FnMut(u64) -> u64> ReadPort<FuzzHal> for Reader<'_, C> {
+    fn device(&mut self) -> &mut Dev {
+        self.dev
+    }
+
+    fn copy_out(&mut self, at: usize, src: CopySource<'_>) -> Result<usize, Errno> {
+        assert_eq!(self.start + at, self.out.len(), "read copies out of order");
+        let len = src.len();
+        let kind = match src {
+            CopySource::Bytes(_) => "inline",
+            CopySource::Buffer { .. } => "buffer",
+        };
+        // `file_ops::read` cuts buffer segments to what is left of the call,
+        // so only an inline segment can show the device's mistake here.
+        assert!(
+            at.checked_add(len).is_some_and(|end| end <= self.max),
+            "{kind} segment longer than asked"
+        );
+        // CAST: usize <-> u64 is lossless here (the result is at most `len`).
+        let n = (self.copy)(len as u64).min(len as u64) as usize;
+        if n == 0 && len > 0 {
+            // A copy that faults before its first byte.
+            return Err(Errno::EFAULT);
+        }
+        match src {
+            CopySource::Bytes(b) => self.out.extend_from_slice(&b[..n]),
+            CopySource::Buffer { buffer, offset, .. } => {
+                // Panics when the range is outside the buffer.
+                let bytes = self.dev.hal().range(buffer, offset, len as u64);
+                self.out.extend_from_slice(&bytes[..n]);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Reads once from saving file `file` into `out` through
+/// [`file_ops::read`], as a shim's blocking `read()` does: as many segments
+/// as fit in `max`, copying only `copy(len)` bytes of each (a short copy ends
+/// the read). Returns bytes read (0 at end of stream), or the error of the
+/// first segment (`WouldBlock` where a blocking reader would sleep until a
+/// SAVE completes).
 ///
 /// # Errors
-/// What `read_begin` said for the first segment.
+/// What the device said for the first segment.
 ///
 /// # Panics
-/// When the device hands out bytes outside its buffer, or refuses the
-/// `read_end` of the segment it handed out.
+/// When the device hands out bytes outside its buffer or more than asked,
+/// or when `copy` copies nothing of the first segment (see below).
 pub fn read(
     dev: &mut Dev,
     file: FileId,
     max: u64,
     out: &mut Vec<u8>,
-    mut copy: impl FnMut(u64) -> u64,
+    copy: impl FnMut(u64) -> u64,
 ) -> Result<u64, DeviceError> {
-    let mut done = 0u64;
-    while done < max {
-        let seg = match dev.read_begin(file, max - done) {
-            Ok(s) => s,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        };
-        let (avail, short) = match seg {
-            // End of stream holds no lease: nothing to end.
-            ReadSegment::Eof => break,
-            ReadSegment::Inline { .. } => {
-                let bytes = seg.inline_bytes().unwrap_or_default();
-                assert!(
-                    bytes.len() as u64 <= max - done,
-                    "inline segment longer than asked"
-                );
-                let n = copy(bytes.len() as u64).min(bytes.len() as u64);
-                out.extend_from_slice(&bytes[..n as usize]);
-                (bytes.len() as u64, n)
-            }
-            ReadSegment::Buffer {
-                buffer,
-                offset,
-                len,
-            } => {
-                assert!(len <= max - done, "buffer segment longer than asked");
-                let bytes = dev.hal().range(buffer, offset, len);
-                let n = copy(len).min(len);
-                out.extend_from_slice(&bytes[..n as usize]);
-                (len, n)
-            }
-        };
-        let r = dev.read_end(file, short);
-        assert!(r.is_ok(), "read_end of a segment just handed out: {r:?}");
-        done += short;
-        if short < avail || avail == 0 {
-            break;
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let start = out.len();
+    let mut port = Reader {
+        dev,
+        out,
+        start,
+        max,
+        copy,
+    };
+    match file_ops::read(&mut port, file, max, Blocking::Blocking) {
+        // CAST: usize -> u64 is lossless.
+        IoOutcome::Done(n) => Ok(n as u64),
+        IoOutcome::Wait(_) => Err(DeviceError::WouldBlock),
+        IoOutcome::Failed(IoError::Device(e)) => Err(e),
+        // `copy` returned 0 for the first segment: the read's EFAULT. No
+        // answer of this function fits it: `Ok(0)` is end of stream (callers
+        // then check the stream ended in STOP_COPY and is complete) and an
+        // `Err` is the device's refusal (callers check it against the
+        // device's state), while a fault leaves the stream where it was.
+        // Callers never fault the first byte (their `copy` is `|n| n` or
+        // `n.min(limit)` with `limit >= 1`), so this is a harness misuse.
+        IoOutcome::Failed(IoError::Copy(e)) => {
+            panic!(
+                "read: `copy` copied nothing of the first segment ({e:?}); callers copy >= 1 byte"
+            )
         }
     }
-    Ok(done)
 }
 
-/// How [`write()`] hands bytes to a resuming file.
+/// How [`write()`]'s copies go: how much of each copy succeeds, and which
+/// fault.
 pub trait WriteStyle {
-    /// Bytes to copy or skip of a planned `len` (at least 1 is used; more
-    /// than `len` is clamped).
+    /// Bytes to copy of a copy of `len` (at least 1 is used; more than `len`
+    /// is clamped): a short copy, as of a user buffer that faults after them.
+    /// Skipped payloads are not copied, so not asked about.
     fn take(&mut self, len: u64) -> u64;
-    /// Whether to abandon this plan (as a shim whose copy faulted before
-    /// copying anything) and ask again.
+    /// Whether this copy faults before copying anything. `write()` ends
+    /// there (`EFAULT` if it consumed nothing yet) and [`write()`] calls it
+    /// again.
     fn abandon(&mut self) -> bool {
         false
     }
@@ -188,16 +232,73 @@ impl WriteStyle for Greedy {
     }
 }
 
-/// Writes `bytes` to resuming file `file` as a shim's `write()` does:
-/// `write_plan`, then `write_small` or a copy and `write_commit`, until every
-/// byte is taken.
+/// The shim's write side over a fuzz device: the device, the writer's bytes,
+/// and how much of each copy succeeds.
+struct Writer<'a, 'b, S> {
+    dev: &'a mut Dev,
+    bytes: &'b [u8],
+    style: &'a mut S,
+}
+
+impl<S: WriteStyle> WritePort<FuzzHal> for Writer<'_, '_, S> {
+    fn device(&mut self) -> &mut Dev {
+        self.dev
+    }
+
+    fn copy_in(&mut self, at: usize, dst: CopyDest<'_>) -> Result<usize, Errno> {
+        let len = dst.len();
+        let kind = match dst {
+            CopyDest::Bytes(_) => "small",
+            CopyDest::Buffer { .. } => "buffer",
+        };
+        // `file_ops::write` cuts plans to what is left of the call: this
+        // checks its cut.
+        assert!(
+            at.checked_add(len)
+                .is_some_and(|end| end <= self.bytes.len()),
+            "{kind} plan larger than offered"
+        );
+        if self.style.abandon() {
+            // The copy faults before its first byte.
+            return Err(Errno::EFAULT);
+        }
+        // CAST: usize <-> u64 is lossless here (the result is at most `len`).
+        let n = self
+            .style
+            .take(len as u64)
+            .clamp(1, len.max(1) as u64)
+            .min(len as u64) as usize;
+        let src = &self.bytes[at..at + n];
+        match dst {
+            CopyDest::Bytes(b) => b[..n].copy_from_slice(src),
+            CopyDest::Buffer { buffer, offset, .. } => {
+                let end = offset
+                    .checked_add(n as u64)
+                    .filter(|&e| e <= self.dev.hal().buffer(buffer).len() as u64);
+                assert!(
+                    end.is_some(),
+                    "write plan names bytes {offset}+{n} outside buffer {buffer:?}"
+                );
+                self.dev.hal_mut().buffer_mut(buffer)[offset as usize..offset as usize + n]
+                    .copy_from_slice(src);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Writes `bytes` to resuming file `file` through [`file_ops::write`], as a
+/// shim's `write()` does, calling it again after each short count or faulted
+/// copy until every byte is taken.
 ///
 /// # Errors
-/// The first error of the device (bytes taken before it were accepted).
+/// The device's error. [`DeviceError::SaveInFlight`] when a LOAD must wait
+/// for a SAVE before anything more goes in (the caller completes it and
+/// writes the rest).
 ///
 /// # Panics
-/// When a plan names bytes outside the device's buffer, or a plan is not
-/// making progress.
+/// When a copy names bytes outside the device's buffer or beyond those
+/// offered, or writes make no progress.
 pub fn write(
     dev: &mut Dev,
     file: FileId,
@@ -207,7 +308,8 @@ pub fn write(
     write_counted(dev, file, bytes, style, &mut 0)
 }
 
-/// [`write()`], adding the bytes the device accepted to `accepted`.
+/// [`write()`], adding the bytes the device accepted to `accepted` (on an
+/// error, those of the calls before the failing one).
 ///
 /// # Errors
 /// As [`write()`].
@@ -221,52 +323,30 @@ pub fn write_counted(
     style: &mut impl WriteStyle,
     accepted: &mut usize,
 ) -> Result<(), DeviceError> {
+    let mut port = Writer { dev, bytes, style };
     let mut idle = 0u32;
     while !bytes.is_empty() {
-        let plan = dev.write_plan(file, bytes.len() as u64)?;
-        if style.abandon() {
-            idle += 1;
-            assert!(idle < 1000, "write plans abandoned forever");
-            continue;
-        }
-        let taken = match plan {
-            WritePlan::Small { max } => {
-                assert!(max <= bytes.len(), "small plan larger than offered");
-                let want = style.take(max as u64).clamp(1, max.max(1) as u64) as usize;
-                dev.write_small(file, &bytes[..want.min(bytes.len())])?
+        port.bytes = bytes;
+        let taken = match file_ops::write(&mut port, file, bytes.len(), Blocking::Blocking) {
+            IoOutcome::Done(0) => {
+                idle += 1;
+                assert!(idle < 1000, "writes make no progress");
+                continue;
             }
-            WritePlan::Buffer {
-                buffer,
-                offset,
-                len,
-            } => {
-                assert!(len <= bytes.len() as u64, "buffer plan larger than offered");
-                let n = style.take(len).clamp(1, len.max(1)).min(len);
-                let end = offset
-                    .checked_add(n)
-                    .filter(|&e| e <= dev.hal().buffer(buffer).len() as u64);
-                assert!(
-                    end.is_some(),
-                    "write plan names bytes {offset}+{n} outside buffer {buffer:?}"
-                );
-                dev.hal_mut().buffer_mut(buffer)[offset as usize..(offset + n) as usize]
-                    .copy_from_slice(&bytes[..n as usize]);
-                dev.write_commit(file, n)?;
-                n as usize
-            }
-            WritePlan::Skip { len } => {
-                assert!(len <= bytes.len() as u64, "skip plan larger than offered");
-                let n = style.take(len).clamp(1, len.max(1)).min(len);
-                dev.write_commit(file, n)?;
-                n as usize
+            IoOutcome::Done(n) => n,
+            // The port does not sleep: the LOAD of an image waits for a SAVE
+            // in flight, and nothing was consumed in this call.
+            IoOutcome::Wait(_) => return Err(DeviceError::SaveInFlight),
+            IoOutcome::Failed(IoError::Device(e)) => return Err(e),
+            // An abandoned copy (a fault before the first byte of the
+            // call): call again.
+            IoOutcome::Failed(IoError::Copy(_)) => {
+                idle += 1;
+                assert!(idle < 1000, "write plans abandoned forever");
+                continue;
             }
         };
-        if taken == 0 {
-            idle += 1;
-            assert!(idle < 1000, "writes make no progress");
-        } else {
-            idle = 0;
-        }
+        idle = 0;
         bytes = &bytes[taken..];
         *accepted += taken;
     }

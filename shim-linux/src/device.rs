@@ -121,8 +121,7 @@ impl Ctx {
             if self.reset_pending.swap(false, SeqCst) {
                 // SAFETY: the lock is held here (on entry, or by the
                 // successful trylock below).
-                unsafe { self.device() }.handle_reset();
-                self.notify();
+                unsafe { self.run_deferred_reset() };
                 continue;
             }
             // SAFETY: the caller's callback; we hold the lock.
@@ -135,6 +134,20 @@ impl Ctx {
                 return;
             }
         }
+    }
+
+    /// The reset a racing `mlx5vf_reset_done()` left us. Out of line and
+    /// cold: inlined, the whole reset path would sit in the frame of every
+    /// caller of [`Ctx::unlock`] (the read loop among them).
+    ///
+    /// # Safety
+    /// The lock is held.
+    #[cold]
+    #[inline(never)]
+    unsafe fn run_deferred_reset(&self) {
+        // SAFETY: locked (caller).
+        unsafe { self.device() }.handle_reset();
+        self.notify();
     }
 }
 

@@ -11,18 +11,22 @@ use core::mem::{align_of, size_of};
 use core::ptr::{self, addr_of_mut};
 use core::sync::atomic::Ordering::SeqCst;
 
-use mlx5vf_core::device::{DeviceError, FileId, ReadSegment, WritePlan};
+use mlx5vf_core::device::file_ops::{
+    self, Blocking, CopyDest, CopySource, IoOutcome, ReadPort, WritePort,
+};
+use mlx5vf_core::device::{Device, DeviceError, FileId};
+use mlx5vf_core::errno::Errno;
 use mlx5vf_core::vfio::Session;
 
 use crate::abi::{
-    MLX5VF_EAGAIN, MLX5VF_EFAULT, MLX5VF_EINVAL, MLX5VF_ENODEV, MLX5VF_ENOTTY, MLX5VF_EPOLLIN,
-    MLX5VF_EPOLLOUT, MLX5VF_EPOLLRDHUP, MLX5VF_EPOLLRDNORM, MLX5VF_EPOLLWRNORM, MLX5VF_ESPIPE,
-    MLX5VF_FILE_ALIGN, MLX5VF_FILE_RESUMING, MLX5VF_FILE_SAVING, MLX5VF_FILE_SIZE,
-    MLX5VF_IO_NONBLOCK, MLX5VF_IO_POSITIONED, MLX5VF_MIG_GET_PRECOPY_INFO,
-    MLX5VF_PRECOPY_INFO_MINSZ, MLX5VF_RETRY, mlx5vf_file, mlx5vf_precopy_info,
+    MLX5VF_EFAULT, MLX5VF_EINVAL, MLX5VF_ENODEV, MLX5VF_ENOTTY, MLX5VF_EPOLLIN, MLX5VF_EPOLLOUT,
+    MLX5VF_EPOLLRDHUP, MLX5VF_EPOLLRDNORM, MLX5VF_EPOLLWRNORM, MLX5VF_ESPIPE, MLX5VF_FILE_ALIGN,
+    MLX5VF_FILE_RESUMING, MLX5VF_FILE_SAVING, MLX5VF_FILE_SIZE, MLX5VF_IO_NONBLOCK,
+    MLX5VF_IO_POSITIONED, MLX5VF_MIG_GET_PRECOPY_INFO, MLX5VF_PRECOPY_INFO_MINSZ, MLX5VF_RETRY,
+    mlx5vf_file, mlx5vf_precopy_info,
 };
 use crate::device::{Ctx, errno};
-use crate::platform::copied;
+use crate::platform::{CHal, copied};
 
 /// What a [`mlx5vf_file`] holds.
 #[repr(C)]
@@ -36,14 +40,6 @@ pub(crate) struct FileObj {
 
 const _: () = assert!(size_of::<FileObj>() <= MLX5VF_FILE_SIZE);
 const _: () = assert!(align_of::<FileObj>() <= MLX5VF_FILE_ALIGN);
-
-/// Segments one read or write handles before returning a short count, so
-/// one call holds the lock for a bounded time.
-const MAX_STEPS_PER_CALL: usize = 1024;
-
-/// Header and small-record bytes are gathered here before
-/// `Device::write_small` (the core asks for at most its small-record size).
-const SMALL_WRITE: usize = 256;
 
 /// The device and handle of `f`.
 ///
@@ -151,74 +147,51 @@ pub unsafe extern "C" fn mlx5vf_file_read(
     rc
 }
 
-/// The read loop; entered and left with the lock held.
-fn read_locked(c: &Ctx, id: FileId, ubuf: *mut c_void, len: usize, flags: u32) -> (usize, c_int) {
-    let mut total = 0usize;
-    for _ in 0..MAX_STEPS_PER_CALL {
-        let Some(want) = len.checked_sub(total).filter(|&w| w > 0) else {
-            break;
-        };
-        // CAST: usize -> u64 is lossless.
-        // SAFETY: locked.
-        let seg = match unsafe { c.device() }.read_begin(id, want as u64) {
-            Ok(s) => s,
-            // Linux stops at the end of the queued data: bytes read win over
-            // ENOMSG, EAGAIN and ENODEV.
-            Err(_) if total > 0 => break,
-            Err(DeviceError::WouldBlock) => {
-                let rc = if flags & MLX5VF_IO_NONBLOCK != 0 {
-                    -MLX5VF_EAGAIN
-                } else {
-                    MLX5VF_RETRY
-                };
-                return (0, rc);
-            }
-            Err(e) => return (0, errno(&e)),
-        };
-        let dst = ubuf.cast::<u8>().wrapping_add(total).cast::<c_void>();
-        let (seg_len, r) = match seg {
-            ReadSegment::Eof => break,
-            ReadSegment::Inline { bytes, len } => {
-                let n = len.min(bytes.len());
-                c.unlock();
-                // SAFETY: `bytes` is a local array of at least `n` bytes;
-                // `dst` is the caller's user pointer, advanced within the
-                // `len` bytes it covers.
-                let r = unsafe { (c.ops.copy_to_user)(c.ctx, dst, bytes.as_ptr().cast(), n) };
-                c.lock();
-                (n, r)
-            }
-            ReadSegment::Buffer {
+/// The kernel's side of a read: the device lock (dropped around each copy),
+/// `copy_to_user` and `buffer_to_user`. The loop is the core's.
+struct UserReader<'a> {
+    c: &'a Ctx,
+    ubuf: *mut c_void,
+}
+
+impl ReadPort<CHal> for UserReader<'_> {
+    fn device(&mut self) -> &mut Device<CHal> {
+        // SAFETY: the core calls this only between our lock and unlock.
+        unsafe { self.c.device() }
+    }
+
+    fn copy_out(&mut self, at: usize, src: CopySource<'_>) -> Result<usize, Errno> {
+        let c = self.c;
+        let dst = self.ubuf.cast::<u8>().wrapping_add(at).cast::<c_void>();
+        c.unlock();
+        let (r, want) = match src {
+            CopySource::Bytes(bytes) => (
+                // SAFETY: `bytes` is the core's; `dst` is the caller's user
+                // pointer, advanced within the `len` bytes it covers.
+                unsafe { (c.ops.copy_to_user)(c.ctx, dst, bytes.as_ptr().cast(), bytes.len()) },
+                bytes.len(),
+            ),
+            CopySource::Buffer {
                 buffer,
                 offset,
                 len,
-            } => {
-                let n = usize::try_from(len).unwrap_or(usize::MAX).min(want);
-                c.unlock();
-                // SAFETY: the read lease keeps `buffer` allocated until
-                // `read_end`, even if the file closes meanwhile; the range
-                // lies inside it (the core computed it); `dst` as above.
-                let r = unsafe { (c.ops.buffer_to_user)(c.ctx, dst, buffer.0, offset, n) };
-                c.lock();
-                (n, r)
-            }
+            } => (
+                // SAFETY: the read lease keeps `buffer` allocated until the
+                // core's `read_end`, even if the file closes meanwhile; the
+                // range lies inside it (the core computed it); `dst` as above.
+                unsafe { (c.ops.buffer_to_user)(c.ctx, dst, buffer.0, offset, len) },
+                len,
+            ),
         };
-        let n = copied(r, seg_len);
-        let got = n.unwrap_or(0);
-        // CAST: usize -> u64 is lossless. The lease is ours: read_end cannot
-        // refuse it.
-        // SAFETY: locked.
-        let _ = unsafe { c.device() }.read_end(id, got as u64);
-        total = total.saturating_add(got);
-        if got < seg_len {
-            // A fault: report it only if nothing at all was copied.
-            if total == 0 {
-                return (0, n.err().unwrap_or(-MLX5VF_EFAULT));
-            }
-            break;
-        }
+        c.lock();
+        copied(r, want).map_err(errno_of_rc)
     }
-    (total, 0)
+}
+
+/// The read; entered and left with the lock held.
+fn read_locked(c: &Ctx, id: FileId, ubuf: *mut c_void, len: usize, flags: u32) -> (usize, c_int) {
+    let mut port = UserReader { c, ubuf };
+    outcome_rc(file_ops::read(&mut port, id, len, blocking(flags)))
 }
 
 /// `write()` on a resuming file: consumes up to `len` bytes of `ubuf`
@@ -283,44 +256,47 @@ pub unsafe extern "C" fn mlx5vf_file_write(
     rc
 }
 
-/// Stream bytes the resuming file consumed so far.
-fn position(c: &Ctx) -> u64 {
-    // SAFETY: locked (callers of write_locked).
-    unsafe { c.device() }
-        .load_engine()
-        .map_or(0, |e| e.reader().position())
+/// The kernel's side of a write: the device lock (held throughout),
+/// `copy_from_user` and `buffer_from_user`. The loop is the core's.
+struct UserWriter<'a> {
+    c: &'a Ctx,
+    ubuf: *const c_void,
 }
 
-/// One planned write step: how many bytes it wanted, how many it got (a
-/// short copy stops the call), what a faulting copy reported, and what the
-/// device said about the bytes.
-struct WriteStep {
-    wanted: usize,
-    got: usize,
-    fault: c_int,
-    result: Result<(), DeviceError>,
-}
+impl WritePort<CHal> for UserWriter<'_> {
+    fn device(&mut self) -> &mut Device<CHal> {
+        // SAFETY: the whole write runs under our lock.
+        unsafe { self.c.device() }
+    }
 
-impl WriteStep {
-    fn from_copy(
-        wanted: usize,
-        r: i64,
-        commit: impl FnOnce(usize) -> Result<(), DeviceError>,
-    ) -> Self {
-        let copy = copied(r, wanted);
-        let got = *copy.as_ref().unwrap_or(&0);
-        Self {
-            wanted,
-            got,
-            fault: copy.err().unwrap_or(-MLX5VF_EFAULT),
-            result: commit(got),
-        }
+    fn copy_in(&mut self, at: usize, dst: CopyDest<'_>) -> Result<usize, Errno> {
+        let c = self.c;
+        let src = self.ubuf.cast::<u8>().wrapping_add(at).cast::<c_void>();
+        let (r, want) = match dst {
+            CopyDest::Bytes(small) => (
+                // SAFETY: `small` is the core's gather buffer; `src` is the
+                // caller's user pointer within `len`.
+                unsafe {
+                    (c.ops.copy_from_user)(c.ctx, small.as_mut_ptr().cast(), src, small.len())
+                },
+                small.len(),
+            ),
+            CopyDest::Buffer {
+                buffer,
+                offset,
+                len,
+            } => (
+                // SAFETY: `buffer` is the resuming file's, allocated and not
+                // freed while the lock is held; the range lies inside it.
+                unsafe { (c.ops.buffer_from_user)(c.ctx, buffer.0, offset, src, len) },
+                len,
+            ),
+        };
+        copied(r, want).map_err(errno_of_rc)
     }
 }
 
-/// The write loop; entered and left with the lock held. Progress is
-/// measured by the stream position, so bytes the core consumed are
-/// reported even when the call that consumed them also failed.
+/// The write; entered and left with the lock held.
 fn write_locked(
     c: &Ctx,
     id: FileId,
@@ -328,108 +304,33 @@ fn write_locked(
     len: usize,
     flags: u32,
 ) -> (usize, c_int) {
-    let start = position(c);
-    let consumed = |c: &Ctx| {
-        usize::try_from(position(c).saturating_sub(start))
-            .unwrap_or(usize::MAX)
-            .min(len)
-    };
-    let wait = if flags & MLX5VF_IO_NONBLOCK != 0 {
-        -MLX5VF_EAGAIN
+    let mut port = UserWriter { c, ubuf };
+    outcome_rc(file_ops::write(&mut port, id, len, blocking(flags)))
+}
+
+fn blocking(flags: u32) -> Blocking {
+    if flags & MLX5VF_IO_NONBLOCK != 0 {
+        Blocking::NonBlocking
     } else {
-        MLX5VF_RETRY
-    };
-    let stop = |e: DeviceError| {
-        if e == DeviceError::SaveInFlight {
-            wait
-        } else {
-            errno(&e)
-        }
-    };
-    // Why the loop ended early: 0 (a short copy after progress), a fault's
-    // errno, a device errno, or the wait code.
-    let mut rc = 0;
-    for _ in 0..MAX_STEPS_PER_CALL {
-        let done = consumed(c);
-        let Some(avail) = len.checked_sub(done).filter(|&a| a > 0) else {
-            break;
-        };
-        let src = ubuf.cast::<u8>().wrapping_add(done).cast::<c_void>();
-        // CAST: usize -> u64 is lossless.
-        // SAFETY: locked.
-        let plan = match unsafe { c.device() }.write_plan(id, avail as u64) {
-            Ok(p) => p,
-            Err(e) => {
-                rc = stop(e);
-                break;
-            }
-        };
-        let step = match plan {
-            WritePlan::Small { max } => {
-                let mut small = [0u8; SMALL_WRITE];
-                let wanted = max.min(avail).min(SMALL_WRITE);
-                // SAFETY: `small` is a local of SMALL_WRITE >= `wanted`
-                // bytes; `src` is the caller's user pointer within `len`.
-                let r = unsafe {
-                    (c.ops.copy_from_user)(c.ctx, small.as_mut_ptr().cast(), src, wanted)
-                };
-                WriteStep::from_copy(wanted, r, |n| match small.get(..n) {
-                    // SAFETY: locked.
-                    Some(bytes) if n > 0 => unsafe { c.device() }.write_small(id, bytes).map(drop),
-                    _ => Ok(()),
-                })
-            }
-            WritePlan::Buffer {
-                buffer,
-                offset,
-                len: room,
-            } => {
-                let wanted = usize::try_from(room).unwrap_or(usize::MAX).min(avail);
-                // SAFETY: `buffer` is the resuming file's, allocated and not
-                // freed while the lock is held; the range lies inside it.
-                let r = unsafe { (c.ops.buffer_from_user)(c.ctx, buffer.0, offset, src, wanted) };
-                // An empty commit just drops the plan.
-                WriteStep::from_copy(wanted, r, |n| {
-                    // CAST: usize -> u64 is lossless.
-                    // SAFETY: locked.
-                    unsafe { c.device() }.write_commit(id, n as u64)
-                })
-            }
-            WritePlan::Skip { len: skip } => {
-                // Optional records' payload: consumed without being copied.
-                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(avail);
-                WriteStep {
-                    wanted: n,
-                    got: n,
-                    fault: 0,
-                    // CAST: usize -> u64 is lossless.
-                    // SAFETY: locked.
-                    result: unsafe { c.device() }.write_commit(id, n as u64),
-                }
-            }
-        };
-        // `SaveInFlight` here: the bytes went in, the LOAD they completed
-        // waits for the SAVE.
-        if let Err(e) = step.result {
-            rc = stop(e);
-            break;
-        }
-        if step.got < step.wanted {
-            if consumed(c) == 0 {
-                rc = step.fault;
-            }
-            break;
-        }
+        Blocking::Blocking
     }
-    let total = consumed(c);
-    match rc {
-        // Bytes consumed before a wait are reported; the next call waits.
-        r if r == wait && total > 0 => (total, 0),
-        r if r == wait || r == 0 => (total, r),
-        // A fault on the first byte, or a failed stream (the file is dead:
-        // the errno is the answer, as in Linux).
-        e => (0, e),
+}
+
+/// `*done` and the return code of a core outcome.
+fn outcome_rc(outcome: IoOutcome) -> (usize, c_int) {
+    match outcome {
+        IoOutcome::Done(n) => (n, 0),
+        IoOutcome::Wait(_) => (0, MLX5VF_RETRY),
+        IoOutcome::Failed(e) => (0, e.errno().code().saturating_neg()),
     }
+}
+
+/// A copy callback's negative errno, as the core's [`Errno`]; one the core
+/// does not name reads as `EFAULT` (what a failed user copy is).
+fn errno_of_rc(rc: c_int) -> Errno {
+    rc.checked_neg()
+        .and_then(Errno::from_code)
+        .unwrap_or(Errno::EFAULT)
 }
 
 /// `poll()`: call `poll_wait()` on your wait queue first, then this.

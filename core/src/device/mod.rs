@@ -11,11 +11,15 @@
 //!   [`Device::set_state`], [`Device::state`], [`Device::data_size`],
 //!   [`Device::handle_reset`], [`Device::handle_detach`] /
 //!   [`Device::handle_attach`], [`Device::close`].
-//! - **Saving files**: [`Device::read_begin`] then [`Device::read_end`] (the
-//!   copy in between may run without the lock), [`Device::poll`],
+//! - **Saving files**: `read()` is [`file_ops::read`] (a shim supplies the
+//!   lock and the copy through [`file_ops::ReadPort`]); [`Device::poll`],
 //!   [`Device::precopy_info`], [`Device::release`].
-//! - **Resuming files**: [`Device::write_plan`], then [`Device::write_small`]
-//!   or a copy followed by [`Device::write_commit`].
+//! - **Resuming files**: `write()` is [`file_ops::write`] (through
+//!   [`file_ops::WritePort`]).
+//! - The steps those loops take ([`Device::read_begin`] /
+//!   [`Device::read_end`], [`Device::write_plan`] / [`Device::write_small`] /
+//!   [`Device::write_commit`]) stay public for tests that drive one step at a
+//!   time; a shim has no reason to call them.
 //! - **The platform**: [`Device::handle_save_completion`] for every SAVE it
 //!   started.
 //!
@@ -28,6 +32,7 @@
 //! when that ends.
 
 mod error;
+pub mod file_ops;
 mod resources;
 mod resuming;
 mod saving;

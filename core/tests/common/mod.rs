@@ -4,9 +4,11 @@
 
 use std::collections::VecDeque;
 
-use mlx5vf_core::device::{
-    Config, Device, DeviceError, FileId, PROBE_SCRATCH_LEN, ReadSegment, WritePlan,
+use mlx5vf_core::device::file_ops::{
+    self, Blocking, CopyDest, CopySource, IoError, IoOutcome, ReadPort, WaitFor, WritePort,
 };
+use mlx5vf_core::device::{Config, Device, DeviceError, FileId, PROBE_SCRATCH_LEN};
+use mlx5vf_core::errno::Errno;
 use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, SaveToken};
 use mlx5vf_core::ifc::Command;
 use mlx5vf_core::ifc::mkey::{
@@ -260,56 +262,109 @@ impl Reads {
     }
 }
 
-/// Reads once from `file` into `out` (a copy of what a shim's read() does:
-/// as many segments as fit). Returns bytes read, or the error of the first
-/// segment.
+/// The test shim's read side: the device (the "lock" is `&mut`) and the
+/// reader's buffer, appended to.
+struct TestReader<'a> {
+    dev: &'a mut Device<TestHal>,
+    out: &'a mut Vec<u8>,
+    /// `out.len()` when the call began: byte `at` of the call is
+    /// `out[start + at]`.
+    start: usize,
+}
+
+impl ReadPort<TestHal> for TestReader<'_> {
+    fn device(&mut self) -> &mut Device<TestHal> {
+        self.dev
+    }
+
+    fn copy_out(&mut self, at: usize, src: CopySource<'_>) -> Result<usize, Errno> {
+        assert_eq!(self.start + at, self.out.len(), "read copies out of order");
+        match src {
+            CopySource::Bytes(b) => self.out.extend_from_slice(b),
+            CopySource::Buffer {
+                buffer,
+                offset,
+                len,
+            } => {
+                let mem = self.dev.hal_mut().buffer(buffer);
+                self.out
+                    .extend_from_slice(&mem[offset as usize..offset as usize + len]);
+            }
+        }
+        Ok(src.len())
+    }
+}
+
+/// Reads once from `file` into `out`, through [`file_ops::read`] as a shim's
+/// read() does: as many segments as fit. Returns bytes read (0 at end of
+/// stream), or the error of the first segment (`WouldBlock` when a blocking
+/// reader would wait: the caller completes a SAVE and reads again).
 pub fn read(
     dev: &mut Device<TestHal>,
     file: FileId,
     max: u64,
     out: &mut Vec<u8>,
 ) -> Result<u64, DeviceError> {
-    let mut done = 0;
-    while done < max {
-        let seg = match dev.read_begin(file, max - done) {
-            Ok(s) => s,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        };
-        let n = match seg {
-            ReadSegment::Eof => {
-                dev.read_end(file, 0).ok();
-                break;
-            }
-            ReadSegment::Inline { .. } => {
-                let b = seg.inline_bytes().unwrap();
-                out.extend_from_slice(b);
-                b.len() as u64
-            }
-            ReadSegment::Buffer {
-                buffer,
-                offset,
-                len,
-            } => {
-                let mem = dev.hal_mut().buffer(buffer);
-                out.extend_from_slice(&mem[offset as usize..(offset + len) as usize]);
-                len
-            }
-        };
-        dev.read_end(file, n).unwrap();
-        done += n;
+    let start = out.len();
+    let mut port = TestReader { dev, out, start };
+    match file_ops::read(&mut port, file, max as usize, Blocking::Blocking) {
+        IoOutcome::Done(n) => Ok(n as u64),
+        IoOutcome::Wait(_) => Err(DeviceError::WouldBlock),
+        IoOutcome::Failed(IoError::Device(e)) => Err(e),
+        // This port's copies never fail.
+        IoOutcome::Failed(IoError::Copy(e)) => panic!("test read copy failed: {e:?}"),
     }
-    Ok(done)
 }
 
-/// Writes `bytes` to a resuming file, as a shim's write() does.
+/// The test shim's write side: the device and the writer's bytes; `wait`
+/// (when asked to) completes the SAVE the write waits for, as the sleep of a
+/// blocking write() ends when that SAVE completes.
+struct TestWriter<'a, 'b> {
+    dev: &'a mut Device<TestHal>,
+    bytes: &'b [u8],
+    wait: bool,
+    waits: u32,
+}
+
+impl WritePort<TestHal> for TestWriter<'_, '_> {
+    fn device(&mut self) -> &mut Device<TestHal> {
+        self.dev
+    }
+
+    fn copy_in(&mut self, at: usize, dst: CopyDest<'_>) -> Result<usize, Errno> {
+        let n = dst.len();
+        let src = &self.bytes[at..at + n];
+        match dst {
+            CopyDest::Bytes(b) => b.copy_from_slice(src),
+            CopyDest::Buffer { buffer, offset, .. } => {
+                self.dev.hal_mut().buffer(buffer)[offset as usize..offset as usize + n]
+                    .copy_from_slice(src);
+            }
+        }
+        Ok(n)
+    }
+
+    fn wait(&mut self, _why: WaitFor) -> bool {
+        if !self.wait {
+            return false;
+        }
+        assert!(complete_one(self.dev), "asked to wait for no SAVE");
+        self.waits += 1;
+        true
+    }
+}
+
+/// Writes all of `bytes` to a resuming file, through [`file_ops::write`] as
+/// a shim's write() does (called again after each short count). When the
+/// LOAD must wait for a SAVE, fails with `SaveInFlight` (bytes before it
+/// were consumed).
 pub fn write(dev: &mut Device<TestHal>, file: FileId, bytes: &[u8]) -> Result<(), DeviceError> {
     write_inner(dev, file, bytes, false).map(|_| ())
 }
 
-/// As [`write`], but when `write_plan` asks to wait for a SAVE it completes
-/// that SAVE and asks again, as a shim's blocking write() does. Returns the
-/// number of waits.
+/// As [`write`], but when the write must wait for a SAVE it completes that
+/// SAVE and goes on, as a shim's blocking write() does. Returns the number
+/// of waits.
 pub fn write_waiting(
     dev: &mut Device<TestHal>,
     file: FileId,
@@ -324,39 +379,32 @@ fn write_inner(
     mut bytes: &[u8],
     wait: bool,
 ) -> Result<u32, DeviceError> {
-    let mut waits = 0;
+    let mut port = TestWriter {
+        dev,
+        bytes,
+        wait,
+        waits: 0,
+    };
     while !bytes.is_empty() {
-        let plan = match dev.write_plan(file, bytes.len() as u64) {
-            Err(DeviceError::SaveInFlight) if wait => {
-                waits += 1;
-                assert!(complete_one(dev), "asked to wait for no SAVE");
-                continue;
+        port.bytes = bytes;
+        match file_ops::write(&mut port, file, bytes.len(), Blocking::Blocking) {
+            IoOutcome::Done(0) => panic!(
+                "write() consumed nothing of {} bytes without an error",
+                bytes.len()
+            ),
+            // Short (a LOAD waits for a SAVE, or the step limit): call
+            // again; the next call waits first.
+            IoOutcome::Done(n) => bytes = &bytes[n..],
+            // Only when `wait` is off: a waiting port sleeps itself.
+            IoOutcome::Wait(_) => {
+                assert!(!wait, "write() returned Wait to a port that waits");
+                return Err(DeviceError::SaveInFlight);
             }
-            plan => plan?,
-        };
-        match plan {
-            WritePlan::Small { max } => {
-                let n = dev.write_small(file, &bytes[..max.min(bytes.len())])?;
-                bytes = &bytes[n..];
-            }
-            WritePlan::Buffer {
-                buffer,
-                offset,
-                len,
-            } => {
-                let n = len as usize;
-                dev.hal_mut().buffer(buffer)[offset as usize..offset as usize + n]
-                    .copy_from_slice(&bytes[..n]);
-                dev.write_commit(file, n as u64)?;
-                bytes = &bytes[n..];
-            }
-            WritePlan::Skip { len } => {
-                dev.write_commit(file, len)?;
-                bytes = &bytes[len as usize..];
-            }
+            IoOutcome::Failed(IoError::Device(e)) => return Err(e),
+            IoOutcome::Failed(IoError::Copy(e)) => panic!("test write copy failed: {e:?}"),
         }
     }
-    Ok(waits)
+    Ok(port.waits)
 }
 
 /// What a migration observed.

@@ -1,13 +1,18 @@
 //! The simulated device's data file, with the kernel data fd's semantics.
 
 use std::io::{self, Read, Write};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use mlx5vf_core::device::{DeviceError, FileId, ReadSegment, WritePlan};
+use mlx5vf_core::device::file_ops::{
+    self, Blocking, CopyDest, CopySource, IoError, IoOutcome, ReadPort, WaitFor, WritePort,
+};
+use mlx5vf_core::device::{Device, DeviceError, FileId};
+use mlx5vf_core::errno::Errno;
 use mlx5vf_core::save::PrecopyInfo;
 
 use super::Shared;
+use super::hal::SimHal;
 use crate::backend::{DataFile, io_error};
 
 /// A saving or resuming file of a [`SimDevice`](super::SimDevice).
@@ -28,59 +33,141 @@ impl SimFile {
         }
     }
 
-    /// Moves up to `max` bytes: each segment goes to `sink` (inline bytes, or
-    /// a buffer's bytes straight from its memory). Returns bytes moved, as
-    /// `read()` does: the first segment's error, else what was moved.
+    /// Moves up to `max` bytes to `sink` (inline bytes, or a buffer's bytes
+    /// straight from its memory), as `read()` does. A failing sink's error
+    /// wins over the count.
     fn pump(&mut self, max: u64, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
         if !self.saving {
             return Err(io_error(DeviceError::NoFile));
         }
-        let mut done = 0u64;
-        let mut dev = self.shared.lock();
-        while done < max {
-            match dev.read_begin(self.file, max - done) {
-                Ok(ReadSegment::Eof) => {
-                    let _ = dev.read_end(self.file, 0);
-                    break;
-                }
-                Ok(seg @ ReadSegment::Inline { .. }) => {
-                    let bytes = seg.inline_bytes().unwrap_or_default();
-                    let r = sink(bytes);
-                    let n = if r.is_ok() { bytes.len() as u64 } else { 0 };
-                    dev.read_end(self.file, n).map_err(io_error)?;
-                    r?;
-                    done += n;
-                }
-                Ok(ReadSegment::Buffer {
-                    buffer,
-                    offset,
-                    len,
-                }) => {
-                    // Copy without the device lock, so SAVE completions (and
-                    // the next chunk's SAVE) go on meanwhile; the buffer is
-                    // leased to us until read_end.
-                    drop(dev);
-                    let r = match self.shared.pool.get(buffer) {
-                        Some(b) => b
-                            .with_bytes(offset, len, |s| sink(s))
-                            .map_err(|k| io_error(DeviceError::Platform(k)))
-                            .and_then(|r| r),
-                        None => Err(io_error(DeviceError::NoFile)),
-                    };
-                    dev = self.shared.lock();
-                    let n = if r.is_ok() { len } else { 0 };
-                    dev.read_end(self.file, n).map_err(io_error)?;
-                    r?;
-                    done += n;
-                }
-                Err(DeviceError::WouldBlock) if done == 0 && !self.nonblocking => {
-                    dev = self.shared.wait(dev);
-                }
-                Err(e) if done == 0 => return Err(io_error(e)),
-                Err(_) => break,
+        let mut port = SimReader {
+            shared: &self.shared,
+            guard: None,
+            sink,
+            sink_error: None,
+        };
+        let len = usize::try_from(max).unwrap_or(usize::MAX);
+        let outcome = file_ops::read(&mut port, self.file, len, self.blocking());
+        if let Some(e) = port.sink_error.take() {
+            return Err(e);
+        }
+        outcome_result(outcome).map(|n| n as u64)
+    }
+
+    fn blocking(&self) -> Blocking {
+        if self.nonblocking {
+            Blocking::NonBlocking
+        } else {
+            Blocking::Blocking
+        }
+    }
+}
+
+/// The device's lock, taken when the core asks for the device.
+fn locked<'a, 'g>(
+    shared: &'a Shared,
+    guard: &'g mut Option<MutexGuard<'a, Device<SimHal>>>,
+) -> &'g mut Device<SimHal> {
+    guard.get_or_insert_with(|| shared.lock())
+}
+
+/// Sleeps on the device's condition, as the kernel's `wait_event`.
+fn sleep<'a>(shared: &'a Shared, guard: &mut Option<MutexGuard<'a, Device<SimHal>>>) {
+    let g = guard.take().unwrap_or_else(|| shared.lock());
+    *guard = Some(shared.wait(g));
+}
+
+/// A read's side of the simulated device: the lock (dropped for each copy,
+/// so SAVE completions go on meanwhile), the copy into `sink`, the sleep.
+struct SimReader<'a, 's> {
+    shared: &'a Shared,
+    guard: Option<MutexGuard<'a, Device<SimHal>>>,
+    sink: &'s mut dyn FnMut(&[u8]) -> io::Result<()>,
+    /// The sink's own error, which `read()` returns as it is.
+    sink_error: Option<io::Error>,
+}
+
+impl ReadPort<SimHal> for SimReader<'_, '_> {
+    fn device(&mut self) -> &mut Device<SimHal> {
+        locked(self.shared, &mut self.guard)
+    }
+
+    fn copy_out(&mut self, _at: usize, src: CopySource<'_>) -> Result<usize, Errno> {
+        self.guard = None;
+        let copied = match src {
+            CopySource::Bytes(bytes) => Ok((self.sink)(bytes)),
+            CopySource::Buffer {
+                buffer,
+                offset,
+                len,
+            } => match self.shared.pool.get(buffer) {
+                Some(b) => b
+                    .with_bytes(offset, len as u64, |s| (self.sink)(s))
+                    .map_err(|k| k.errno()),
+                None => Err(Errno::ENODEV),
+            },
+        };
+        self.guard = Some(self.shared.lock());
+        match copied? {
+            Ok(()) => Ok(src.len()),
+            Err(e) => {
+                self.sink_error = Some(e);
+                Err(Errno::EIO)
             }
         }
-        Ok(done)
+    }
+
+    fn wait(&mut self, _why: WaitFor) -> bool {
+        sleep(self.shared, &mut self.guard);
+        true
+    }
+}
+
+/// A write's side of the simulated device: the lock, held for the whole
+/// write as the kernel's write holds the state mutex (a LOAD may run in the
+/// middle), and the copy from `data`.
+struct SimWriter<'a> {
+    shared: &'a Shared,
+    guard: Option<MutexGuard<'a, Device<SimHal>>>,
+    data: &'a [u8],
+}
+
+impl WritePort<SimHal> for SimWriter<'_> {
+    fn device(&mut self) -> &mut Device<SimHal> {
+        locked(self.shared, &mut self.guard)
+    }
+
+    fn copy_in(&mut self, at: usize, dst: CopyDest<'_>) -> Result<usize, Errno> {
+        let src = self.data.get(at..).unwrap_or_default();
+        let n = dst.len().min(src.len());
+        let src = src.get(..n).unwrap_or_default();
+        match dst {
+            CopyDest::Bytes(d) => {
+                d.get_mut(..n).ok_or(Errno::EFAULT)?.copy_from_slice(src);
+            }
+            CopyDest::Buffer { buffer, offset, .. } => {
+                let b = self.shared.pool.get(buffer).ok_or(Errno::ENODEV)?;
+                b.with_bytes_mut(offset, n as u64, |d| d.copy_from_slice(src))
+                    .map_err(|k| k.errno())?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn wait(&mut self, _why: WaitFor) -> bool {
+        sleep(self.shared, &mut self.guard);
+        true
+    }
+}
+
+/// What a read or write returns for the core's outcome.
+fn outcome_result(outcome: IoOutcome) -> io::Result<usize> {
+    match outcome {
+        IoOutcome::Done(n) => Ok(n),
+        // Blocking ports sleep themselves; this is the non-blocking answer.
+        IoOutcome::Wait(_) => Err(io_error(DeviceError::WouldBlock)),
+        IoOutcome::Failed(IoError::Device(e)) => Err(io_error(e)),
+        IoOutcome::Failed(IoError::Copy(e)) => Err(io::Error::from_raw_os_error(e.code())),
     }
 }
 
@@ -104,44 +191,13 @@ impl Write for SimFile {
         if self.saving {
             return Err(io_error(DeviceError::NoFile));
         }
-        let file = self.file;
-        let pool = Arc::clone(&self.shared.pool);
-        let mut done = 0usize;
-        // Writes run under the device lock, as the kernel's write holds the
-        // state mutex: a LOAD may run in the middle.
-        self.shared
-            .retry(|dev| {
-                while done < data.len() {
-                    let rest = data.get(done..).unwrap_or_default();
-                    match dev.write_plan(file, rest.len() as u64)? {
-                        WritePlan::Small { max } => {
-                            done += dev.write_small(file, rest.get(..max).unwrap_or(rest))?;
-                        }
-                        WritePlan::Buffer {
-                            buffer,
-                            offset,
-                            len,
-                        } => {
-                            let n = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
-                            let b = pool.get(buffer).ok_or(DeviceError::NoFile)?;
-                            b.with_bytes_mut(offset, n as u64, |dst| {
-                                dst.copy_from_slice(rest.get(..n).unwrap_or_default());
-                            })
-                            .map_err(DeviceError::Platform)?;
-                            dev.write_commit(file, n as u64)?;
-                            done += n;
-                        }
-                        WritePlan::Skip { len } => {
-                            let n = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
-                            dev.write_commit(file, n as u64)?;
-                            done += n;
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .map_err(io_error)?;
-        Ok(done)
+        let blocking = self.blocking();
+        let mut port = SimWriter {
+            shared: &self.shared,
+            guard: None,
+            data,
+        };
+        outcome_result(file_ops::write(&mut port, self.file, data.len(), blocking))
     }
 
     fn flush(&mut self) -> io::Result<()> {
