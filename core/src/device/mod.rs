@@ -38,7 +38,7 @@ mod resuming;
 mod saving;
 
 pub use error::{DeviceError, SetStateError};
-pub use resources::{MAX_BUFFERS, MAX_PDS};
+pub use resources::{MAX_BUFFERS, MAX_PDS, MAX_READ_LEASES};
 pub use resuming::WritePlan;
 pub use saving::{MAX_INLINE, Poll, ReadSegment};
 
@@ -189,7 +189,9 @@ pub struct Device<H: Hal> {
     saving: Option<saving::SavingFile>,
     resuming: Option<resuming::ResumingFile>,
     in_flight: Option<InFlightSave>,
-    lease: Option<Lease>,
+    /// Readers copying a segment now: one per file at most, and a file
+    /// replaced while its reader copies keeps its lease until the copy ends.
+    leases: heapless::Vec<Lease, MAX_READ_LEASES>,
     res: Resources,
     next_session: SessionId,
     next_token: u32,
@@ -214,7 +216,7 @@ impl<H: Hal> Device<H> {
             saving: None,
             resuming: None,
             in_flight: None,
-            lease: None,
+            leases: heapless::Vec::new(),
             res: Resources::new(PAGE_SIZE),
             next_session: 1,
             next_token: 1,
@@ -268,7 +270,7 @@ impl<H: Hal> Device<H> {
     }
     /// Nothing is allocated, in flight or leased: the device may be dropped.
     pub fn is_idle(&self) -> bool {
-        self.in_flight.is_none() && self.lease.is_none() && self.res.is_empty()
+        self.in_flight.is_none() && self.leases.is_empty() && self.res.is_empty()
     }
     /// Whether a SAVE is in flight.
     pub const fn save_in_flight(&self) -> bool {

@@ -11,16 +11,20 @@ use crate::hal::{BufferId, DmaDirection};
 use crate::ifc::mkey::Mkey;
 use crate::ifc::pd::Pd;
 
+/// Readers copying at once: the live saving file's, and one of a file that
+/// was replaced (by a reset and a new walk) while its reader was copying. A
+/// third reader waits (`EBUSY`) until one of them ends its copy.
+pub const MAX_READ_LEASES: usize = 2;
 /// Buffers the device tracks at once. A saving file holds at most
 /// `MAX_CHUNK_SLOTS` (8) slot buffers, one initial PRE_COPY buffer, one
 /// incremental or cleanup buffer and `MAX_AVAIL` (4) spare ones: 14; a
-/// resuming file holds up to `MAX_IMAGE_SEGMENTS` (16); a closed session
-/// still holds at most 2 pinned buffers (one SAVE in flight, one leased to a
-/// reader). 14 + 16 + 2 = 32.
-pub const MAX_BUFFERS: usize = 32;
+/// resuming file holds up to `MAX_IMAGE_SEGMENTS` (16); closed sessions
+/// still hold at most one buffer per pin: one SAVE in flight and
+/// `MAX_READ_LEASES` (2) leased to readers. 14 + 16 + 3 = 33.
+pub const MAX_BUFFERS: usize = 33;
 /// PDs the device tracks at once: one per open file (2) plus closed sessions
-/// whose pinned buffers are still draining (at most 2).
-pub const MAX_PDS: usize = 4;
+/// whose pinned buffers are still draining (at most 3, one per pin).
+pub const MAX_PDS: usize = 5;
 
 /// A session's identity: its generation number.
 pub(crate) type SessionId = u32;

@@ -473,7 +473,12 @@ impl<H: Hal> Device<H> {
     /// [`DeviceError::WouldBlock`] (wait, or `EAGAIN`),
     /// [`DeviceError::ReaderBusy`].
     pub fn read_begin(&mut self, file: FileId, max: u64) -> Result<ReadSegment, DeviceError> {
-        if self.lease.is_some() {
+        // One reader per file (Linux's migf->lock); a reader of a file that
+        // was replaced may still be copying, and must not block this one.
+        if self.leases.iter().any(|l| l.session == file.session) {
+            return Err(DeviceError::ReaderBusy);
+        }
+        if self.leases.is_full() {
             return Err(DeviceError::ReaderBusy);
         }
         let f = self.saving_for(file)?;
@@ -488,22 +493,26 @@ impl<H: Hal> Device<H> {
                 if let (Some(dst), Some(src)) = (out.get_mut(..n), bytes.get(..n)) {
                     dst.copy_from_slice(src);
                 }
-                self.lease = Some(Lease { session, buf: None });
+                self.leases
+                    .push(Lease { session, buf: None })
+                    .map_err(|_| DeviceError::ReaderBusy)?;
                 ReadSegment::Inline { bytes: out, len: n }
             }
             Ok(Segment::Buffer { buf, offset, len }) => {
                 let id = self
                     .res
-                    .get_mut(buf.index)
-                    .map(|b| {
-                        b.leased = true;
-                        b.id
-                    })
+                    .get(buf.index)
+                    .map(|b| b.id)
                     .ok_or(DeviceError::NoFile)?;
-                self.lease = Some(Lease {
-                    session,
-                    buf: Some(buf.index),
-                });
+                self.leases
+                    .push(Lease {
+                        session,
+                        buf: Some(buf.index),
+                    })
+                    .map_err(|_| DeviceError::ReaderBusy)?;
+                if let Some(b) = self.res.get_mut(buf.index) {
+                    b.leased = true;
+                }
                 ReadSegment::Buffer {
                     buffer: id,
                     offset,
@@ -524,11 +533,12 @@ impl<H: Hal> Device<H> {
     /// # Errors
     /// [`DeviceError::UnplannedWrite`] without a matching `read_begin`.
     pub fn read_end(&mut self, file: FileId, n: u64) -> Result<(), DeviceError> {
-        let lease = self
-            .lease
-            .filter(|l| l.session == file.session && file.kind == Session::Saving)
+        let at = self
+            .leases
+            .iter()
+            .position(|l| l.session == file.session && file.kind == Session::Saving)
             .ok_or(DeviceError::UnplannedWrite)?;
-        self.lease = None;
+        let lease = self.leases.swap_remove(at);
         if let Some(i) = lease.buf {
             let doomed = self.res.get_mut(i).is_some_and(|b| {
                 b.leased = false;
