@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use mlx5vf_core::device::{Config, DeviceError, FileId};
 use mlx5vf_core::errno::Errno;
+use mlx5vf_core::hal::HalErrorKind;
 use mlx5vf_core::ifc::CmdStatus;
 use mlx5vf_core::save::FileState;
 use mlx5vf_core::stream::Verdict;
@@ -357,7 +358,7 @@ fn allocation_failure_mid_open_unwinds_once() {
     // PRE_COPY opening allocates two slot buffers and a fresh one: fail each.
     for nth in 0..3 {
         let mut d = dev(SMALL);
-        d.hal_mut().fail_alloc_after = Some(nth);
+        d.hal_mut().knobs.fail_alloc = Some(FailAfter::new(nth, HalErrorKind::OutOfMemory));
         let e = set_state(&mut d, PreCopy).unwrap_err();
         assert_eq!(e.errno(), Errno::ENOMEM, "allocation {nth}");
         // The state did not change and nothing was left behind.

@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use mlx5vf_core::device::{Config, Device, DeviceError};
+use mlx5vf_core::hal::HalErrorKind;
 use mlx5vf_core::ifc::{CmdStatus, Opcode};
 use mlx5vf_core::vfio::MigState;
 use mlx5vf_sim::wire::{opcode, status};
@@ -218,7 +219,8 @@ fn allocation_failures_in_turn() {
         for nth in 0..12 {
             let (mut src, mut dst) = fresh();
             let victim = if side == 0 { &mut src } else { &mut dst };
-            victim.hal_mut().fail_alloc_after = Some(nth);
+            victim.hal_mut().knobs.fail_alloc =
+                Some(FailAfter::new(nth, HalErrorKind::OutOfMemory));
             match try_migrate(&mut src, &mut dst, true) {
                 Ok(()) => {}
                 Err(e) => assert!(

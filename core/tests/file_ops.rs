@@ -7,7 +7,7 @@ use common::*;
 use mlx5vf_core::device::file_ops::{
     self, Blocking, CopyDest, CopySource, IoError, IoOutcome, ReadPort, WaitFor, WritePort,
 };
-use mlx5vf_core::device::{Config, Device, DeviceError, FileId};
+use mlx5vf_core::device::{Config, Device, DeviceError, FileId, ReadSegment};
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::vfio::MigState::*;
 
@@ -52,7 +52,7 @@ impl ReadPort<TestHal> for Reader<'_> {
                 buffer,
                 offset,
                 len,
-            } => self.dev.hal_mut().buffer(buffer)[offset as usize..][..len].to_vec(),
+            } => self.dev.hal().buffer(buffer)[offset as usize..][..len].to_vec(),
         };
         let room = match self.fault_after {
             Some(limit) => limit.saturating_sub(self.out.len()),
@@ -99,7 +99,7 @@ impl WritePort<TestHal> for Writer<'_> {
         match dst {
             CopyDest::Bytes(d) => d[..n].copy_from_slice(src),
             CopyDest::Buffer { buffer, offset, .. } => {
-                self.dev.hal_mut().buffer(buffer)[offset as usize..][..n].copy_from_slice(src)
+                self.dev.hal_mut().buffer_mut(buffer)[offset as usize..][..n].copy_from_slice(src)
             }
         }
         Ok(n)
@@ -346,4 +346,30 @@ fn a_bad_stream_fails_the_write_with_its_errno_and_the_file_stays_dead() {
         panic!("{again:?}")
     };
     assert_eq!(again.errno(), Errno::ENODEV);
+}
+
+#[test]
+fn a_reader_still_copying_from_a_replaced_file_does_not_block_the_new_files_reader() {
+    let mut d = dev();
+    let old = set_state(&mut d, PreCopy).unwrap().unwrap();
+    // A reader takes a segment and is still copying it (lock dropped)...
+    let seg = d.read_begin(old, 1 << 20).unwrap();
+    assert!(seg.inline_bytes().is_some() || matches!(seg, ReadSegment::Buffer { .. }));
+    // ... when a reset ends the file and the VMM walks to STOP_COPY again.
+    d.handle_reset();
+    let new = set_state(&mut d, StopCopy).unwrap().unwrap();
+    assert_ne!(old, new);
+    // The new file's reader is not the old one: no EBUSY.
+    d.read_begin(new, 1 << 20)
+        .expect("the new file's first segment");
+    // One reader per file still holds.
+    assert_eq!(d.read_begin(new, 1), Err(DeviceError::ReaderBusy));
+    d.read_end(new, 0).unwrap();
+    // The old reader's copy ends; its file is gone.
+    d.read_end(old, 0).unwrap();
+    assert_eq!(d.read_begin(old, 1), Err(DeviceError::NoFile));
+    set_state(&mut d, Stop).unwrap();
+    d.close();
+    while complete_one(&mut d) {}
+    assert!(d.is_idle());
 }

@@ -50,6 +50,9 @@
 //! - `std`: the `timing` module (timing model and worker thread) and the
 //!   `host` module (host memory for `std` harnesses). Without it the crate
 //!   is `no_std` and allocation-free.
+//! - `testkit` (implies `std`): the `testkit` module, the one test
+//!   platform core's integration tests and the fuzz targets drive
+//!   `mlx5vf-core` with. It is the only part of this crate that uses the core.
 //!
 //! Nothing here panics on any input (command bytes, image bytes, spec
 //! strings); every bound is a named constant.
@@ -82,6 +85,8 @@ pub mod iommu;
 pub mod objects;
 pub mod spec;
 pub mod syndrome;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 #[cfg(feature = "std")]
 pub mod timing;
 pub mod wire;

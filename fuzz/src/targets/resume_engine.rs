@@ -38,7 +38,7 @@ use mlx5vf_core::vfio::MigState;
 use mlx5vf_sim::Digest;
 use mlx5vf_sim::wire::opcode;
 
-use crate::hal::ExecCorruption;
+use crate::hal::{ExecCorruption, FailAfter};
 use crate::harness::{self, Dev, SaveRun, WriteStyle};
 use crate::stats::{Hit, hit};
 use crate::streams::{self, reference, split_records, tag_of};
@@ -520,9 +520,9 @@ fn arm(dev: &mut Dev, fault: Fault) -> bool {
             let after = u32::from(after % 16);
             let k = &mut dev.hal_mut().knobs;
             match what % 3 {
-                0 => k.fail_alloc_after = Some(after),
-                1 => k.fail_map_after = Some(after),
-                _ => k.fail_exec_after = Some((after, HalErrorKind::Delivery)),
+                0 => k.fail_alloc = Some(FailAfter::new(after, HalErrorKind::OutOfMemory)),
+                1 => k.fail_map = Some(FailAfter::new(after, HalErrorKind::OutOfMemory)),
+                _ => k.fail_exec = Some(FailAfter::new(after, HalErrorKind::Delivery)),
             }
             true
         }

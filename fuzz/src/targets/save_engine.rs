@@ -48,7 +48,7 @@ use mlx5vf_core::stream::{Reader, Verdict};
 use mlx5vf_core::vfio::{MigState, Session};
 use mlx5vf_sim::wire::opcode;
 
-use crate::hal::{ExecCorruption, Knobs};
+use crate::hal::{ExecCorruption, FailAfter, Knobs};
 use crate::harness::{self, Dev, Greedy};
 use crate::stats::{Hit, hit};
 use crate::streams::reference;
@@ -513,10 +513,10 @@ impl Saver {
                 let after = u32::from(after % 8);
                 let k = &mut self.dev.hal_mut().knobs;
                 match what % 4 {
-                    0 => k.fail_alloc_after = Some(after),
-                    1 => k.fail_map_after = Some(after),
-                    2 => k.fail_start_save_after = Some(after),
-                    _ => k.fail_exec_after = Some((after, HalErrorKind::Timeout)),
+                    0 => k.fail_alloc = Some(FailAfter::new(after, HalErrorKind::OutOfMemory)),
+                    1 => k.fail_map = Some(FailAfter::new(after, HalErrorKind::OutOfMemory)),
+                    2 => k.fail_start_save = Some(FailAfter::new(after, HalErrorKind::Delivery)),
+                    _ => k.fail_exec = Some(FailAfter::new(after, HalErrorKind::Timeout)),
                 }
             }
             Op::ReportInit => self
@@ -653,7 +653,7 @@ impl Saver {
                 len.min(u64::from(copy))
             }
         };
-        let r = harness::read(&mut self.dev, f, max, &mut buf, copy);
+        let r = harness::read_copying(&mut self.dev, f, max, &mut buf, copy);
         let state = self.dev.state();
         match r {
             Ok(0) => {

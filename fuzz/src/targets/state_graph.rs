@@ -26,6 +26,7 @@
 
 use arbitrary::Arbitrary;
 use mlx5vf_core::device::{Config, DeviceError, FileId};
+use mlx5vf_core::hal::HalErrorKind;
 use mlx5vf_core::vfio::{
     MAX_PATH_ARCS, MigState, MigrationFlags, Path, Session, TransitionError, UnknownState,
     arc_info, next_state,
@@ -33,7 +34,7 @@ use mlx5vf_core::vfio::{
 use mlx5vf_sim::firmware::{FirmwareConfig, PfConfig, SuspendState, VfConfig};
 use mlx5vf_sim::wire::opcode;
 
-use crate::hal::Knobs;
+use crate::hal::{FailAfter, Knobs};
 use crate::harness::{self, Dev};
 use crate::oracle;
 use crate::stats::{Hit, hit};
@@ -246,11 +247,11 @@ impl Graph {
                 let after = u32::from(after % 8);
                 let k = &mut self.dev.hal_mut().knobs;
                 match what % 4 {
-                    0 => k.fail_alloc_after = Some(after),
-                    1 => k.fail_map_after = Some(after),
-                    2 => k.fail_start_save_after = Some(after),
+                    0 => k.fail_alloc = Some(FailAfter::new(after, HalErrorKind::OutOfMemory)),
+                    1 => k.fail_map = Some(FailAfter::new(after, HalErrorKind::OutOfMemory)),
+                    2 => k.fail_start_save = Some(FailAfter::new(after, HalErrorKind::Delivery)),
                     _ => {
-                        k.fail_exec_after = Some((after, mlx5vf_core::hal::HalErrorKind::Timeout));
+                        k.fail_exec = Some(FailAfter::new(after, HalErrorKind::Timeout));
                     }
                 }
                 self.clean = false;
