@@ -373,3 +373,26 @@ fn a_reader_still_copying_from_a_replaced_file_does_not_block_the_new_files_read
     while complete_one(&mut d) {}
     assert!(d.is_idle());
 }
+
+#[test]
+fn an_empty_image_is_never_read_as_end_of_stream() {
+    // Firmware may report a SAVE of 0 bytes; its record is a header and an
+    // empty segment, which a read must step over, not answer with 0 (EOF).
+    let mut d = dev();
+    let f = set_state(&mut d, StopCopy).unwrap().unwrap();
+    let mut r = Reader::new(&mut d);
+    assert!(matches!(
+        file_ops::read(&mut r, f, 1 << 20, Blocking::Blocking),
+        IoOutcome::Done(n) if n > 0
+    ));
+    let (token, mut out) = r.dev.hal_mut().run_save().unwrap();
+    out[8..12].fill(0); // actual_image_size
+    r.dev.handle_save_completion(token, &out).unwrap();
+    // Exactly the record header: the empty payload is what comes next.
+    assert_eq!(
+        file_ops::read(&mut r, f, 16, Blocking::Blocking),
+        IoOutcome::Done(16)
+    );
+    let next = file_ops::read(&mut r, f, 1 << 20, Blocking::Blocking);
+    assert_ne!(next, IoOutcome::Done(0), "a false end of stream");
+}

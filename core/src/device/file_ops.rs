@@ -316,10 +316,9 @@ pub fn read<H: Hal, P: ReadPort<H> + ?Sized>(
             }
             break;
         }
-        if wanted == 0 {
-            // The device handed out an empty segment: no progress to make.
-            break;
-        }
+        // An empty segment (firmware may save an image of 0 bytes) is
+        // consumed by its `read_end(0)`: step over it. Answering 0 here would
+        // be a false end of stream.
     }
     IoOutcome::Done(total)
 }

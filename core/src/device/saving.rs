@@ -475,10 +475,7 @@ impl<H: Hal> Device<H> {
     pub fn read_begin(&mut self, file: FileId, max: u64) -> Result<ReadSegment, DeviceError> {
         // One reader per file (Linux's migf->lock); a reader of a file that
         // was replaced may still be copying, and must not block this one.
-        if self.leases.iter().any(|l| l.session == file.session) {
-            return Err(DeviceError::ReaderBusy);
-        }
-        if self.leases.is_full() {
+        if self.leases.is_full() || self.leases.iter().any(|l| l.session == file.session) {
             return Err(DeviceError::ReaderBusy);
         }
         let f = self.saving_for(file)?;
