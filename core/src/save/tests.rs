@@ -6,6 +6,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
+use crate::ifc::migration::MigrationStateSize;
 use crate::stream::{Event, Reader, StreamInfoFlags, Tag, Verdict, crc32c};
 
 const MIB: u64 = 1 << 20;

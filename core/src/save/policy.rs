@@ -1,0 +1,129 @@
+//! The saving policy: the Linux driver's buffer sizes and slot count as
+//! parameters, and the buffers a saving file opens with.
+
+use crate::ifc::migration::MigrationStateSize;
+
+use super::SaveError;
+use crate::stream::StreamInfo;
+
+/// The Linux driver's chunk size (`MAX_CHUNK_SIZE`).
+pub const LINUX_CHUNK_SIZE: u64 = 8 << 20;
+/// The Linux driver's number of chunk slots (`MAX_NUM_CHUNKS`).
+pub const LINUX_CHUNK_SLOTS: u8 = 2;
+/// Most chunk slots a session may use. More slots than this buys no
+/// parallelism (one SAVE is in flight at a time) and only adds memory.
+pub const MAX_CHUNK_SLOTS: usize = 8;
+/// Largest SAVE buffer: the `size` field is 32 bits and Linux keeps one page
+/// of margin (`BIT(32) - PAGE_SIZE`).
+pub const MAX_SAVE_BUFFER: u64 = (1 << 32) - 4096;
+
+/// A buffer the device holds on the engine's behalf: the device's index for
+/// it and its size in pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufRef {
+    /// The device's buffer-table index.
+    pub index: u16,
+    /// Pages.
+    pub npages: u32,
+}
+
+/// Parameters of a saving session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaveConfig {
+    /// Firmware saves in chunks (`migration_in_chunks`).
+    pub chunk_mode: bool,
+    /// A PRE_COPY session (dirty tracking).
+    pub tracking: bool,
+    /// Largest chunk buffer the policy starts with (Linux: 8 MiB).
+    pub chunk_size: u64,
+    /// Chunk slots (Linux: 2).
+    pub chunk_slots: u8,
+    /// Bytes per page.
+    pub page_size: u64,
+    /// Cap on any SAVE buffer (at most [`MAX_SAVE_BUFFER`]).
+    pub max_buffer: u64,
+    /// Our stream-info record to put first; with it, an end record closes the
+    /// stream. `None` writes exactly what Linux writes.
+    pub stream_info: Option<StreamInfo>,
+}
+
+impl SaveConfig {
+    /// The Linux policy: 8 MiB chunks, 2 slots, 4 KiB pages, no records of ours.
+    pub const fn linux(chunk_mode: bool, tracking: bool) -> Self {
+        Self {
+            chunk_mode,
+            tracking,
+            chunk_size: LINUX_CHUNK_SIZE,
+            chunk_slots: LINUX_CHUNK_SLOTS,
+            page_size: 4096,
+            max_buffer: MAX_SAVE_BUFFER,
+            stream_info: None,
+        }
+    }
+
+    pub(super) fn slots(&self) -> usize {
+        if self.chunk_mode {
+            usize::from(self.chunk_slots).clamp(1, MAX_CHUNK_SLOTS)
+        } else {
+            1
+        }
+    }
+
+    pub(super) fn pages_for(&self, bytes: u64) -> u32 {
+        let pages = bytes.div_ceil(self.page_size.max(1)).max(1);
+        u32::try_from(pages).unwrap_or(u32::MAX)
+    }
+
+    pub(super) fn bytes_of(&self, npages: u32) -> u64 {
+        u64::from(npages).saturating_mul(self.page_size)
+    }
+}
+
+/// The sizes decided when a saving file opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OpenPlan {
+    /// Pages of each stop-copy slot buffer.
+    pub slot_pages: u32,
+    /// Number of slot buffers to allocate.
+    pub slots: u8,
+    /// For PRE_COPY, pages of the fresh buffer the initial SAVE uses (the
+    /// slot buffers stay reserved for stop-copy).
+    pub initial_pages: Option<u32>,
+}
+
+/// Computes the buffers a saving file starts with, from the first
+/// QUERY_VHCA_MIGRATION_STATE (full scope) answer.
+///
+/// # Errors
+/// [`SaveError::TooLarge`] when firmware needs more than one SAVE can hold.
+pub fn plan_open(cfg: &SaveConfig, query: MigrationStateSize) -> Result<OpenPlan, SaveError> {
+    let required = u64::from(query.required_umem_size);
+    let limit = cfg.max_buffer.min(MAX_SAVE_BUFFER);
+    if required > limit {
+        return Err(SaveError::TooLarge {
+            required,
+            limit,
+            chunk_mode: cfg.chunk_mode,
+        });
+    }
+    let size = if cfg.chunk_mode {
+        let total = query.remaining_total_size;
+        required.max(cfg.chunk_size.min(total))
+    } else if cfg.tracking {
+        // Room for the stop-copy image to grow by 10 % while PRE_COPY runs.
+        required.checked_add(required / 10).unwrap_or(required)
+    } else {
+        required
+    };
+    let size = size.min(limit);
+    let slot_pages = cfg.pages_for(size);
+    // CAST: slots() <= MAX_CHUNK_SLOTS = 8.
+    let slots = cfg.slots() as u8;
+    Ok(OpenPlan {
+        slot_pages,
+        slots,
+        initial_pages: cfg.tracking.then_some(slot_pages),
+    })
+}
