@@ -43,6 +43,15 @@ macro_rules! enum_with_unknown {
             #[allow(dead_code)]
             pub const KNOWN: &'static [Self] = &[$(Self::$variant),*];
 
+            /// The raw value, usable in constant expressions.
+            #[allow(dead_code)]
+            pub const fn raw(self) -> $ty {
+                match self {
+                    $( Self::$variant => $value, )*
+                    Self::Unknown(raw) => raw,
+                }
+            }
+
             /// The name used by the Linux headers, or `None` for unknown values.
             pub const fn linux_name(self) -> Option<&'static str> {
                 match self {

@@ -2,7 +2,7 @@
 //! and the arcs that end PRE_COPY.
 
 use crate::hal::{BufferId, DmaDirection, Hal, HalError};
-use crate::ifc::migration::{QueryMigrationState, SaveVhcaState, Scope};
+use crate::ifc::migration::{QueryMigrationState, SaveResult, SaveVhcaState, Scope};
 use crate::ifc::{Command, DecodeError, MAX_FIXED_IN};
 use crate::save::{
     BufRef, Empty, FileState, NextChunk, PrecopyInfo, SaveConfig, SaveEngine, SaveKind,
@@ -302,16 +302,7 @@ impl<H: Hal> Device<H> {
     }
 
     fn apply_completion(&mut self, buf_index: u16, output: &[u8]) {
-        // Decode with the same checks as any command output.
-        let template = SaveVhcaState {
-            vhca_id: 0,
-            scope: Scope::Full,
-            tracking: crate::ifc::migration::Tracking::Untracked,
-            va: 0,
-            mkey: crate::ifc::mkey::Mkey(0),
-            size: 0,
-        };
-        let decoded = template.decode(output);
+        let decoded = SaveResult::parse(output);
         let buf_id = self.res.get(buf_index).map(|b| b.id);
         let integrity = self.cfg.integrity_records;
         let Some(file) = self.saving.as_mut() else {

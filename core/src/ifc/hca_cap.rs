@@ -6,7 +6,7 @@
 //! with `other_function = 1, function_id = vf + 1` (`vhca_id`, `migratable`).
 
 use super::command::{Command, EncodeError};
-use super::layout::{FieldError, layout};
+use super::layout::{Checked, CheckedMut, FieldError, layout};
 use super::status::Opcode;
 
 layout! {
@@ -170,30 +170,31 @@ impl QueryHcaCap {
 
 impl Command for QueryHcaCap {
     const OPCODE: Opcode = Opcode::QueryHcaCap;
-    const IN_NAME: &'static str = "query_hca_cap_in";
-    const OUT_NAME: &'static str = "query_hca_cap_out";
-    const IN_SIZE: usize = query_hca_cap_in::SIZE;
-    const OUT_SIZE: usize = query_hca_cap_out::SIZE;
+    type In = query_hca_cap_in::Bits;
+    type Out = query_hca_cap_out::Bits;
     type Output = Caps;
 
     fn op_mod(&self) -> u16 {
         self.raw_op_mod()
     }
 
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
         if let CapTarget::OtherFunction { function_id } = self.target {
-            query_hca_cap_in::other_function.set(buf, true)?;
-            query_hca_cap_in::function_id.set(buf, function_id)?;
+            input.set(query_hca_cap_in::other_function, true)?;
+            input.set(query_hca_cap_in::function_id, function_id)?;
         }
         Ok(())
     }
 
-    fn decode_fields(&self, out: &[u8]) -> Result<Caps, FieldError> {
-        let cap = out.get(CAPABILITY_OFFSET..).unwrap_or_default();
-        Ok(match self.cap {
-            CapType::General => Caps::General(GeneralCaps::parse(cap)?),
-            CapType::General2 => Caps::General2(General2Caps::parse(cap)?),
-        })
+    fn decode_fields(&self, out: Checked<'_, Self::Out>) -> Caps {
+        match self.cap {
+            CapType::General => Caps::General(GeneralCaps::from_checked(
+                out.nested::<cmd_hca_cap::Bits, CAPABILITY_OFFSET>(),
+            )),
+            CapType::General2 => Caps::General2(General2Caps::from_checked(
+                out.nested::<cmd_hca_cap_2::Bits, CAPABILITY_OFFSET>(),
+            )),
+        }
     }
 }
 
@@ -203,12 +204,18 @@ impl GeneralCaps {
     /// # Errors
     /// When `cap` is too short to hold the fields.
     pub fn parse(cap: &[u8]) -> Result<Self, FieldError> {
-        Ok(Self {
-            vhca_id: cmd_hca_cap::vhca_id.get(cap)?,
-            hca_cap_2: cmd_hca_cap::hca_cap_2.get(cap)?,
-            migration: cmd_hca_cap::migration.get(cap)?,
-            adv_virtualization: cmd_hca_cap::adv_virtualization.get(cap)?,
-        })
+        Checked::new(cap).map(Self::from_checked)
+    }
+
+    /// Reads the members from a checked `cmd_hca_cap`.
+    pub fn from_checked(cap: Checked<'_, cmd_hca_cap::Bits>) -> Self {
+        use cmd_hca_cap as f;
+        Self {
+            vhca_id: cap.get(f::vhca_id),
+            hca_cap_2: cap.get(f::hca_cap_2),
+            migration: cap.get(f::migration),
+            adv_virtualization: cap.get(f::adv_virtualization),
+        }
     }
 }
 
@@ -218,12 +225,18 @@ impl General2Caps {
     /// # Errors
     /// When `cap` is too short to hold the fields.
     pub fn parse(cap: &[u8]) -> Result<Self, FieldError> {
-        Ok(Self {
-            migratable: cmd_hca_cap_2::migratable.get(cap)?,
-            migration_multi_load: cmd_hca_cap_2::migration_multi_load.get(cap)?,
-            migration_tracking_state: cmd_hca_cap_2::migration_tracking_state.get(cap)?,
-            migration_in_chunks: cmd_hca_cap_2::migration_in_chunks.get(cap)?,
-        })
+        Checked::new(cap).map(Self::from_checked)
+    }
+
+    /// Reads the members from a checked `cmd_hca_cap_2`.
+    pub fn from_checked(cap: Checked<'_, cmd_hca_cap_2::Bits>) -> Self {
+        use cmd_hca_cap_2 as f;
+        Self {
+            migratable: cap.get(f::migratable),
+            migration_multi_load: cap.get(f::migration_multi_load),
+            migration_tracking_state: cap.get(f::migration_tracking_state),
+            migration_in_chunks: cap.get(f::migration_in_chunks),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::layout::{FieldError, layout};
+use super::layout::{Checked, FieldError, Structure, layout};
 use super::status::{CmdError, CmdStatus, Opcode};
 
 layout! {
@@ -114,6 +114,21 @@ pub fn check_output(
             syndrome,
         })),
     }
+}
+
+/// [`check_output`] for a structure known by type; the checked view it
+/// returns reads every field of `S` without a `Result`.
+///
+/// # Errors
+/// As [`check_output`].
+pub fn checked_output<S: Structure>(
+    opcode: Opcode,
+    op_mod: u16,
+    out: &[u8],
+) -> Result<Checked<'_, S>, DecodeError> {
+    let layout = S::LAYOUT;
+    check_output(layout.name, layout.min_decode_len(), opcode, op_mod, out)?;
+    Checked::new(out).map_err(|e| DecodeError::from_field(layout.name, e))
 }
 
 /// Writes the generic input header (opcode, uid 0, op_mod) into `buf`.

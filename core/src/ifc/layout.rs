@@ -257,21 +257,24 @@ impl FieldValue for bool {
     }
 }
 
-/// A [`Field`] with the Rust type its value decodes to.
+/// A [`Field`] with the Rust type its value decodes to and the structure
+/// `S` it belongs to (the `Bits` marker of its `layout!` module), so a
+/// [`Checked`] view of `S` reads it without a length check and a field of
+/// another structure does not type-check.
 #[derive(Debug)]
-pub struct TypedField<T> {
+pub struct TypedField<T, S> {
     field: Field,
-    _type: PhantomData<T>,
+    _type: PhantomData<fn() -> (T, S)>,
 }
 
-impl<T> Clone for TypedField<T> {
+impl<T, S> Clone for TypedField<T, S> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<T> Copy for TypedField<T> {}
+impl<T, S> Copy for TypedField<T, S> {}
 
-impl<T: FieldValue> TypedField<T> {
+impl<T: FieldValue, S> TypedField<T, S> {
     /// Builds a typed field; used by `layout!`.
     pub const fn new(name: &'static str, bit: u32, width: u32) -> Self {
         Self {
@@ -285,14 +288,144 @@ impl<T: FieldValue> TypedField<T> {
         self.field
     }
 
-    /// Reads and converts the field.
+    /// Reads and converts the field from an unchecked buffer.
+    ///
+    /// # Errors
+    /// [`FieldError::Truncated`] when `buf` ends before the field.
     pub fn get(&self, buf: &[u8]) -> Result<T, FieldError> {
         self.field.read(buf).map(T::from_raw)
     }
 
-    /// Writes the field.
+    /// Writes the field into an unchecked buffer.
+    ///
+    /// # Errors
+    /// [`FieldError::Truncated`] or [`FieldError::TooWide`].
     pub fn set(&self, buf: &mut [u8], value: T) -> Result<(), FieldError> {
         self.field.write(buf, value.to_raw())
+    }
+}
+
+/// A structure described by a `layout!` table; implemented by the `Bits`
+/// marker each table declares (named after Linux's `mlx5_ifc_*_bits`).
+pub trait Structure {
+    /// The table.
+    const LAYOUT: &'static Layout;
+}
+
+/// A buffer whose length was checked once against structure `S`, in the
+/// manner of smoltcp's `new_checked` views: every field of `S` then reads
+/// without a `Result`.
+#[derive(Debug)]
+pub struct Checked<'a, S> {
+    bytes: &'a [u8],
+    _structure: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Checked<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for Checked<'_, S> {}
+
+impl<'a, S: Structure> Checked<'a, S> {
+    /// Checks that `bytes` hold every field of `S`
+    /// ([`Layout::min_decode_len`]).
+    ///
+    /// # Errors
+    /// [`FieldError::Truncated`] naming the structure.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, FieldError> {
+        let needed = S::LAYOUT.min_decode_len();
+        if bytes.len() < needed {
+            return Err(FieldError::Truncated {
+                field: S::LAYOUT.name,
+                needed,
+                actual: bytes.len(),
+            });
+        }
+        Ok(Self {
+            bytes,
+            _structure: PhantomData,
+        })
+    }
+
+    /// Reads a field of `S`.
+    pub fn get<T: FieldValue>(&self, field: TypedField<T, S>) -> T {
+        // Cannot fail: `layout!` proves at compile time that every field of
+        // `S` is a well-formed word ending within `min_decode_len`, which
+        // `new` checked. Only a wide reserved block refuses to be a value,
+        // and its type (`Reserved`) carries none. No unwrap, so no panic path.
+        T::from_raw(field.field.read(self.bytes).unwrap_or(0))
+    }
+
+    /// The structure `N` nested at byte `AT`, checked at compile time to lie
+    /// within what `new` checked.
+    pub fn nested<N: Structure, const AT: usize>(&self) -> Checked<'a, N> {
+        const {
+            assert!(AT.saturating_add(N::LAYOUT.min_decode_len()) <= S::LAYOUT.min_decode_len());
+        }
+        Checked {
+            // Never empty in practice: the assertion above and `new`'s check.
+            bytes: self.bytes.get(AT..).unwrap_or_default(),
+            _structure: PhantomData,
+        }
+    }
+
+    /// The underlying bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// A mutable buffer checked once against structure `S`: writes can only
+/// fail on a value wider than its field.
+#[derive(Debug)]
+pub struct CheckedMut<'a, S> {
+    bytes: &'a mut [u8],
+    _structure: PhantomData<fn() -> S>,
+}
+
+impl<'a, S: Structure> CheckedMut<'a, S> {
+    /// Checks that `bytes` hold every field of `S`.
+    ///
+    /// # Errors
+    /// [`FieldError::Truncated`] naming the structure.
+    pub fn new(bytes: &'a mut [u8]) -> Result<Self, FieldError> {
+        let needed = S::LAYOUT.min_decode_len();
+        if bytes.len() < needed {
+            return Err(FieldError::Truncated {
+                field: S::LAYOUT.name,
+                needed,
+                actual: bytes.len(),
+            });
+        }
+        Ok(Self {
+            bytes,
+            _structure: PhantomData,
+        })
+    }
+
+    /// Writes a field of `S`.
+    ///
+    /// # Errors
+    /// [`FieldError::TooWide`] only (the length was checked).
+    pub fn set<T: FieldValue>(
+        &mut self,
+        field: TypedField<T, S>,
+        value: T,
+    ) -> Result<(), FieldError> {
+        field.field.write(self.bytes, value.to_raw())
+    }
+
+    /// Reads back a field of `S`.
+    pub fn get<T: FieldValue>(&self, field: TypedField<T, S>) -> T {
+        // As `Checked::get`: in range by construction.
+        T::from_raw(field.field.read(self.bytes).unwrap_or(0))
+    }
+
+    /// The underlying bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        self.bytes
     }
 }
 
@@ -359,10 +492,28 @@ pub struct Layout {
 impl Layout {
     /// The bytes a decoder needs: the whole structure, or for capabilities the
     /// end of the last listed field.
-    pub fn min_decode_len(&self) -> usize {
+    pub const fn min_decode_len(&self) -> usize {
         match self.kind {
-            LayoutKind::Capability => self.fields.iter().map(Field::end_byte).max().unwrap_or(0),
+            LayoutKind::Capability => {
+                let mut end = 0;
+                let mut rest = self.fields;
+                while let [f, tail @ ..] = rest {
+                    if f.end_byte() > end {
+                        end = f.end_byte();
+                    }
+                    rest = tail;
+                }
+                end
+            }
             _ => self.size,
+        }
+    }
+
+    /// The opcode of a command input table; `None` for other kinds.
+    pub const fn opcode(&self) -> Option<u16> {
+        match self.kind {
+            LayoutKind::Input { opcode } => Some(opcode),
+            _ => None,
         }
     }
 }
@@ -428,14 +579,23 @@ macro_rules! layout {
         #[allow(non_upper_case_globals)]
         $vis mod $name {
             #[allow(unused_imports)]
-            use $crate::ifc::layout::{Field, Layout, LayoutKind, Nested, Reserved, Tail, TypedField};
+            use $crate::ifc::layout::{Field, Layout, LayoutKind, Nested, Reserved, Structure, Tail, TypedField};
 
             /// Size of the fixed part in bytes.
             pub const SIZE: usize = $size;
 
+            /// The structure as a type (Linux's `mlx5_ifc_*_bits`): what
+            /// its fields and [`Checked`]($crate::ifc::layout::Checked) views are tagged with.
+            #[derive(Clone, Copy, Debug)]
+            pub struct Bits;
+
+            impl Structure for Bits {
+                const LAYOUT: &'static Layout = &LAYOUT;
+            }
+
             $(
                 #[doc = concat!("`", stringify!($field), "`: bit ", stringify!($bit), ", width ", stringify!($width), ".")]
-                pub const $field: TypedField<$ty> = TypedField::new(stringify!($field), $bit, $width);
+                pub const $field: TypedField<$ty, Bits> = TypedField::new(stringify!($field), $bit, $width);
                 const _: () = assert!($width <= <$ty as $crate::ifc::layout::FieldValue>::BITS);
             )*
 

@@ -1,7 +1,8 @@
 //! QUERY_VHCA_MIGRATION_STATE, SAVE_VHCA_STATE and LOAD_VHCA_STATE.
 
 use super::command::{Command, EncodeError};
-use super::layout::{FieldError, layout};
+use super::header::{DecodeError, checked_output};
+use super::layout::{Checked, CheckedMut, layout};
 use super::mkey::Mkey;
 use super::status::Opcode;
 
@@ -139,8 +140,14 @@ pub struct MigrationStateSize {
 /// from a posted patch (2026, with `VFIO_PRECOPY_INFO_REINIT`) and is not in
 /// the [`query_vhca_migration_state_out`] table, which follows the merged
 /// header; firmware without it leaves the bits 0.
-pub const MIGRATION_STATE: super::layout::TypedField<u8> =
+pub const MIGRATION_STATE: super::layout::TypedField<u8, query_vhca_migration_state_out::Bits> =
     super::layout::TypedField::new("migration_state", 0x60, 4);
+
+// It lies inside the output (so a checked view reads it) and is a plain word.
+const _: () = assert!(
+    MIGRATION_STATE.field().end_byte() <= query_vhca_migration_state_out::SIZE
+        && MIGRATION_STATE.field().is_well_formed()
+);
 
 /// `migration_state` values (the posted patch's
 /// `MLX5_QUERY_VHCA_MIG_STATE_OPER_MIGRATION_*`).
@@ -159,28 +166,23 @@ pub mod migration_state {
 
 impl Command for QueryMigrationState {
     const OPCODE: Opcode = Opcode::QueryVhcaMigrationState;
-    const IN_NAME: &'static str = "query_vhca_migration_state_in";
-    const OUT_NAME: &'static str = "query_vhca_migration_state_out";
-    const IN_SIZE: usize = query_vhca_migration_state_in::SIZE;
-    const OUT_SIZE: usize = query_vhca_migration_state_out::SIZE;
+    type In = query_vhca_migration_state_in::Bits;
+    type Out = query_vhca_migration_state_out::Bits;
     type Output = MigrationStateSize;
 
-    fn op_mod(&self) -> u16 {
-        0
-    }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
         use query_vhca_migration_state_in as f;
-        f::incremental.set(buf, self.scope == Scope::Incremental)?;
-        f::chunk.set(buf, self.chunked)?;
-        Ok(f::vhca_id.set(buf, self.vhca_id)?)
+        input.set(f::incremental, self.scope == Scope::Incremental)?;
+        input.set(f::chunk, self.chunked)?;
+        Ok(input.set(f::vhca_id, self.vhca_id)?)
     }
-    fn decode_fields(&self, out: &[u8]) -> Result<MigrationStateSize, FieldError> {
+    fn decode_fields(&self, out: Checked<'_, Self::Out>) -> MigrationStateSize {
         use query_vhca_migration_state_out as f;
-        Ok(MigrationStateSize {
-            required_umem_size: f::required_umem_size.get(out)?,
-            remaining_total_size: f::remaining_total_size.get(out)?,
-            migration_state: MIGRATION_STATE.get(out)?,
-        })
+        MigrationStateSize {
+            required_umem_size: out.get(f::required_umem_size),
+            remaining_total_size: out.get(f::remaining_total_size),
+            migration_state: out.get(MIGRATION_STATE),
+        }
     }
 }
 
@@ -212,32 +214,55 @@ pub struct SaveResult {
     pub next_required_umem_size: u32,
 }
 
+impl SaveResult {
+    /// Parses a SAVE_VHCA_STATE output: length, status, then the sizes.
+    /// A SAVE completes asynchronously, so the completion path has the
+    /// output but not the command that produced it; nothing about the
+    /// command is needed to read it (SAVE's op_mod is always 0).
+    ///
+    /// ```
+    /// use mlx5vf_core::ifc::migration::SaveResult;
+    /// let mut out = [0u8; 16];
+    /// out[8..12].copy_from_slice(&0x1000u32.to_be_bytes());
+    /// let r = SaveResult::parse(&out).unwrap();
+    /// assert_eq!(r.actual_image_size, 0x1000);
+    /// assert_eq!(r.next_required_umem_size, 0);
+    /// ```
+    ///
+    /// # Errors
+    /// [`DecodeError::Truncated`] for a short output, [`DecodeError::Failed`]
+    /// for a non-OK status.
+    pub fn parse(out: &[u8]) -> Result<Self, DecodeError> {
+        checked_output(Opcode::SaveVhcaState, 0, out).map(Self::from_checked)
+    }
+
+    /// Reads the sizes from a checked output.
+    pub fn from_checked(out: Checked<'_, save_vhca_state_out::Bits>) -> Self {
+        use save_vhca_state_out as f;
+        Self {
+            actual_image_size: out.get(f::actual_image_size),
+            next_required_umem_size: out.get(f::next_required_umem_size),
+        }
+    }
+}
+
 impl Command for SaveVhcaState {
     const OPCODE: Opcode = Opcode::SaveVhcaState;
-    const IN_NAME: &'static str = "save_vhca_state_in";
-    const OUT_NAME: &'static str = "save_vhca_state_out";
-    const IN_SIZE: usize = save_vhca_state_in::SIZE;
-    const OUT_SIZE: usize = save_vhca_state_out::SIZE;
+    type In = save_vhca_state_in::Bits;
+    type Out = save_vhca_state_out::Bits;
     type Output = SaveResult;
 
-    fn op_mod(&self) -> u16 {
-        0
-    }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
         use save_vhca_state_in as f;
-        f::incremental.set(buf, self.scope == Scope::Incremental)?;
-        f::set_track.set(buf, self.tracking == Tracking::Track)?;
-        f::vhca_id.set(buf, self.vhca_id)?;
-        f::va.set(buf, self.va)?;
-        f::mkey.set(buf, self.mkey.0)?;
-        Ok(f::size.set(buf, self.size)?)
+        input.set(f::incremental, self.scope == Scope::Incremental)?;
+        input.set(f::set_track, self.tracking == Tracking::Track)?;
+        input.set(f::vhca_id, self.vhca_id)?;
+        input.set(f::va, self.va)?;
+        input.set(f::mkey, self.mkey.0)?;
+        Ok(input.set(f::size, self.size)?)
     }
-    fn decode_fields(&self, out: &[u8]) -> Result<SaveResult, FieldError> {
-        use save_vhca_state_out as f;
-        Ok(SaveResult {
-            actual_image_size: f::actual_image_size.get(out)?,
-            next_required_umem_size: f::next_required_umem_size.get(out)?,
-        })
+    fn decode_fields(&self, out: Checked<'_, Self::Out>) -> SaveResult {
+        SaveResult::from_checked(out)
     }
 }
 
@@ -256,25 +281,18 @@ pub struct LoadVhcaState {
 
 impl Command for LoadVhcaState {
     const OPCODE: Opcode = Opcode::LoadVhcaState;
-    const IN_NAME: &'static str = "load_vhca_state_in";
-    const OUT_NAME: &'static str = "load_vhca_state_out";
-    const IN_SIZE: usize = load_vhca_state_in::SIZE;
-    const OUT_SIZE: usize = load_vhca_state_out::SIZE;
+    type In = load_vhca_state_in::Bits;
+    type Out = load_vhca_state_out::Bits;
     type Output = ();
 
-    fn op_mod(&self) -> u16 {
-        0
-    }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
         use load_vhca_state_in as f;
-        f::vhca_id.set(buf, self.vhca_id)?;
-        f::va.set(buf, self.va)?;
-        f::mkey.set(buf, self.mkey.0)?;
-        Ok(f::size.set(buf, self.size)?)
+        input.set(f::vhca_id, self.vhca_id)?;
+        input.set(f::va, self.va)?;
+        input.set(f::mkey, self.mkey.0)?;
+        Ok(input.set(f::size, self.size)?)
     }
-    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
-        Ok(())
-    }
+    fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
 
 static_assertions::const_assert_eq!(query_vhca_migration_state_in::SIZE, 16);

@@ -8,7 +8,7 @@ use bitfield_struct::bitfield;
 
 use super::command::{Command, EncodeError};
 use super::header::write_in_header;
-use super::layout::{FieldError, layout};
+use super::layout::{Checked, CheckedMut, FieldError, layout};
 use super::pd::Pd;
 use super::status::Opcode;
 
@@ -297,17 +297,8 @@ fn encode_fixed(dst: &mut [u8], pd: Pd, npages: u32, octwords: u32) -> Result<()
 /// # Errors
 /// As [`Command::decode`].
 pub fn decode_create_mkey_out(out: &[u8]) -> Result<Mkey, super::DecodeError> {
-    super::header::check_output(
-        "create_mkey_out",
-        create_mkey_out::SIZE,
-        Opcode::CreateMkey,
-        0,
-        out,
-    )?;
-    create_mkey_out::mkey_index
-        .get(out)
-        .map(Mkey::from_index)
-        .map_err(|e| super::DecodeError::from_field("create_mkey_out", e))
+    let out = super::header::checked_output::<create_mkey_out::Bits>(Opcode::CreateMkey, 0, out)?;
+    Ok(Mkey::from_index(out.get(create_mkey_out::mkey_index)))
 }
 
 /// DESTROY_MKEY.
@@ -319,21 +310,14 @@ pub struct DestroyMkey {
 
 impl Command for DestroyMkey {
     const OPCODE: Opcode = Opcode::DestroyMkey;
-    const IN_NAME: &'static str = "destroy_mkey_in";
-    const OUT_NAME: &'static str = "destroy_mkey_out";
-    const IN_SIZE: usize = destroy_mkey_in::SIZE;
-    const OUT_SIZE: usize = destroy_mkey_out::SIZE;
+    type In = destroy_mkey_in::Bits;
+    type Out = destroy_mkey_out::Bits;
     type Output = ();
 
-    fn op_mod(&self) -> u16 {
-        0
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
+        Ok(input.set(destroy_mkey_in::mkey_index, self.mkey.index())?)
     }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
-        Ok(destroy_mkey_in::mkey_index.set(buf, self.mkey.index())?)
-    }
-    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
-        Ok(())
-    }
+    fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
 
 static_assertions::const_assert_eq!(mkc::SIZE, 64);

@@ -25,8 +25,10 @@ pub mod status;
 pub mod vhca;
 
 pub use command::{Command, EncodeError};
-pub use header::{DecodeError, check_output};
-pub use layout::{Field, FieldError, Layout, LayoutKind, Nested, Tail};
+pub use header::{DecodeError, check_output, checked_output};
+pub use layout::{
+    Checked, CheckedMut, Field, FieldError, Layout, LayoutKind, Nested, Structure, Tail,
+};
 pub use status::{CmdError, CmdStatus, Opcode};
 
 /// Every structure this crate describes, for tools that encode and decode by
@@ -61,6 +63,25 @@ pub const LAYOUTS: &[&Layout] = &[
 pub fn layout_by_name(name: &str) -> Option<&'static Layout> {
     LAYOUTS.iter().copied().find(|l| l.name == name)
 }
+
+// Every command's tables agree with its opcode (see `Command::TABLES_AGREE`):
+// evaluated here so a disagreement fails the build of this crate, not only of
+// the code that happens to send the command.
+const _: () = <hca_cap::QueryHcaCap as Command>::TABLES_AGREE;
+const _: () = <pd::AllocPd as Command>::TABLES_AGREE;
+const _: () = <pd::DeallocPd as Command>::TABLES_AGREE;
+const _: () = <mkey::DestroyMkey as Command>::TABLES_AGREE;
+const _: () = <vhca::SuspendVhca as Command>::TABLES_AGREE;
+const _: () = <vhca::ResumeVhca as Command>::TABLES_AGREE;
+const _: () = <migration::QueryMigrationState as Command>::TABLES_AGREE;
+const _: () = <migration::SaveVhcaState as Command>::TABLES_AGREE;
+const _: () = <migration::LoadVhcaState as Command>::TABLES_AGREE;
+// CREATE_MKEY has a variable-length input and no `Command`; its table is
+// checked the same way.
+const _: () = assert!(matches!(
+    mkey::create_mkey_in::LAYOUT.opcode(),
+    Some(op) if op == Opcode::CreateMkey.raw()
+));
 
 /// The largest fixed command input the core sends (CREATE_MKEY's variable
 /// part aside): 32 bytes (SAVE/LOAD).

@@ -1,7 +1,7 @@
 //! ALLOC_PD / DEALLOC_PD: one protection domain per migration file.
 
 use super::command::{Command, EncodeError};
-use super::layout::{FieldError, layout};
+use super::layout::{Checked, CheckedMut, layout};
 use super::status::Opcode;
 
 layout! {
@@ -61,20 +61,15 @@ pub struct AllocPd;
 
 impl Command for AllocPd {
     const OPCODE: Opcode = Opcode::AllocPd;
-    const IN_NAME: &'static str = "alloc_pd_in";
-    const OUT_NAME: &'static str = "alloc_pd_out";
-    const IN_SIZE: usize = alloc_pd_in::SIZE;
-    const OUT_SIZE: usize = alloc_pd_out::SIZE;
+    type In = alloc_pd_in::Bits;
+    type Out = alloc_pd_out::Bits;
     type Output = Pd;
 
-    fn op_mod(&self) -> u16 {
-        0
-    }
-    fn encode_fields(&self, _buf: &mut [u8]) -> Result<(), EncodeError> {
+    fn encode_fields(&self, _input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
         Ok(())
     }
-    fn decode_fields(&self, out: &[u8]) -> Result<Pd, FieldError> {
-        alloc_pd_out::pd.get(out).map(Pd)
+    fn decode_fields(&self, out: Checked<'_, Self::Out>) -> Pd {
+        Pd(out.get(alloc_pd_out::pd))
     }
 }
 
@@ -87,21 +82,14 @@ pub struct DeallocPd {
 
 impl Command for DeallocPd {
     const OPCODE: Opcode = Opcode::DeallocPd;
-    const IN_NAME: &'static str = "dealloc_pd_in";
-    const OUT_NAME: &'static str = "dealloc_pd_out";
-    const IN_SIZE: usize = dealloc_pd_in::SIZE;
-    const OUT_SIZE: usize = dealloc_pd_out::SIZE;
+    type In = dealloc_pd_in::Bits;
+    type Out = dealloc_pd_out::Bits;
     type Output = ();
 
-    fn op_mod(&self) -> u16 {
-        0
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
+        Ok(input.set(dealloc_pd_in::pd, self.pd.0)?)
     }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
-        Ok(dealloc_pd_in::pd.set(buf, self.pd.0)?)
-    }
-    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
-        Ok(())
-    }
+    fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
 
 static_assertions::const_assert_eq!(alloc_pd_in::SIZE, 16);

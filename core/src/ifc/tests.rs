@@ -622,3 +622,68 @@ fn error_display_reads_like_a_driver_log() {
         "LOAD_VHCA_STATE(0x119) op_mod 0x0 failed: status BAD_PARAM_ERR(0x3), syndrome 0x01234567 (EINVAL)"
     );
 }
+
+#[test]
+fn a_save_completion_parses_itself_with_the_same_checks_as_any_output() {
+    let mut out = out_with_status(16, 0, 0);
+    out[8..12].copy_from_slice(&0x0010_0000u32.to_be_bytes());
+    out[12..16].copy_from_slice(&0x0080_0000u32.to_be_bytes());
+    assert_eq!(
+        SaveResult::parse(&out),
+        Ok(SaveResult {
+            actual_image_size: 0x0010_0000,
+            next_required_umem_size: 0x0080_0000
+        })
+    );
+    // A refused SAVE names the opcode it was, though no command was at hand.
+    let refused = out_with_status(16, 0x05, 0xdead);
+    match SaveResult::parse(&refused) {
+        Err(DecodeError::Failed(e)) => {
+            assert_eq!(e.opcode, Opcode::SaveVhcaState);
+            assert_eq!(e.syndrome, 0xdead);
+        }
+        other => panic!("expected a firmware refusal, got {other:?}"),
+    }
+    assert_eq!(
+        SaveResult::parse(&out[..15]),
+        Err(DecodeError::Truncated {
+            structure: "save_vhca_state_out",
+            needed: 16,
+            actual: 15
+        })
+    );
+}
+
+#[test]
+fn a_checked_view_checks_the_length_once_and_reads_every_field() {
+    use crate::ifc::migration::save_vhca_state_in as f;
+    assert_eq!(
+        Checked::<f::Bits>::new(&[0u8; 31]).map(|_| ()),
+        Err(FieldError::Truncated {
+            field: "save_vhca_state_in",
+            needed: 32,
+            actual: 31
+        })
+    );
+    let mut buf = [0u8; 32];
+    let mut input = CheckedMut::<f::Bits>::new(&mut buf).unwrap();
+    input.set(f::vhca_id, 0x1234).unwrap();
+    input.set(f::va, 0x0102_0304_0506_0708).unwrap();
+    input.set(f::set_track, true).unwrap();
+    assert!(matches!(
+        input.set(f::reserved_at_42, 0x4000),
+        Err(FieldError::TooWide { width: 14, .. })
+    ));
+    let view = Checked::<f::Bits>::new(&buf).unwrap();
+    assert_eq!(view.get(f::vhca_id), 0x1234);
+    assert_eq!(view.get(f::va), 0x0102_0304_0506_0708);
+    assert!(view.get(f::set_track));
+    assert!(!view.get(f::incremental));
+    // A capability area nested in a QUERY_HCA_CAP output: the offset is
+    // checked against the outer table at compile time.
+    let mut out = out_with_status(4112, 0, 0);
+    out[16 + 16] |= 0x80; // cmd_hca_cap_2.migratable (bit 0x80)
+    let outer = Checked::<crate::ifc::hca_cap::query_hca_cap_out::Bits>::new(&out).unwrap();
+    let cap2 = outer.nested::<crate::ifc::hca_cap::cmd_hca_cap_2::Bits, { crate::ifc::hca_cap::CAPABILITY_OFFSET }>();
+    assert!(cap2.get(crate::ifc::hca_cap::cmd_hca_cap_2::migratable));
+}

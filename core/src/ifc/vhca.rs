@@ -5,7 +5,7 @@
 //! INITIATOR = 1.
 
 use super::command::{Command, EncodeError};
-use super::layout::{FieldError, layout};
+use super::layout::{Checked, CheckedMut, layout};
 use super::status::Opcode;
 
 layout! {
@@ -97,10 +97,8 @@ pub struct ResumeVhca {
 
 impl Command for SuspendVhca {
     const OPCODE: Opcode = Opcode::SuspendVhca;
-    const IN_NAME: &'static str = "suspend_vhca_in";
-    const OUT_NAME: &'static str = "suspend_vhca_out";
-    const IN_SIZE: usize = suspend_vhca_in::SIZE;
-    const OUT_SIZE: usize = suspend_vhca_out::SIZE;
+    type In = suspend_vhca_in::Bits;
+    type Out = suspend_vhca_out::Bits;
     type Output = ();
 
     fn op_mod(&self) -> u16 {
@@ -109,20 +107,16 @@ impl Command for SuspendVhca {
             VhcaSide::Responder => SUSPEND_OP_MOD_RESPONDER,
         }
     }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
-        Ok(suspend_vhca_in::vhca_id.set(buf, self.vhca_id)?)
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
+        Ok(input.set(suspend_vhca_in::vhca_id, self.vhca_id)?)
     }
-    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
-        Ok(())
-    }
+    fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
 
 impl Command for ResumeVhca {
     const OPCODE: Opcode = Opcode::ResumeVhca;
-    const IN_NAME: &'static str = "resume_vhca_in";
-    const OUT_NAME: &'static str = "resume_vhca_out";
-    const IN_SIZE: usize = resume_vhca_in::SIZE;
-    const OUT_SIZE: usize = resume_vhca_out::SIZE;
+    type In = resume_vhca_in::Bits;
+    type Out = resume_vhca_out::Bits;
     type Output = ();
 
     fn op_mod(&self) -> u16 {
@@ -131,12 +125,10 @@ impl Command for ResumeVhca {
             VhcaSide::Responder => RESUME_OP_MOD_RESPONDER,
         }
     }
-    fn encode_fields(&self, buf: &mut [u8]) -> Result<(), EncodeError> {
-        Ok(resume_vhca_in::vhca_id.set(buf, self.vhca_id)?)
+    fn encode_fields(&self, input: &mut CheckedMut<'_, Self::In>) -> Result<(), EncodeError> {
+        Ok(input.set(resume_vhca_in::vhca_id, self.vhca_id)?)
     }
-    fn decode_fields(&self, _out: &[u8]) -> Result<(), FieldError> {
-        Ok(())
-    }
+    fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
 
 static_assertions::const_assert_eq!(suspend_vhca_in::SIZE, 16);
