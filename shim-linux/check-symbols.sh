@@ -94,8 +94,10 @@ step "panic paths"
 # Panic entry points: core::panicking::*, the *_fail helpers of slices,
 # strings and Option/Result, the panic handler. Relocations to local
 # symbols name their section (.text.<mangled>), so match on the mangled
-# and demangled spellings both.
-panic_re='(core.*(panick|_fail|failed))|rust_begin_unwind'
+# and demangled spellings both. `core` must be the crate itself (`N4core`
+# mangled, `core::` at a word start demangled), not a crate whose name ends
+# in it (`mlx5vf_core::...::handle_save_failed` is not a panic path).
+panic_re='((ZN4core|(^|[^_[:alnum:]])core::)[^ ]*(panick|_fail|failed))|rust_begin_unwind'
 objdump -dr --no-show-raw-insn -C "$obj" >"$work/dis.txt"
 awk -v re="$panic_re" '
 	/^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn); next }

@@ -434,7 +434,7 @@
 /**
  * Bytes of `struct mlx5vf_device` (64-bit targets).
  */
-#define MLX5VF_DEVICE_SIZE 3456
+#define MLX5VF_DEVICE_SIZE 3584
 
 /**
  * Alignment of `struct mlx5vf_device`.
@@ -444,7 +444,7 @@
 /**
  * `MLX5VF_DEVICE_SIZE` in 64-bit words (the storage array's length).
  */
-#define MLX5VF_DEVICE_WORDS 432
+#define MLX5VF_DEVICE_WORDS 448
 
 /**
  * Bytes of `struct mlx5vf_file` (64-bit targets).

@@ -5,8 +5,8 @@ use crate::hal::{BufferId, DmaDirection, Hal, HalError};
 use crate::ifc::migration::{QueryMigrationState, SaveResult, SaveVhcaState, Scope};
 use crate::ifc::{Command, DecodeError, MAX_FIXED_IN};
 use crate::save::{
-    BufRef, Empty, FileState, NextChunk, PrecopyInfo, SaveConfig, SaveEngine, SaveKind,
-    SaveRequest, Segment, SlotBuffer, plan_open,
+    BufRef, Empty, FileState, ImageMode, PrecopyInfo, SaveAction, SaveConfig, SaveEngine,
+    SaveFailure, SaveKind, SaveRequest, Segment, plan_open,
 };
 use crate::stream::{STREAM_FORMAT_VERSION, StreamInfo, StreamInfoFlags};
 use crate::vfio::{MigState, SaveMode, Session};
@@ -108,8 +108,12 @@ impl<H: Hal> Device<H> {
         })?;
         let tracking = mode == SaveMode::PreCopy;
         let cfg = SaveConfig {
-            chunk_mode: probe.chunk_mode,
-            tracking,
+            image: if probe.chunk_mode {
+                ImageMode::Chunked
+            } else {
+                ImageMode::Single
+            },
+            mode,
             chunk_size: self.cfg.chunk_size,
             chunk_slots: self.cfg.chunk_slots,
             page_size: crate::ifc::mkey::PAGE_SIZE,
@@ -149,29 +153,70 @@ impl<H: Hal> Device<H> {
         });
         file.engine
             .open(cfg, slots.get(..count).unwrap_or_default())?;
-        let fresh = match plan.initial_pages {
-            Some(n) => Some(self.alloc_buffer(session, n, DmaDirection::FromDevice, true)?),
-            None => None,
-        };
-        let req = self
-            .saving
-            .as_mut()
-            .ok_or(DeviceError::NoFile)?
-            .engine
-            .first_save(fresh)?;
-        self.start_save(req)
+        file.engine.first_save(plan.initial_pages)?;
+        self.drive_saving()
     }
 
-    /// Issues a SAVE the engine asked for.
-    fn start_save(&mut self, req: SaveRequest) -> Result<(), DeviceError> {
-        let vhca_id = self.probed_vhca()?;
-        let result = self.try_start_save(vhca_id, req);
+    /// Carries out what the saving engine asks for (SAVEs, allocations,
+    /// frees) until it asks for nothing: the one loop every input of the
+    /// saving file ends in. An action that cannot be carried out fails the
+    /// file through the engine (which drops what depended on it; queued
+    /// frees still run), and the first such error is returned.
+    fn drive_saving(&mut self) -> Result<(), DeviceError> {
+        let mut first_error = None;
+        // Bounded: every action is popped once, and carrying one out queues
+        // at most one more (an allocation its SAVE, a failed SAVE its free),
+        // so the engine's MAX_ACTIONS bounds each chain.
+        while let Some((session, action)) = self
+            .saving
+            .as_mut()
+            .and_then(|f| f.engine.poll_action().map(|a| (f.session, a)))
+        {
+            let outcome = match action {
+                SaveAction::Free(buf) => {
+                    self.free_buffer(buf.index);
+                    Ok(())
+                }
+                SaveAction::Allocate { npages } => self.supply_save_buffer(session, npages),
+                SaveAction::Save(req) => self.issue_save(req),
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Allocates the buffer the engine asked for and hands it over.
+    fn supply_save_buffer(&mut self, session: SessionId, npages: u32) -> Result<(), DeviceError> {
+        let buf = match self.alloc_buffer(session, npages, DmaDirection::FromDevice, true) {
+            Ok(buf) => buf,
+            Err(e) => {
+                self.fail_saving(SaveFailure::NotStarted);
+                return Err(e);
+            }
+        };
+        let handed = self
+            .saving
+            .as_mut()
+            .ok_or(DeviceError::NoFile)
+            .and_then(|f| Ok(f.engine.handle_buffer(buf)?));
+        if handed.is_err() {
+            // The engine did not take it.
+            self.free_buffer(buf.index);
+        }
+        handed
+    }
+
+    /// Issues a SAVE the engine asked for; one that cannot be issued goes
+    /// back to the engine as failed.
+    fn issue_save(&mut self, req: SaveRequest) -> Result<(), DeviceError> {
+        let result = self
+            .probed_vhca()
+            .and_then(|vhca_id| self.try_start_save(vhca_id, req));
         if result.is_err() {
             if let Some(f) = self.saving.as_mut() {
-                let free = f.engine.fail(None).ok().flatten();
-                if let Some(b) = free {
-                    self.free_buffer(b.index);
-                }
+                let _ = f.engine.handle_save_failed(SaveFailure::NotStarted);
             }
         }
         result
@@ -217,35 +262,9 @@ impl<H: Hal> Device<H> {
         Ok(())
     }
 
-    /// Starts a stop-copy chunk, growing the slot's buffer if it is too small.
-    fn start_chunk(&mut self, next: NextChunk) -> Result<(), DeviceError> {
-        let (session, decision) = {
-            let f = self.saving.as_ref().ok_or(DeviceError::NoFile)?;
-            (f.session, f.engine.slot_for(next.slot, next.min_bytes)?)
-        };
-        if let SlotBuffer::Grow { old, npages } = decision {
-            if let Some(old) = old {
-                self.free_buffer(old.index);
-            }
-            let buf = self.alloc_buffer(session, npages, DmaDirection::FromDevice, true)?;
-            self.saving
-                .as_mut()
-                .ok_or(DeviceError::NoFile)?
-                .engine
-                .set_slot(next.slot, buf)?;
-        }
-        let req = self
-            .saving
-            .as_mut()
-            .ok_or(DeviceError::NoFile)?
-            .engine
-            .start_chunk(next.slot)?;
-        self.start_save(req)
-    }
-
-    fn mark_saving_failed(&mut self) {
+    fn fail_saving(&mut self, why: SaveFailure) {
         if let Some(f) = self.saving.as_mut() {
-            f.engine.set_error();
+            f.engine.fail(why);
         }
     }
 
@@ -287,10 +306,7 @@ impl<H: Hal> Device<H> {
             .map(|(_, k)| k);
         self.apply_completion(f.buf, output);
         if kind == Some(SaveKind::Cleanup) {
-            let failed = self
-                .saving
-                .as_ref()
-                .is_some_and(|s| s.engine.state() == FileState::Error);
+            let failed = self.saving.as_ref().is_some_and(|s| s.engine.is_failed());
             self.cleanup_done = Some(if failed {
                 Err(DeviceError::SaveFileFailed)
             } else {
@@ -311,14 +327,12 @@ impl<H: Hal> Device<H> {
         let result = match decoded {
             Ok(r) => r,
             Err(e) => {
-                let status = match e {
-                    DecodeError::Failed(c) => Some(c.status),
-                    _ => None,
+                let why = match e {
+                    DecodeError::Failed(c) => SaveFailure::Refused(c.status),
+                    _ => SaveFailure::BadOutput,
                 };
-                let free = file.engine.fail(status).ok().flatten();
-                if let Some(b) = free {
-                    self.free_buffer(b.index);
-                }
+                let _ = file.engine.handle_save_failed(why);
+                let _ = self.drive_saving();
                 return;
             }
         };
@@ -332,17 +346,11 @@ impl<H: Hal> Device<H> {
         let Some(file) = self.saving.as_mut() else {
             return;
         };
-        // On error the engine has marked the file failed; nothing else to do.
-        if let Ok(after) = file.engine.complete(result, crc) {
-            if let Some(buf) = after.discard {
-                self.free_buffer(buf.index);
-            }
-            if let Some(next) = after.next {
-                if self.start_chunk(next).is_err() {
-                    self.mark_saving_failed();
-                }
-            }
-        }
+        // On error the engine has failed the file (with the reason); what it
+        // still asks for (frees) runs below, and a failure to start the next
+        // chunk fails the file the same way: no caller waits on this call.
+        let _ = file.engine.handle_completion(result, crc);
+        let _ = self.drive_saving();
     }
 
     /// The final save when PRE_COPY ends (PRE_COPY_P2P → STOP_COPY).
@@ -355,7 +363,8 @@ impl<H: Hal> Device<H> {
         if state == FileState::Error {
             return Err(DeviceError::FileFailed);
         }
-        // After a PRE_COPY error the final image is a full one.
+        // After a PRE_COPY error the final image is a full one, so the
+        // QUERY asks for the full size.
         let scope = if state == FileState::PreCopyError {
             Scope::Full
         } else {
@@ -368,13 +377,12 @@ impl<H: Hal> Device<H> {
                 chunked: probe.chunk_mode,
             })
             .and_then(|q| {
-                self.start_chunk(NextChunk {
-                    slot: 0,
-                    min_bytes: u64::from(q.required_umem_size),
-                })
-            });
+                let file = self.saving.as_mut().ok_or(DeviceError::NoFile)?;
+                Ok(file.engine.start_final(u64::from(q.required_umem_size))?)
+            })
+            .and_then(|()| self.drive_saving());
         if result.is_err() {
-            self.mark_saving_failed();
+            self.fail_saving(SaveFailure::NotStarted);
         }
         result
     }
@@ -388,16 +396,12 @@ impl<H: Hal> Device<H> {
         if let Some(done) = self.cleanup_done.take() {
             return done;
         }
-        let Some((session, failed)) = self
-            .saving
-            .as_ref()
-            .map(|f| (f.session, f.engine.state() == FileState::Error))
-        else {
+        let Some(failed) = self.saving.as_ref().map(|f| f.engine.is_failed()) else {
             // No saving file (closed earlier): nothing to clean up.
             return Ok(());
         };
         self.no_save_in_flight()?;
-        let started = self.start_cleanup(session);
+        let started = self.start_cleanup();
         match started {
             Ok(()) => Err(DeviceError::SaveInFlight),
             // A failed file still gets its cleanup attempt (firmware may be
@@ -410,38 +414,19 @@ impl<H: Hal> Device<H> {
         }
     }
 
-    fn start_cleanup(&mut self, session: SessionId) -> Result<(), DeviceError> {
+    fn start_cleanup(&mut self) -> Result<(), DeviceError> {
         let probe = self.probe.ok_or(DeviceError::NotProbed)?;
         let q = self.exec_vf(&QueryMigrationState {
             vhca_id: probe.vhca_id,
             scope: Scope::Incremental,
             chunked: probe.chunk_mode,
         })?;
-        let buf = self.take_save_buffer(session, u64::from(q.required_umem_size))?;
-        let req = self
-            .saving
+        self.saving
             .as_mut()
             .ok_or(DeviceError::NoFile)?
             .engine
-            .start_cleanup(buf)?;
-        self.start_save(req)
-    }
-
-    /// A buffer for a non-slot SAVE: reused from the engine's list or new.
-    fn take_save_buffer(&mut self, session: SessionId, bytes: u64) -> Result<BufRef, DeviceError> {
-        let take = self
-            .saving
-            .as_mut()
-            .ok_or(DeviceError::NoFile)?
-            .engine
-            .take_buffer(bytes);
-        for b in &take.free {
-            self.free_buffer(b.index);
-        }
-        match take.reuse {
-            Some(b) => Ok(b),
-            None => self.alloc_buffer(session, take.npages, DmaDirection::FromDevice, true),
-        }
+            .start_cleanup(u64::from(q.required_umem_size))?;
+        self.drive_saving()
     }
 
     /// Closes the saving file and frees what it holds (buffers being saved
@@ -539,15 +524,10 @@ impl<H: Hal> Device<H> {
         let Some(f) = self.saving.as_mut().filter(|f| f.session == lease.session) else {
             return Ok(());
         };
-        let consumed = f.engine.consume(n);
-        if let Some(b) = consumed.free {
-            self.free_buffer(b.index);
-        }
-        if let Some(next) = consumed.start {
-            if self.start_chunk(next).is_err() {
-                self.mark_saving_failed();
-            }
-        }
+        f.engine.handle_consumed(n);
+        // A held-back chunk that cannot start fails the file (the next read
+        // reports it); this read itself succeeded.
+        let _ = self.drive_saving();
         Ok(())
     }
 
@@ -591,10 +571,7 @@ impl<H: Hal> Device<H> {
         if !matches!(self.state, MigState::PreCopy | MigState::PreCopyP2p) {
             return Err(DeviceError::NotPreCopy);
         }
-        let (session, state) = {
-            let f = self.saving_for(file)?;
-            (f.session, f.engine.state())
-        };
+        let state = self.saving_for(file)?.engine.state();
         let mut inc = 0u64;
         let mut reinit = false;
         if self.state == MigState::PreCopy {
@@ -617,22 +594,8 @@ impl<H: Hal> Device<H> {
                 }
             }
         }
-        let (info, start) = self.saving_for(file)?.engine.precopy_info(inc, reinit)?;
-        if let Some(start) = start {
-            let result = self.take_save_buffer(session, start.bytes).and_then(|buf| {
-                let req = self
-                    .saving
-                    .as_mut()
-                    .ok_or(DeviceError::NoFile)?
-                    .engine
-                    .start_precopy(buf, start.initial)?;
-                self.start_save(req)
-            });
-            if let Err(e) = result {
-                self.mark_saving_failed();
-                return Err(e);
-            }
-        }
+        let info = self.saving_for(file)?.engine.precopy_info(inc, reinit)?;
+        self.drive_saving()?;
         Ok(info)
     }
 

@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use super::ImageMode;
 use crate::errno::Errno;
 
 /// Why the engine refused something.
@@ -15,8 +16,8 @@ pub enum SaveError {
         required: u64,
         /// The cap.
         limit: u64,
-        /// Whether chunk mode was in use.
-        chunk_mode: bool,
+        /// One image or chunks.
+        image: ImageMode,
     },
     /// Firmware claimed to write more than the buffer holds.
     ImageOverflow {
@@ -55,7 +56,7 @@ impl fmt::Display for SaveError {
             Self::TooLarge {
                 required,
                 limit,
-                chunk_mode: false,
+                image: ImageMode::Single,
             } => write!(
                 f,
                 "device state needs a {required}-byte SAVE buffer, above the {limit}-byte limit \
@@ -80,3 +81,42 @@ impl fmt::Display for SaveError {
 }
 
 impl core::error::Error for SaveError {}
+
+/// Why a saving file failed; from then on readers get `ENODEV`. Recorded by
+/// [`SaveEngine::fail`](super::SaveEngine::fail), the one way into the
+/// failed phase, and reported by
+/// [`SaveEngine::failure`](super::SaveEngine::failure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SaveFailure {
+    /// Firmware refused a SAVE with this status.
+    Refused(crate::ifc::CmdStatus),
+    /// The driver could not issue a SAVE, or could not give it a buffer.
+    NotStarted,
+    /// A SAVE's output could not be parsed (too short).
+    BadOutput,
+    /// The engine refused what firmware reported (an image larger than its
+    /// buffer, a chunk above the cap) or hit one of its bounds.
+    Engine(SaveError),
+    /// The driver gave up on the file (e.g. an arc that needed it failed).
+    Abandoned,
+}
+
+impl fmt::Display for SaveFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused(status) => match status.linux_name() {
+                Some(name) => write!(f, "firmware refused a SAVE ({name})"),
+                None => write!(
+                    f,
+                    "firmware refused a SAVE (status {:#x})",
+                    u8::from(*status)
+                ),
+            },
+            Self::NotStarted => f.write_str("a SAVE could not be issued or given a buffer"),
+            Self::BadOutput => f.write_str("a SAVE's output could not be parsed"),
+            Self::Engine(e) => e.fmt(f),
+            Self::Abandoned => f.write_str("the driver abandoned the saving file"),
+        }
+    }
+}

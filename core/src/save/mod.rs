@@ -1,31 +1,43 @@
-//! The saving engine: a pure state machine for one saving file.
+//! The saving engine: a sans-IO state machine for one saving file.
 //!
 //! It decides how big buffers are, which chunk slot the next SAVE fills,
 //! when to hold a SAVE back (never more unread chunks than slots), when a
 //! slot's buffer must grow, which bytes of which buffer the reader gets next
 //! (record headers included), when the stream is complete, and the PRE_COPY
-//! accounting. It never calls anything: [`Device`](crate::device::Device)
-//! turns its decisions into firmware commands and buffer operations.
+//! accounting. It never calls anything: in the manner of quinn-proto's
+//! `Connection`, events go in through `handle_*` methods and what must be
+//! done comes out of [`SaveEngine::poll_action`] as [`SaveAction`]s (issue
+//! this SAVE, allocate a buffer, free one), which
+//! [`Device`](crate::device::Device) drains in one loop after every input.
 //!
 //! # Call order (what the device does)
 //! 1. [`plan_open`] with the first QUERY's answer, allocate the slots'
-//!    buffers (and, for PRE_COPY, a fresh buffer of the same size), then
-//!    [`SaveEngine::new`].
-//! 2. [`SaveEngine::first_save`], issue it, and for every completion call
-//!    [`SaveEngine::check_completion`] then [`SaveEngine::complete`] (or
-//!    [`SaveEngine::fail`]); start the next chunk it asks for with
-//!    [`SaveEngine::slot_for`] / [`SaveEngine::start_chunk`].
-//! 3. Readers: [`SaveEngine::peek`], copy, [`SaveEngine::consume`].
-//! 4. PRE_COPY: [`SaveEngine::precopy_info`], [`SaveEngine::take_buffer`] +
-//!    [`SaveEngine::start_precopy`]; leaving it: [`SaveEngine::start_final`]
-//!    or [`SaveEngine::start_cleanup`].
+//!    buffers, then [`SaveEngine::open`] and [`SaveEngine::first_save`].
+//! 2. Drain [`SaveEngine::poll_action`]: [`SaveAction::Save`] → issue it;
+//!    [`SaveAction::Allocate`] → allocate and [`SaveEngine::handle_buffer`];
+//!    [`SaveAction::Free`] → free. When the driver cannot do an action it
+//!    calls [`SaveEngine::handle_save_failed`] (a SAVE) or
+//!    [`SaveEngine::fail`] (a buffer).
+//! 3. A SAVE's end: [`SaveEngine::check_completion`] (before anything reads
+//!    the buffer), then [`SaveEngine::handle_completion`], or
+//!    [`SaveEngine::handle_save_failed`]; drain.
+//! 4. Readers: [`SaveEngine::peek`], copy, [`SaveEngine::handle_consumed`];
+//!    drain (a chunk held back for a free slot starts here).
+//! 5. PRE_COPY: [`SaveEngine::precopy_info`]; leaving it:
+//!    [`SaveEngine::start_final`] or [`SaveEngine::start_cleanup`]; drain.
+//!
+//! The file's phase is one private enum carrying the data that belongs to
+//! it (a held-back chunk in stop-copy, the reason in failure), entered in
+//! failure only through [`SaveEngine::fail`]; [`SaveEngine::state`] shows it
+//! as the Linux driver's file states.
 //!
 //! The policy mirrors the Linux driver (`kernel-behaviour.md`, "Saving
 //! file"): chunk buffers of `max(required, min(chunk_size, total))`, two
 //! slots, a 10 % head-room for PRE_COPY outside chunk mode, `2^32 - page`
 //! cap; chunk size and slot count are parameters within compile-time maxima.
 //!
-//! By concept: `policy` (sizes, the opening plan), `slots` (stop-copy chunk
+//! By concept: `policy` (sizes, the opening plan), `actions` (what the
+//! driver must do, and the buffers it hands back), `slots` (stop-copy chunk
 //! slots), `queue` (what the reader gets next), `precopy` (PRE_COPY info,
 //! incremental and cleanup SAVEs, reusable buffers), `error`; this file holds
 //! the engine's state and the SAVE lifecycle (open, first SAVE, completion,
@@ -35,10 +47,12 @@ use heapless::{Deque, Vec};
 
 use crate::ifc::CmdStatus;
 use crate::ifc::migration::{SaveResult, Scope, Tracking};
+use crate::macros::trace;
 use crate::stream::{
     Header, STOP_COPY_SIZE_RECORD_LEN, StreamEnd, StreamInfo, encode_stop_copy_size,
 };
 
+mod actions;
 mod error;
 mod policy;
 mod precopy;
@@ -47,14 +61,14 @@ mod slots;
 #[cfg(test)]
 mod tests;
 
-pub use error::SaveError;
+pub use actions::{MAX_ACTIONS, SaveAction};
+pub use error::{SaveError, SaveFailure};
 pub use policy::{
-    BufRef, LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, OpenPlan,
-    SaveConfig, plan_open,
+    BufRef, ImageMode, LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER,
+    OpenPlan, SaveConfig, plan_open,
 };
-pub use precopy::{PrecopyInfo, PrecopyStart, TakeBuffer};
-pub use queue::{Consumed, Empty, Segment};
-pub use slots::SlotBuffer;
+pub use precopy::PrecopyInfo;
+pub use queue::{Empty, Segment};
 
 /// Buffers kept for reuse after the reader is done with them. PRE_COPY starts
 /// a SAVE only when nothing is queued, so at most two non-slot images (the
@@ -82,8 +96,23 @@ pub enum FileState {
     StopCopy,
     /// The last chunk is saved; the stream ends when the queue drains.
     Complete,
-    /// Failed; readers get `ENODEV`.
+    /// Failed; readers get `ENODEV` ([`SaveEngine::failure`] says why).
     Error,
+}
+
+/// The file's phase, with the data that only exists in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Opening,
+    PreCopy,
+    PreCopyError,
+    StopCopy {
+        /// A chunk of this many bytes is due but every slot holds unread
+        /// data: it starts when the reader frees one.
+        held: Option<u32>,
+    },
+    Complete,
+    Failed(SaveFailure),
 }
 
 /// What a SAVE is for.
@@ -124,28 +153,6 @@ pub struct SaveRequest {
     pub kind: SaveKind,
 }
 
-/// What the device does after a completion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct AfterCompletion {
-    /// Start the next stop-copy chunk into `slot` with a buffer of at least
-    /// `min_bytes`.
-    pub next: Option<NextChunk>,
-    /// The buffer to give back when the completion was a cleanup save (its
-    /// data is discarded).
-    pub discard: Option<BufRef>,
-}
-
-/// A stop-copy chunk to start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct NextChunk {
-    /// The slot to fill.
-    pub slot: u8,
-    /// Minimum buffer bytes (`next_required_umem_size`).
-    pub min_bytes: u64,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
     /// A record header or the STOP_COPY_SIZE record.
@@ -171,7 +178,8 @@ enum Slot {
     Ready(BufRef),
     /// Its buffer is being saved into, or holds unread data.
     Busy,
-    /// Its buffer was lost to a failed SAVE.
+    /// Its buffer was lost to a failed SAVE, or is being replaced by a
+    /// bigger one.
     Empty,
 }
 
@@ -179,6 +187,15 @@ enum Slot {
 struct InFlight {
     buf: BufRef,
     kind: SaveKind,
+}
+
+/// What a buffer the engine asked for ([`SaveAction::Allocate`]) is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    /// A bigger buffer for this slot; its chunk starts when it arrives.
+    Slot(u8),
+    /// A buffer for a non-slot SAVE of this kind.
+    Fresh(SaveKind),
 }
 
 /// Counters a caller can show.
@@ -201,7 +218,7 @@ pub struct SaveStats {
 #[derive(Clone, Debug)]
 pub struct SaveEngine {
     cfg: SaveConfig,
-    state: FileState,
+    phase: Phase,
     queue: Deque<Entry, QUEUE_CAP>,
     /// Offset of the reader inside the head entry.
     head_off: u64,
@@ -220,8 +237,10 @@ pub struct SaveEngine {
     reinit_pending: bool,
     slots: [Slot; MAX_CHUNK_SLOTS],
     ready_chunks: usize,
-    held: Option<u32>,
     in_flight: Option<InFlight>,
+    /// The buffer an outstanding [`SaveAction::Allocate`] is for.
+    wanted: Option<Wanted>,
+    actions: Deque<SaveAction, MAX_ACTIONS>,
     avail: Vec<BufRef, MAX_AVAIL>,
     crc: u32,
     stats: SaveStats,
@@ -233,8 +252,8 @@ impl SaveEngine {
     /// An engine with no session: the value [`SaveEngine::open`] starts
     /// from, and what a caller keeps in place between sessions.
     pub const IDLE: Self = Self {
-        cfg: SaveConfig::linux(false, false),
-        state: FileState::Opening,
+        cfg: SaveConfig::linux(ImageMode::Single, crate::vfio::SaveMode::StopCopy),
+        phase: Phase::Opening,
         queue: Deque::new(),
         head_off: 0,
         pos: 0,
@@ -244,8 +263,9 @@ impl SaveEngine {
         reinit_pending: false,
         slots: [Slot::Empty; MAX_CHUNK_SLOTS],
         ready_chunks: 0,
-        held: None,
         in_flight: None,
+        wanted: None,
+        actions: Deque::new(),
         avail: Vec::new(),
         crc: 0,
         stats: SaveStats {
@@ -274,15 +294,17 @@ impl SaveEngine {
     /// Starts a new session in this engine, in place: slot buffers (from
     /// [`plan_open`]) `slot_bufs`, the opening records queued. Whatever it
     /// held is forgotten, buffers included (the device frees a session's
-    /// buffers when it closes the session). The engine is over a kilobyte; a kernel caller opens it where
-    /// it lives rather than moving a new one there from its 16 KiB stack.
+    /// buffers when it closes the session). The engine is over a kilobyte; a
+    /// kernel caller opens it where it lives rather than moving a new one
+    /// there from its 16 KiB stack.
     ///
     /// ```
-    /// use mlx5vf_core::save::{BufRef, SaveConfig, SaveEngine};
+    /// use mlx5vf_core::save::{BufRef, ImageMode, SaveConfig, SaveEngine};
+    /// use mlx5vf_core::vfio::SaveMode;
     ///
     /// let mut engine = SaveEngine::IDLE;
     /// let slots = [BufRef { index: 0, npages: 2048 }, BufRef { index: 1, npages: 2048 }];
-    /// engine.open(SaveConfig::linux(true, false), &slots)?;
+    /// engine.open(SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy), &slots)?;
     /// assert_eq!(engine.slot_count(), 2);
     /// # Ok::<(), mlx5vf_core::save::SaveError>(())
     /// ```
@@ -316,7 +338,7 @@ impl SaveEngine {
             },
             STOP_COPY_SIZE_RECORD_LEN as u64,
         )?;
-        if cfg.tracking {
+        if cfg.tracking() {
             self.initial_len = self.end_pos;
         }
         Ok(())
@@ -324,7 +346,25 @@ impl SaveEngine {
 
     /// The file state.
     pub const fn state(&self) -> FileState {
-        self.state
+        match self.phase {
+            Phase::Opening => FileState::Opening,
+            Phase::PreCopy => FileState::PreCopy,
+            Phase::PreCopyError => FileState::PreCopyError,
+            Phase::StopCopy { .. } => FileState::StopCopy,
+            Phase::Complete => FileState::Complete,
+            Phase::Failed(_) => FileState::Error,
+        }
+    }
+    /// Why the file failed, once it has.
+    pub const fn failure(&self) -> Option<SaveFailure> {
+        match self.phase {
+            Phase::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+    /// Whether the file failed.
+    pub const fn is_failed(&self) -> bool {
+        matches!(self.phase, Phase::Failed(_))
     }
     /// The configuration.
     pub const fn config(&self) -> &SaveConfig {
@@ -356,30 +396,66 @@ impl SaveEngine {
     }
     /// Whether a SAVE was held back for lack of a free slot.
     pub const fn is_held_back(&self) -> bool {
-        self.held.is_some()
+        matches!(self.phase, Phase::StopCopy { held: Some(_) })
     }
     /// CRC-32C of every FW_DATA byte queued so far.
     pub const fn payload_crc(&self) -> u32 {
         self.crc
     }
 
-    /// Marks the file failed (readers get `ENODEV`).
-    pub fn set_error(&mut self) {
-        self.state = FileState::Error;
+    /// Puts the file in failure for `why`: the one way into that phase.
+    /// Readers get `ENODEV` from now on; queued SAVEs and allocations are
+    /// dropped (queued frees stay: the driver still owes them). The first
+    /// reason sticks. Buffers the engine stops tracking are freed by the
+    /// device when the session closes.
+    pub fn fail(&mut self, why: SaveFailure) {
+        if self.is_failed() {
+            return;
+        }
+        trace!("save: file failed: {}", why);
+        self.phase = Phase::Failed(why);
+        self.wanted = None;
+        let mut keep = Deque::<SaveAction, MAX_ACTIONS>::new();
+        while let Some(action) = self.actions.pop_front() {
+            if let SaveAction::Free(_) = action {
+                // Cannot overflow: `keep` has the same capacity.
+                let _ = keep.push_back(action);
+            }
+        }
+        self.actions = keep;
     }
 
-    fn request(
-        &mut self,
-        buf: BufRef,
-        scope: Scope,
-        tracking: Tracking,
-        kind: SaveKind,
-    ) -> SaveRequest {
+    fn request(&mut self, buf: BufRef, kind: SaveKind) -> SaveRequest {
         let size = u32::try_from(self.cfg.bytes_of(buf.npages)).unwrap_or(u32::MAX);
+        let (scope, tracking) = match kind {
+            SaveKind::Initial | SaveKind::Cleanup => (
+                Scope::Full,
+                if kind == SaveKind::Initial {
+                    Tracking::Track
+                } else {
+                    Tracking::Untracked
+                },
+            ),
+            SaveKind::PreCopy { .. } => (Scope::Incremental, Tracking::Track),
+            // Linux passes inc=1 for every chunk after a PRE_COPY (firmware
+            // continues the image it is saving); a full image after a
+            // PRE_COPY error or without PRE_COPY.
+            SaveKind::StopCopyChunk { .. } => (
+                match self.phase {
+                    Phase::PreCopyError => Scope::Full,
+                    Phase::Opening if !self.cfg.tracking() => Scope::Full,
+                    _ => Scope::Incremental,
+                },
+                Tracking::Untracked,
+            ),
+        };
         self.in_flight = Some(InFlight { buf, kind });
-        if matches!(kind, SaveKind::StopCopyChunk { .. }) {
-            self.state = FileState::StopCopy;
+        if matches!(kind, SaveKind::StopCopyChunk { .. })
+            && !matches!(self.phase, Phase::StopCopy { .. })
+        {
+            self.phase = Phase::StopCopy { held: None };
         }
+        trace!("save: SAVE into buffer {} ({} bytes)", buf.index, size);
         SaveRequest {
             buf,
             scope,
@@ -389,27 +465,24 @@ impl SaveEngine {
         }
     }
 
-    /// The first SAVE: into `fresh` (PRE_COPY, `inc=0 track=1`) or into slot
+    /// Queues the first SAVE: into a fresh buffer of `initial_pages` (from
+    /// [`OpenPlan::initial_pages`]; PRE_COPY, `inc=0 track=1`), or into slot
     /// 0's buffer (stop-copy, `inc=0 track=0`).
     ///
     /// # Errors
     /// [`SaveError::WrongState`] if a SAVE is in flight, slot 0 is not ready,
-    /// or `fresh` is missing for PRE_COPY.
-    pub fn first_save(&mut self, fresh: Option<BufRef>) -> Result<SaveRequest, SaveError> {
-        if self.in_flight.is_some() || self.state != FileState::Opening {
+    /// or `initial_pages` is missing for PRE_COPY.
+    pub fn first_save(&mut self, initial_pages: Option<u32>) -> Result<(), SaveError> {
+        if self.in_flight.is_some() || self.phase != Phase::Opening {
             return Err(SaveError::WrongState);
         }
-        if self.cfg.tracking {
-            let buf = fresh.ok_or(SaveError::WrongState)?;
-            Ok(self.request(buf, Scope::Full, Tracking::Track, SaveKind::Initial))
+        if self.cfg.tracking() {
+            let npages = initial_pages.ok_or(SaveError::WrongState)?;
+            self.want(Wanted::Fresh(SaveKind::Initial), npages)
         } else {
             let buf = self.take_slot(0)?;
-            Ok(self.request(
-                buf,
-                Scope::Full,
-                Tracking::Untracked,
-                SaveKind::StopCopyChunk { slot: 0 },
-            ))
+            let req = self.request(buf, SaveKind::StopCopyChunk { slot: 0 });
+            self.act(SaveAction::Save(req))
         }
     }
 
@@ -430,53 +503,65 @@ impl SaveEngine {
         Ok(result.actual_image_size)
     }
 
-    /// Applies a successful SAVE; `crc_after` is [`SaveEngine::payload_crc`]
-    /// continued over the image bytes (ignored for cleanup saves).
+    /// A SAVE completed successfully; `crc_after` is
+    /// [`SaveEngine::payload_crc`] continued over the image bytes (ignored
+    /// for cleanup saves). Queues what follows: the next chunk, or the
+    /// cleanup buffer's release.
     ///
     /// # Errors
     /// As [`SaveEngine::check_completion`], plus [`SaveError::TooLarge`] for a
     /// `next_required_umem_size` above the cap and [`SaveError::Capacity`].
-    /// On error the file is in error; the device frees the buffers when the
-    /// file closes.
-    pub fn complete(
+    /// On error the file has failed with that reason; the device frees the
+    /// buffers when the file closes.
+    pub fn handle_completion(
         &mut self,
         result: SaveResult,
         crc_after: u32,
-    ) -> Result<AfterCompletion, SaveError> {
-        let image = match self.check_completion(&result) {
-            Ok(image) => image,
+    ) -> Result<(), SaveError> {
+        match self.complete(result, crc_after) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                self.state = FileState::Error;
-                let _ = self.fail_in_flight();
-                return Err(e);
+                if self.in_flight.is_some() {
+                    let _ = self.release_in_flight();
+                }
+                self.fail(SaveFailure::Engine(e));
+                Err(e)
             }
-        };
+        }
+    }
+
+    fn complete(&mut self, result: SaveResult, crc_after: u32) -> Result<(), SaveError> {
+        let image = self.check_completion(&result)?;
         let Some(f) = self.in_flight.take() else {
             return Err(SaveError::NoSaveInFlight);
         };
+        trace!(
+            "save: SAVE completed: {} bytes, next {}",
+            image, result.next_required_umem_size
+        );
         if f.kind == SaveKind::Cleanup {
-            return Ok(AfterCompletion {
-                next: None,
-                discard: Some(f.buf),
-            });
+            // The cleanup image is discarded.
+            return self.act(SaveAction::Free(f.buf));
         }
         let slot = match f.kind {
             SaveKind::StopCopyChunk { slot } => Some(slot),
             _ => None,
         };
         // Only chunk-mode slot buffers read next_required_umem_size.
-        let mut next = match slot {
-            Some(_) if self.cfg.chunk_mode => result.next_required_umem_size,
+        let next = match slot {
+            Some(_) if self.cfg.chunked() => result.next_required_umem_size,
             _ => 0,
         };
         let limit = self.cfg.max_buffer.min(MAX_SAVE_BUFFER);
         if u64::from(next) > limit {
-            let _ = self.recycle(f.buf);
-            self.state = FileState::Error;
+            let free = self.recycle(f.buf);
+            if let Some(b) = free {
+                let _ = self.act(SaveAction::Free(b));
+            }
             return Err(SaveError::TooLarge {
                 required: u64::from(next),
                 limit,
-                chunk_mode: true,
+                image: ImageMode::Chunked,
             });
         }
         let header = Header::fw_data(u64::from(image)).to_bytes();
@@ -504,25 +589,16 @@ impl SaveEngine {
                 )
             });
         if let Err(e) = pushed {
-            let _ = self.recycle(f.buf);
-            self.state = FileState::Error;
+            if let Some(b) = self.recycle(f.buf) {
+                let _ = self.act(SaveAction::Free(b));
+            }
             return Err(e);
         }
         self.crc = crc_after;
         self.stats.fw_data_records = self.stats.fw_data_records.saturating_add(1);
         self.stats.fw_data_bytes = self.stats.fw_data_bytes.saturating_add(u64::from(image));
-        let first_precopy = self.state != FileState::PreCopy && slot.is_none();
+        let first_precopy = self.phase == Phase::Opening && slot.is_none();
         let initial = first_precopy || f.kind == SaveKind::PreCopy { initial: true };
-        if slot.is_some() {
-            self.stats.chunks = self.stats.chunks.saturating_add(1);
-            self.ready_chunks = self.ready_chunks.saturating_add(1);
-            if next != 0 && self.ready_chunks >= self.cfg.slots() {
-                // Every slot holds unread data: wait for the reader.
-                self.held = Some(next);
-                self.stats.held_back = self.stats.held_back.saturating_add(1);
-                next = 0;
-            }
-        }
         if initial {
             self.initial_len = self
                 .initial_len
@@ -531,31 +607,37 @@ impl SaveEngine {
                 .saturating_add(u64::from(image));
         }
         if first_precopy {
-            self.state = FileState::PreCopy;
+            self.phase = Phase::PreCopy;
         }
-        let last = slot.is_some() && next == 0 && self.held.is_none();
-        if last {
-            self.finish()?;
-        }
-        let next = match (slot, next) {
-            (Some(s), n) if n != 0 => Some(NextChunk {
-                // CAST: the remainder is below slots() <= 8, so it fits u8.
-                slot: usize::from(s)
-                    .saturating_add(1)
-                    .checked_rem(self.cfg.slots())
-                    .unwrap_or(0) as u8,
-                min_bytes: u64::from(n),
-            }),
-            _ => None,
+        let Some(slot) = slot else {
+            return Ok(());
         };
-        Ok(AfterCompletion {
-            next,
-            discard: None,
-        })
+        self.stats.chunks = self.stats.chunks.saturating_add(1);
+        self.ready_chunks = self.ready_chunks.saturating_add(1);
+        if next == 0 {
+            return self.finish();
+        }
+        if self.ready_chunks >= self.cfg.slots() {
+            // Every slot holds unread data: wait for the reader.
+            trace!("save: chunk of {} bytes held back: every slot unread", next);
+            self.phase = Phase::StopCopy { held: Some(next) };
+            self.stats.held_back = self.stats.held_back.saturating_add(1);
+            return Ok(());
+        }
+        // CAST: the remainder is below slots() <= 8, so it fits u8.
+        let next_slot = usize::from(slot)
+            .saturating_add(1)
+            .checked_rem(self.cfg.slots())
+            .unwrap_or(0) as u8;
+        self.issue_chunk(next_slot, u64::from(next))
     }
 
     fn finish(&mut self) -> Result<(), SaveError> {
-        self.state = FileState::Complete;
+        self.phase = Phase::Complete;
+        trace!(
+            "save: stream complete: {} records, {} bytes",
+            self.stats.fw_data_records, self.stats.fw_data_bytes
+        );
         if self.cfg.stream_info.is_some() {
             let end = StreamEnd {
                 fw_data_records: self.stats.fw_data_records,
@@ -570,30 +652,36 @@ impl SaveEngine {
         Ok(())
     }
 
-    /// Applies a failed SAVE (`status` is the firmware status when firmware
-    /// refused it). A PRE_COPY save refused with BAD_RES_STATE_ERR moves the
-    /// file to [`FileState::PreCopyError`] (recoverable); anything else to
-    /// [`FileState::Error`]. The buffer goes back to the available list.
-    ///
-    /// Returns a buffer the device should free now (when the available list
-    /// is full); any buffer the engine stops tracking is otherwise freed by the
-    /// device when the file closes.
+    /// The SAVE in flight failed for `why` (firmware refused it, its output
+    /// was unreadable, or the driver could not issue it). A PRE_COPY save
+    /// refused with BAD_RES_STATE_ERR moves the file to
+    /// [`FileState::PreCopyError`] (recoverable: the final save takes a full
+    /// image); anything else fails the file. The buffer goes back to the
+    /// available list (or a [`SaveAction::Free`] is queued).
     ///
     /// # Errors
     /// [`SaveError::NoSaveInFlight`].
-    pub fn fail(&mut self, status: Option<CmdStatus>) -> Result<Option<BufRef>, SaveError> {
+    pub fn handle_save_failed(&mut self, why: SaveFailure) -> Result<(), SaveError> {
         let f = self.in_flight.ok_or(SaveError::NoSaveInFlight)?;
-        let free = self.fail_in_flight();
+        if let Some(b) = self.release_in_flight() {
+            self.act(SaveAction::Free(b))?;
+        }
         let stop_copy = matches!(f.kind, SaveKind::StopCopyChunk { .. });
-        self.state = if !stop_copy && status == Some(CmdStatus::BadResStateErr) {
-            FileState::PreCopyError
-        } else {
-            FileState::Error
-        };
-        Ok(free)
+        match why {
+            SaveFailure::Refused(CmdStatus::BadResStateErr) if !stop_copy && !self.is_failed() => {
+                trace!(
+                    "save: PRE_COPY SAVE refused (BAD_RES_STATE): final save takes a full image"
+                );
+                self.phase = Phase::PreCopyError;
+            }
+            why => self.fail(why),
+        }
+        Ok(())
     }
 
-    fn fail_in_flight(&mut self) -> Option<BufRef> {
+    /// Forgets the SAVE in flight; its buffer is recycled (returned when the
+    /// available list is full).
+    fn release_in_flight(&mut self) -> Option<BufRef> {
         let f = self.in_flight.take()?;
         // A slot's buffer becomes an ordinary one, as in Linux; the slot is
         // empty from now on.

@@ -5,6 +5,18 @@ use crate::ifc::migration::MigrationStateSize;
 
 use super::SaveError;
 use crate::stream::StreamInfo;
+use crate::vfio::SaveMode;
+
+/// How firmware hands the state over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ImageMode {
+    /// One SAVE holds the whole stop-copy image (at most 4 GiB - 1 page).
+    Single,
+    /// `migration_in_chunks`: the image comes in bounded chunks, each SAVE
+    /// saying how big the next must be.
+    Chunked,
+}
 
 /// The Linux driver's chunk size (`MAX_CHUNK_SIZE`).
 pub const LINUX_CHUNK_SIZE: u64 = 8 << 20;
@@ -31,10 +43,10 @@ pub struct BufRef {
 /// Parameters of a saving session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SaveConfig {
-    /// Firmware saves in chunks (`migration_in_chunks`).
-    pub chunk_mode: bool,
-    /// A PRE_COPY session (dirty tracking).
-    pub tracking: bool,
+    /// One image or chunks.
+    pub image: ImageMode,
+    /// Stop-copy only, or PRE_COPY first (dirty tracking).
+    pub mode: SaveMode,
     /// Largest chunk buffer the policy starts with (Linux: 8 MiB).
     pub chunk_size: u64,
     /// Chunk slots (Linux: 2).
@@ -50,10 +62,10 @@ pub struct SaveConfig {
 
 impl SaveConfig {
     /// The Linux policy: 8 MiB chunks, 2 slots, 4 KiB pages, no records of ours.
-    pub const fn linux(chunk_mode: bool, tracking: bool) -> Self {
+    pub const fn linux(image: ImageMode, mode: SaveMode) -> Self {
         Self {
-            chunk_mode,
-            tracking,
+            image,
+            mode,
             chunk_size: LINUX_CHUNK_SIZE,
             chunk_slots: LINUX_CHUNK_SLOTS,
             page_size: 4096,
@@ -62,8 +74,16 @@ impl SaveConfig {
         }
     }
 
+    pub(super) const fn chunked(&self) -> bool {
+        matches!(self.image, ImageMode::Chunked)
+    }
+
+    pub(super) const fn tracking(&self) -> bool {
+        matches!(self.mode, SaveMode::PreCopy)
+    }
+
     pub(super) fn slots(&self) -> usize {
-        if self.chunk_mode {
+        if self.chunked() {
             usize::from(self.chunk_slots).clamp(1, MAX_CHUNK_SLOTS)
         } else {
             1
@@ -105,13 +125,13 @@ pub fn plan_open(cfg: &SaveConfig, query: MigrationStateSize) -> Result<OpenPlan
         return Err(SaveError::TooLarge {
             required,
             limit,
-            chunk_mode: cfg.chunk_mode,
+            image: cfg.image,
         });
     }
-    let size = if cfg.chunk_mode {
+    let size = if cfg.chunked() {
         let total = query.remaining_total_size;
         required.max(cfg.chunk_size.min(total))
-    } else if cfg.tracking {
+    } else if cfg.tracking() {
         // Room for the stop-copy image to grow by 10 % while PRE_COPY runs.
         required.checked_add(required / 10).unwrap_or(required)
     } else {
@@ -124,6 +144,6 @@ pub fn plan_open(cfg: &SaveConfig, query: MigrationStateSize) -> Result<OpenPlan
     Ok(OpenPlan {
         slot_pages,
         slots,
-        initial_pages: cfg.tracking.then_some(slot_pages),
+        initial_pages: cfg.tracking().then_some(slot_pages),
     })
 }

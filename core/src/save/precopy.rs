@@ -1,24 +1,7 @@
 //! PRE_COPY: the precopy-info numbers, incremental and cleanup SAVEs, and the
 //! list of buffers kept for reuse between them.
 
-use heapless::Vec;
-
-use crate::ifc::migration::{Scope, Tracking};
-
-use super::{BufRef, FileState, MAX_AVAIL, SaveEngine, SaveError, SaveKind, SaveRequest};
-
-/// A buffer for a non-slot SAVE (PRE_COPY, cleanup): reuse one from the
-/// available list, or allocate; buffers too small to reuse are freed
-/// (as Linux's `mlx5vf_get_data_buffer` does).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TakeBuffer {
-    /// A buffer to reuse, if any fits.
-    pub reuse: Option<BufRef>,
-    /// Pages to allocate when nothing fits.
-    pub npages: u32,
-    /// Buffers to free.
-    pub free: Vec<BufRef, MAX_AVAIL>,
-}
+use super::{BufRef, Phase, SaveAction, SaveEngine, SaveError, SaveKind, Wanted};
 
 /// VFIO_MIG_GET_PRECOPY_INFO numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,16 +16,6 @@ pub struct PrecopyInfo {
     pub reinit: bool,
 }
 
-/// An incremental PRE_COPY SAVE the device must start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct PrecopyStart {
-    /// Buffer bytes it needs.
-    pub bytes: u64,
-    /// It carries new initial data (REINIT).
-    pub initial: bool,
-}
-
 impl SaveEngine {
     /// Puts a buffer on the available list; returns it if the list is full
     /// (the caller frees it, or the device does when the file closes).
@@ -54,21 +27,17 @@ impl SaveEngine {
     /// VFIO_MIG_GET_PRECOPY_INFO, given the incremental size firmware reports
     /// (`inc_len`; 0 in PRE_COPY_P2P and after a PRE_COPY error) and whether
     /// firmware reported new initial data with PRECOPY_INFOv2 opted in
-    /// (`reinit`). Returns the numbers and, when the reader has drained
+    /// (`reinit`). Returns the numbers; when the reader has drained
     /// everything (or on REINIT) and firmware has data, the incremental SAVE
-    /// to start.
+    /// is queued as actions.
     ///
     /// On REINIT, bytes queued but unread count as initial bytes (the reader
     /// must read them before the new initial data), as the Linux patch does.
     ///
     /// # Errors
     /// [`SaveError::FileError`] when the file failed.
-    pub fn precopy_info(
-        &mut self,
-        inc_len: u64,
-        reinit: bool,
-    ) -> Result<(PrecopyInfo, Option<PrecopyStart>), SaveError> {
-        if self.state == FileState::Error {
+    pub fn precopy_info(&mut self, inc_len: u64, reinit: bool) -> Result<PrecopyInfo, SaveError> {
+        if self.is_failed() {
             return Err(SaveError::FileError);
         }
         let unread = self.end_pos.saturating_sub(self.pos);
@@ -85,7 +54,7 @@ impl SaveEngine {
             let initial_end = self.initial_start.saturating_add(self.initial_len);
             if initial_end > self.pos {
                 info.initial_bytes = initial_end.saturating_sub(self.pos).saturating_add(pending);
-                return Ok((info, None));
+                return Ok(info);
             }
             if self.reinit_pending {
                 info.initial_bytes = unread.saturating_add(inc_len);
@@ -93,63 +62,46 @@ impl SaveEngine {
                 info.dirty_bytes = unread.saturating_add(inc_len);
             }
         }
-        // Only a drained queue takes a new image (a REINIT waits too).
-        let start =
-            (unread == 0 && inc_len != 0 && self.in_flight.is_none()).then_some(PrecopyStart {
-                bytes: inc_len,
-                initial: self.reinit_pending,
-            });
-        Ok((info, start))
+        // Only a drained queue takes a new image (a REINIT waits too), and
+        // only while PRE_COPY runs.
+        let start = unread == 0
+            && inc_len != 0
+            && self.in_flight.is_none()
+            && self.wanted.is_none()
+            && self.phase == Phase::PreCopy;
+        if start {
+            let initial = self.reinit_pending;
+            self.reinit_pending = false;
+            self.issue_fresh(inc_len, SaveKind::PreCopy { initial })?;
+        }
+        Ok(info)
     }
 
-    /// A buffer of at least `min_bytes` for a non-slot SAVE.
-    pub fn take_buffer(&mut self, min_bytes: u64) -> TakeBuffer {
+    /// Queues a non-slot SAVE of at least `min_bytes`: into a buffer from the
+    /// available list when one fits, else an allocation (buffers too small to
+    /// reuse are freed, as Linux's `mlx5vf_get_data_buffer` does).
+    pub(super) fn issue_fresh(&mut self, min_bytes: u64, kind: SaveKind) -> Result<(), SaveError> {
         let npages = self.cfg.pages_for(min_bytes);
-        let mut out = TakeBuffer {
-            reuse: None,
-            npages,
-            free: Vec::new(),
-        };
         while let Some(buf) = self.avail.pop() {
             if buf.npages >= npages {
-                out.reuse = Some(buf);
-                break;
+                let req = self.request(buf, kind);
+                return self.act(SaveAction::Save(req));
             }
-            // Too small: free it rather than keep redundant buffers.
-            let _ = out.free.push(buf);
+            self.act(SaveAction::Free(buf))?;
         }
-        out
+        self.want(Wanted::Fresh(kind), npages)
     }
 
-    /// Starts an incremental PRE_COPY save (`inc=1 track=1`) into `buf`;
-    /// `initial` as [`PrecopyStart::initial`] said.
-    ///
-    /// # Errors
-    /// [`SaveError::WrongState`] outside PRE_COPY or with a SAVE in flight.
-    pub fn start_precopy(&mut self, buf: BufRef, initial: bool) -> Result<SaveRequest, SaveError> {
-        if self.state != FileState::PreCopy || self.in_flight.is_some() {
-            return Err(SaveError::WrongState);
-        }
-        if initial {
-            self.reinit_pending = false;
-        }
-        Ok(self.request(
-            buf,
-            Scope::Incremental,
-            Tracking::Track,
-            SaveKind::PreCopy { initial },
-        ))
-    }
-
-    /// Starts the cleanup save that tells firmware PRE_COPY is over (`inc=0
-    /// track=0`); its data is discarded.
+    /// Queues the cleanup save that tells firmware PRE_COPY is over (`inc=0
+    /// track=0`) into a buffer of at least `min_bytes`; its data is
+    /// discarded.
     ///
     /// # Errors
     /// [`SaveError::WrongState`] with a SAVE in flight.
-    pub fn start_cleanup(&mut self, buf: BufRef) -> Result<SaveRequest, SaveError> {
-        if self.in_flight.is_some() {
+    pub fn start_cleanup(&mut self, min_bytes: u64) -> Result<(), SaveError> {
+        if self.in_flight.is_some() || self.wanted.is_some() {
             return Err(SaveError::WrongState);
         }
-        Ok(self.request(buf, Scope::Full, Tracking::Untracked, SaveKind::Cleanup))
+        self.issue_fresh(min_bytes, SaveKind::Cleanup)
     }
 }

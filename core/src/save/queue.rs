@@ -1,7 +1,7 @@
 //! The reader's side: the queue of record headers, our records and buffer
 //! segments, in stream order.
 
-use super::{BufRef, Entry, FileState, NextChunk, SaveEngine, SaveError, Slot};
+use super::{BufRef, Entry, Phase, SaveAction, SaveEngine, SaveError, SaveFailure, Slot};
 use crate::stream::{StreamEnd, StreamInfo};
 
 /// The next bytes the reader gets.
@@ -34,16 +34,6 @@ pub enum Empty {
     Error,
 }
 
-/// What reading to the end of a queue entry released.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Consumed {
-    /// A held-back chunk can start now (its slot's data was read).
-    pub start: Option<NextChunk>,
-    /// A buffer to free (the available list is full).
-    pub free: Option<BufRef>,
-}
-
 impl SaveEngine {
     pub(super) fn push(&mut self, entry: Entry, len: u64) -> Result<(), SaveError> {
         self.queue
@@ -58,15 +48,17 @@ impl SaveEngine {
     /// # Errors
     /// Why nothing is readable.
     pub fn peek(&self) -> Result<Segment<'_>, Empty> {
-        if self.state == FileState::Error {
+        if self.is_failed() {
             return Err(Empty::Error);
         }
         let Some(head) = self.queue.front() else {
-            return Err(match self.state {
-                FileState::Complete => Empty::EndOfStream,
-                // A SAVE in flight will add data: wait for it rather than
-                // reporting a temporary end (the v7.1 fix).
-                FileState::PreCopy | FileState::PreCopyError if self.in_flight.is_none() => {
+            return Err(match self.phase {
+                Phase::Complete => Empty::EndOfStream,
+                // A SAVE in flight (or about to be) will add data: wait for
+                // it rather than reporting a temporary end (the v7.1 fix).
+                Phase::PreCopy | Phase::PreCopyError
+                    if self.in_flight.is_none() && self.wanted.is_none() =>
+                {
                     Empty::NoMessage
                 }
                 _ => Empty::WouldBlock,
@@ -88,11 +80,13 @@ impl SaveEngine {
     }
 
     /// The reader consumed `n` bytes of the segment [`SaveEngine::peek`]
-    /// returned (`n` is clamped to it).
-    pub fn consume(&mut self, n: u64) -> Consumed {
-        let mut out = Consumed::default();
+    /// returned (`n` is clamped to it). Reading a chunk to its end frees its
+    /// slot, which starts a chunk that was held back; a PRE_COPY buffer read
+    /// to its end goes back to the available list (or is freed). Drain
+    /// [`SaveEngine::poll_action`] afterwards.
+    pub fn handle_consumed(&mut self, n: u64) {
         let Some(head) = self.queue.front().copied() else {
-            return out;
+            return;
         };
         let len = match head {
             Entry::Bytes { len, .. } => u64::from(len),
@@ -105,27 +99,36 @@ impl SaveEngine {
         self.head_off = self.head_off.saturating_add(n);
         self.pos = self.pos.saturating_add(n);
         if self.head_off < len {
-            return out;
+            return;
         }
         self.head_off = 0;
         let _ = self.queue.pop_front();
-        if let Entry::Buffer { buf, slot, .. } = head {
-            match slot {
-                Some(s) => {
-                    if let Some(slot) = self.slots.get_mut(usize::from(s)) {
-                        *slot = Slot::Ready(buf);
-                    }
-                    self.ready_chunks = self.ready_chunks.saturating_sub(1);
-                    if let Some(min) = self.held.take() {
-                        out.start = Some(NextChunk {
-                            slot: s,
-                            min_bytes: u64::from(min),
-                        });
-                    }
-                }
-                None => out.free = self.recycle(buf),
-            }
+        let Entry::Buffer { buf, slot, .. } = head else {
+            return;
+        };
+        let result = match slot {
+            Some(s) => self.slot_read(s, buf),
+            None => match self.recycle(buf) {
+                Some(full) => self.act(SaveAction::Free(full)),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = result {
+            self.fail(SaveFailure::Engine(e));
         }
-        out
+    }
+
+    /// A chunk's data was read: its slot is ready again, and a held-back
+    /// chunk takes it.
+    fn slot_read(&mut self, slot: u8, buf: BufRef) -> Result<(), SaveError> {
+        if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+            *s = Slot::Ready(buf);
+        }
+        self.ready_chunks = self.ready_chunks.saturating_sub(1);
+        if let Phase::StopCopy { held: Some(min) } = self.phase {
+            self.phase = Phase::StopCopy { held: None };
+            return self.issue_chunk(slot, u64::from(min));
+        }
+        Ok(())
     }
 }

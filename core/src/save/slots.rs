@@ -1,24 +1,7 @@
 //! Stop-copy chunk slots: which slot the next chunk fills, and whether its
 //! buffer must grow first.
 
-use crate::ifc::migration::{Scope, Tracking};
-
-use super::{BufRef, FileState, SaveEngine, SaveError, SaveKind, SaveRequest, Slot};
-
-/// Whether a slot's buffer can take a chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum SlotBuffer {
-    /// Big enough: use it.
-    Fits(BufRef),
-    /// Too small (or gone): free `old` (if any) and allocate `npages`.
-    Grow {
-        /// The buffer to free.
-        old: Option<BufRef>,
-        /// Pages to allocate.
-        npages: u32,
-    },
-}
+use super::{BufRef, Phase, SaveAction, SaveEngine, SaveError, SaveKind, Slot, Wanted};
 
 impl SaveEngine {
     pub(super) fn take_slot(&mut self, slot: u8) -> Result<BufRef, SaveError> {
@@ -35,74 +18,54 @@ impl SaveEngine {
         }
     }
 
-    /// Whether `slot`'s buffer can take a chunk of `min_bytes`.
-    ///
-    /// # Errors
-    /// [`SaveError::WrongState`] for a slot that is busy, or out of range.
-    pub fn slot_for(&self, slot: u8, min_bytes: u64) -> Result<SlotBuffer, SaveError> {
-        let npages = self.cfg.pages_for(min_bytes);
-        match self.slots.get(usize::from(slot)) {
-            Some(Slot::Ready(buf)) if buf.npages >= npages => Ok(SlotBuffer::Fits(*buf)),
-            Some(Slot::Ready(buf)) => Ok(SlotBuffer::Grow {
-                old: Some(*buf),
-                npages,
-            }),
-            Some(Slot::Empty) => Ok(SlotBuffer::Grow { old: None, npages }),
-            Some(Slot::Busy) | None => Err(SaveError::WrongState),
-        }
-    }
-
-    /// Gives `slot` a new buffer after [`SlotBuffer::Grow`].
-    ///
-    /// # Errors
-    /// [`SaveError::WrongState`] for a busy slot.
-    pub fn set_slot(&mut self, slot: u8, buf: BufRef) -> Result<(), SaveError> {
-        match self.slots.get_mut(usize::from(slot)) {
-            Some(s @ (Slot::Ready(_) | Slot::Empty)) => {
-                *s = Slot::Ready(buf);
-                self.stats.grown = self.stats.grown.saturating_add(1);
-                Ok(())
-            }
-            _ => Err(SaveError::WrongState),
-        }
-    }
-
-    /// Starts a stop-copy chunk into `slot` (whose buffer fits): `inc=1
-    /// track=0`, or `inc=0` after a PRE_COPY error or when there was no
-    /// PRE_COPY (Linux passes `inc=1` for every later chunk; firmware
-    /// continues the image it is saving).
-    ///
-    /// # Errors
-    /// [`SaveError::WrongState`] if a SAVE is in flight or the slot is not
-    /// ready; [`SaveError::FileError`] if the file failed.
-    pub fn start_chunk(&mut self, slot: u8) -> Result<SaveRequest, SaveError> {
-        if self.state == FileState::Error {
+    /// Queues a stop-copy chunk of at least `min_bytes` into `slot`: the SAVE
+    /// when the slot's buffer fits, else the old buffer's release and an
+    /// allocation (the SAVE follows [`SaveEngine::handle_buffer`]).
+    pub(super) fn issue_chunk(&mut self, slot: u8, min_bytes: u64) -> Result<(), SaveError> {
+        if self.is_failed() {
             return Err(SaveError::FileError);
         }
         if self.in_flight.is_some() {
             return Err(SaveError::WrongState);
         }
-        let buf = self.take_slot(slot)?;
-        let scope = if self.state == FileState::PreCopyError {
-            Scope::Full
-        } else {
-            Scope::Incremental
-        };
-        Ok(self.request(
-            buf,
-            scope,
-            Tracking::Untracked,
-            SaveKind::StopCopyChunk { slot },
-        ))
+        let npages = self.cfg.pages_for(min_bytes);
+        let s = self
+            .slots
+            .get_mut(usize::from(slot))
+            .ok_or(SaveError::WrongState)?;
+        match *s {
+            Slot::Ready(buf) if buf.npages >= npages => {
+                *s = Slot::Busy;
+                let req = self.request(buf, SaveKind::StopCopyChunk { slot });
+                self.act(SaveAction::Save(req))
+            }
+            Slot::Ready(old) => {
+                *s = Slot::Empty;
+                self.act(SaveAction::Free(old))?;
+                self.want(Wanted::Slot(slot), npages)
+            }
+            Slot::Empty => self.want(Wanted::Slot(slot), npages),
+            Slot::Busy => Err(SaveError::WrongState),
+        }
     }
 
-    /// The final save when PRE_COPY ends (PRE_COPY_P2P → STOP_COPY) goes to
-    /// slot 0 with `inc=1 track=0` (`inc=0` after a PRE_COPY error). Check
-    /// the slot with [`SaveEngine::slot_for`] first.
+    /// The final save when PRE_COPY ends (PRE_COPY_P2P → STOP_COPY): a chunk
+    /// of at least `min_bytes` (the incremental QUERY's answer) into slot 0,
+    /// `inc=1 track=0` (`inc=0` after a PRE_COPY error); queued as actions.
     ///
     /// # Errors
-    /// As [`SaveEngine::start_chunk`].
-    pub fn start_final(&mut self) -> Result<SaveRequest, SaveError> {
-        self.start_chunk(0)
+    /// [`SaveError::FileError`] if the file failed; [`SaveError::WrongState`]
+    /// if a SAVE is in flight, slot 0 is busy or the file is not in PRE_COPY.
+    pub fn start_final(&mut self, min_bytes: u64) -> Result<(), SaveError> {
+        if self.is_failed() {
+            return Err(SaveError::FileError);
+        }
+        if !matches!(
+            self.phase,
+            Phase::Opening | Phase::PreCopy | Phase::PreCopyError
+        ) {
+            return Err(SaveError::WrongState);
+        }
+        self.issue_chunk(0, min_bytes)
     }
 }

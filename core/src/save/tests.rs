@@ -8,6 +8,7 @@ use std::vec::Vec;
 use super::*;
 use crate::ifc::migration::MigrationStateSize;
 use crate::stream::{Event, Reader, StreamInfoFlags, Tag, Verdict, crc32c};
+use crate::vfio::SaveMode;
 
 const MIB: u64 = 1 << 20;
 
@@ -21,7 +22,7 @@ fn q(required: u32, total: u64) -> MigrationStateSize {
 
 #[test]
 fn open_sizes_follow_linux() {
-    let chunk = SaveConfig::linux(true, false);
+    let chunk = SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy);
     assert_eq!(
         plan_open(&chunk, q(MIB as u32, 1 << 30))
             .unwrap()
@@ -39,10 +40,10 @@ fn open_sizes_follow_linux() {
     assert_eq!(plan_open(&chunk, q(4096, 100_000)).unwrap().slot_pages, 25);
     assert_eq!(plan_open(&chunk, q(4096, 100_000)).unwrap().slots, 2);
     // Legacy: required, plus 10 % with tracking; one slot.
-    let legacy = SaveConfig::linux(false, false);
+    let legacy = SaveConfig::linux(ImageMode::Single, SaveMode::StopCopy);
     let p = plan_open(&legacy, q(10 * MIB as u32, 0)).unwrap();
     assert_eq!((p.slot_pages, p.slots, p.initial_pages), (2560, 1, None));
-    let pre = SaveConfig::linux(false, true);
+    let pre = SaveConfig::linux(ImageMode::Single, SaveMode::PreCopy);
     let p = plan_open(&pre, q(10 * MIB as u32, 0)).unwrap();
     assert_eq!(p.slot_pages, 2816);
     assert_eq!(p.initial_pages, Some(2816));
@@ -55,7 +56,7 @@ fn open_sizes_follow_linux() {
         Err(SaveError::TooLarge {
             required: u32::MAX as u64,
             limit: MAX_SAVE_BUFFER,
-            chunk_mode: false
+            image: ImageMode::Single
         })
     );
 }
@@ -131,30 +132,38 @@ impl Harness {
         };
         let slots: Vec<BufRef> = (0..plan.slots).map(|_| h.alloc(plan.slot_pages)).collect();
         h.engine = SaveEngine::new(cfg, &slots).unwrap();
-        let fresh = plan.initial_pages.map(|n| h.alloc(n));
-        let req = h.engine.first_save(fresh).unwrap();
+        h.engine.first_save(plan.initial_pages).unwrap();
+        let req = h.drain().expect("the first SAVE");
         (h, req)
+    }
+
+    /// Carries out the engine's actions as the device does; returns the
+    /// SAVE it issued, if any.
+    fn drain(&mut self) -> Option<SaveRequest> {
+        let mut issued = None;
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                SaveAction::Free(b) => self.free(b),
+                SaveAction::Allocate { npages } => {
+                    let b = self.alloc(npages);
+                    self.engine.handle_buffer(b).unwrap();
+                }
+                SaveAction::Save(req) => {
+                    assert!(issued.is_none(), "one SAVE at a time");
+                    issued = Some(req);
+                }
+            }
+        }
+        issued
     }
 
     /// Completes a SAVE and starts whatever comes next; returns the next request.
     fn complete(&mut self, req: SaveRequest) -> Option<SaveRequest> {
         let r = self.fw.save(req.size);
-        let after = self.engine.complete(r, 0).unwrap();
+        self.engine.handle_completion(r, 0).unwrap();
         self.max_ready = self.max_ready.max(self.engine.ready_chunks());
         assert!(self.engine.ready_chunks() <= self.engine.slot_count());
-        after.next.map(|n| self.start(n))
-    }
-
-    fn start(&mut self, n: NextChunk) -> SaveRequest {
-        if let SlotBuffer::Grow { old, npages } = self.engine.slot_for(n.slot, n.min_bytes).unwrap()
-        {
-            if let Some(old) = old {
-                self.free(old);
-            }
-            let b = self.alloc(npages);
-            self.engine.set_slot(n.slot, b).unwrap();
-        }
-        self.engine.start_chunk(n.slot).unwrap()
+        self.drain()
     }
 
     /// Reads up to `max` bytes (payload bytes are represented by 0xee).
@@ -172,11 +181,8 @@ impl Harness {
                 n
             }
         };
-        let c = self.engine.consume(n);
-        if let Some(b) = c.free {
-            self.free(b);
-        }
-        Ok(c.start.map(|n| self.start(n)))
+        self.engine.handle_consumed(n);
+        Ok(self.drain())
     }
 }
 
@@ -187,7 +193,11 @@ impl Harness {
 )]
 fn chunk_pipeline_holds_back_when_every_slot_is_unread() {
     // 64 MiB in 1 MiB objects: 8 chunks of 8 MiB.
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 64 * MIB, MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        64 * MIB,
+        MIB,
+    );
     assert_eq!(first.kind, SaveKind::StopCopyChunk { slot: 0 });
     assert_eq!(first.scope, Scope::Full);
     assert_eq!(first.size as u64, 8 * MIB);
@@ -227,7 +237,11 @@ fn chunk_pipeline_holds_back_when_every_slot_is_unread() {
 #[test]
 fn reopening_in_place_leaves_nothing_of_the_last_session() {
     // A session part-way through: a chunk saved, some of it read.
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 4 * MIB, MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        4 * MIB,
+        MIB,
+    );
     let _ = h.complete(first);
     let _ = h.read(100).unwrap();
     assert_ne!(h.engine.position(), 0);
@@ -241,7 +255,7 @@ fn reopening_in_place_leaves_nothing_of_the_last_session() {
             npages: 3,
         },
     ];
-    let cfg = SaveConfig::linux(true, true);
+    let cfg = SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy);
     let new = SaveEngine::new(cfg, &slots).unwrap();
     h.engine.open(cfg, &slots).unwrap();
     assert_eq!(std::format!("{:?}", h.engine), std::format!("{new:?}"));
@@ -260,7 +274,11 @@ fn reopening_in_place_leaves_nothing_of_the_last_session() {
 )]
 fn linux_stream_bytes_are_exact() {
     // 20 MiB in 4 MiB objects; read everything and parse it back.
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 20 * MIB, 4 * MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        20 * MIB,
+        4 * MIB,
+    );
     let mut pending = Some(first);
     loop {
         if let Some(r) = pending.take() {
@@ -301,7 +319,7 @@ fn our_records_wrap_the_stream_and_verify() {
     };
     let cfg = SaveConfig {
         stream_info: Some(info),
-        ..SaveConfig::linux(true, false)
+        ..SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy)
     };
     let (mut h, first) = Harness::open(cfg, 10 * MIB, MIB);
     // Feed completions with a CRC of the (0xee) payload bytes.
@@ -313,7 +331,8 @@ fn our_records_wrap_the_stream_and_verify() {
                 h.engine.payload_crc(),
                 &vec![0xee; r.actual_image_size as usize],
             );
-            pending = h.engine.complete(r, crc).unwrap().next.map(|n| h.start(n));
+            h.engine.handle_completion(r, crc).unwrap();
+            pending = h.drain();
         }
         match h.read(u64::MAX) {
             Ok(r) => pending = pending.or(r),
@@ -352,27 +371,31 @@ fn our_records_wrap_the_stream_and_verify() {
     ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
 )]
 fn precopy_accounting() {
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy),
+        32 * MIB,
+        MIB,
+    );
     assert_eq!(first.kind, SaveKind::Initial);
     assert_eq!(
         (first.scope, first.tracking),
         (Scope::Full, Tracking::Track)
     );
     // Before the initial SAVE completes: only the STOP_COPY_SIZE record.
-    assert_eq!(h.engine.precopy_info(0, false).unwrap().0.initial_bytes, 24);
+    assert_eq!(h.engine.precopy_info(0, false).unwrap().initial_bytes, 24);
     assert_eq!(h.read(u64::MAX), Ok(None));
     assert_eq!(h.read(u64::MAX), Err(Empty::WouldBlock));
-    let r = h.fw.save(first.size);
-    assert!(h.engine.complete(r, 0).unwrap().next.is_none());
+    assert!(h.complete(first).is_none());
     assert_eq!(h.engine.state(), FileState::PreCopy);
     // initial = 24 + 16 + 8 MiB, of which 24 were read.
-    let (info, start) = h.engine.precopy_info(MIB, false).unwrap();
+    let info = h.engine.precopy_info(MIB, false).unwrap();
     assert_eq!(info.initial_bytes, 16 + 8 * MIB);
-    assert_eq!((info.dirty_bytes, start), (0, None));
+    assert_eq!((info.dirty_bytes, h.engine.has_actions()), (0, false));
     while h.read(u64::MAX).is_ok() {}
     assert_eq!(h.read(1), Err(Empty::NoMessage));
     // Drained and firmware has 1 MiB: dirty = 0 + 1 MiB, start a SAVE.
-    let (info, start) = h.engine.precopy_info(MIB, false).unwrap();
+    let live = h.live.len();
+    let info = h.engine.precopy_info(MIB, false).unwrap();
     assert_eq!(
         info,
         PrecopyInfo {
@@ -381,27 +404,19 @@ fn precopy_accounting() {
             reinit: false
         }
     );
-    assert_eq!(
-        start,
-        Some(PrecopyStart {
-            bytes: MIB,
-            initial: false
-        })
-    );
-    let take = h.engine.take_buffer(MIB);
+    let req = h.drain().expect("an incremental SAVE");
+    assert_eq!(req.kind, SaveKind::PreCopy { initial: false });
     // The initial 8 MiB buffer came back after reading and is reused.
-    assert_eq!(take.reuse.map(|b| b.npages), Some(2048));
-    let req = h.engine.start_precopy(take.reuse.unwrap(), false).unwrap();
+    assert_eq!((req.buf.npages, h.live.len()), (2048, live));
     assert_eq!(
         (req.scope, req.tracking),
         (Scope::Incremental, Tracking::Track)
     );
     // While it is in flight a blocking reader waits instead of seeing ENOMSG.
     assert_eq!(h.engine.peek(), Err(Empty::WouldBlock));
-    let r = h.fw.save(req.size);
-    h.engine.complete(r, 0).unwrap();
+    assert!(h.complete(req).is_none());
     // Unread bytes count as dirty now.
-    let (info, _) = h.engine.precopy_info(0, false).unwrap();
+    let info = h.engine.precopy_info(0, false).unwrap();
     assert_eq!(info.dirty_bytes, 16 + 8 * MIB);
 }
 
@@ -411,52 +426,45 @@ fn precopy_accounting() {
     ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
 )]
 fn reinit_restarts_the_initial_bytes() {
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
-    let r = h.fw.save(first.size);
-    h.engine.complete(r, 0).unwrap();
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy),
+        32 * MIB,
+        MIB,
+    );
+    assert!(h.complete(first).is_none());
     // Read part of the initial image, then firmware reports new initial data.
     h.read(1000).unwrap();
     let unread = h.engine.queued_end() - h.engine.position();
-    let (info, start) = h.engine.precopy_info(2 * MIB, true).unwrap();
+    let info = h.engine.precopy_info(2 * MIB, true).unwrap();
     assert!(info.reinit);
     assert_eq!(info.initial_bytes, unread + 2 * MIB);
     assert_eq!(info.dirty_bytes, 0);
     // Unread images: the new initial data waits for the drain.
-    assert_eq!(start, None);
-    let (info, start) = h.engine.precopy_info(2 * MIB, false).unwrap();
+    assert!(!h.engine.has_actions());
+    let info = h.engine.precopy_info(2 * MIB, false).unwrap();
     assert_eq!(
-        (info.initial_bytes, info.reinit, start),
-        (unread + 2 * MIB, false, None)
+        (info.initial_bytes, info.reinit, h.engine.has_actions()),
+        (unread + 2 * MIB, false, false)
     );
     while h.read(u64::MAX).is_ok() {}
     // Drained: still initial, and now its SAVE starts, marked initial.
-    let (info, start) = h.engine.precopy_info(2 * MIB, false).unwrap();
+    let info = h.engine.precopy_info(2 * MIB, false).unwrap();
     assert_eq!((info.initial_bytes, info.dirty_bytes), (2 * MIB, 0));
-    assert_eq!(
-        start,
-        Some(PrecopyStart {
-            bytes: 2 * MIB,
-            initial: true
-        })
-    );
-    let take = h.engine.take_buffer(2 * MIB);
-    let buf = take.reuse.unwrap_or(BufRef {
-        index: 99,
-        npages: 512,
-    });
-    h.engine.start_precopy(buf, true).unwrap();
+    let req = h.drain().expect("the new initial data's SAVE");
+    assert_eq!(req.kind, SaveKind::PreCopy { initial: true });
     let image = SaveResult {
         actual_image_size: 2 * MIB as u32,
         next_required_umem_size: 0,
     };
-    h.engine.complete(image, 0).unwrap();
+    h.engine.handle_completion(image, 0).unwrap();
+    assert!(h.drain().is_none());
     // The new chunk and its header count as initial bytes.
-    let (info, _) = h.engine.precopy_info(0, false).unwrap();
+    let info = h.engine.precopy_info(0, false).unwrap();
     assert_eq!(info.initial_bytes, 16 + 2 * MIB);
     assert!(!info.reinit);
     // Reading it all brings initial bytes to zero; later data is dirty again.
     while h.read(u64::MAX).is_ok() {}
-    let (info, _) = h.engine.precopy_info(MIB, false).unwrap();
+    let info = h.engine.precopy_info(MIB, false).unwrap();
     assert_eq!((info.initial_bytes, info.dirty_bytes), (0, MIB));
 }
 
@@ -465,14 +473,17 @@ fn reinit_restarts_the_initial_bytes() {
 /// failed the file. Now the queue never grows while images are unread.
 #[test]
 fn reinits_with_nothing_read_never_outgrow_the_queue() {
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 4 * MIB, MIB);
-    let r = h.fw.save(first.size);
-    h.engine.complete(r, 0).unwrap();
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy),
+        4 * MIB,
+        MIB,
+    );
+    assert!(h.complete(first).is_none());
     let queued = h.engine.queued_end();
     for _ in 0..64 {
-        let (info, start) = h.engine.precopy_info(MIB, true).unwrap();
+        let info = h.engine.precopy_info(MIB, true).unwrap();
         assert!(info.reinit);
-        assert_eq!(start, None);
+        assert!(!h.engine.has_actions());
     }
     assert_eq!(h.engine.queued_end(), queued);
     assert_ne!(h.engine.state(), FileState::Error);
@@ -480,33 +491,81 @@ fn reinits_with_nothing_read_never_outgrow_the_queue() {
 
 #[test]
 fn bad_res_state_during_precopy_is_recoverable() {
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
-    let free = h.engine.fail(Some(CmdStatus::BadResStateErr)).unwrap();
-    assert!(free.is_none());
+    let cfg = SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy);
+    let (mut h, _) = Harness::open(cfg, 32 * MIB, MIB);
+    h.engine
+        .handle_save_failed(SaveFailure::Refused(CmdStatus::BadResStateErr))
+        .unwrap();
+    // The failed buffer went to the available list: nothing to free.
+    assert!(!h.engine.has_actions());
     assert_eq!(h.engine.state(), FileState::PreCopyError);
+    assert_eq!(h.engine.failure(), None);
     assert!(h.engine.in_flight().is_none());
-    // The failed buffer is on the available list.
-    assert_eq!(h.engine.take_buffer(4096).reuse, Some(first.buf));
-    // The final save then takes a full image.
-    let final_req = h.engine.start_final().unwrap();
+    // The final save then takes a full image, into slot 0.
+    h.engine.start_final(4096).unwrap();
+    let final_req = h.drain().unwrap();
+    assert_eq!(final_req.kind, SaveKind::StopCopyChunk { slot: 0 });
     assert_eq!(
         (final_req.scope, final_req.tracking),
         (Scope::Full, Tracking::Untracked)
     );
-    // Any other failure is fatal.
-    let (mut h, _) = Harness::open(SaveConfig::linux(true, true), 32 * MIB, MIB);
-    h.engine.fail(Some(CmdStatus::BadParamErr)).unwrap();
+    // The failed buffer is reused by the next non-slot SAVE.
+    let (mut h, first) = Harness::open(cfg, 32 * MIB, MIB);
+    h.engine
+        .handle_save_failed(SaveFailure::Refused(CmdStatus::BadResStateErr))
+        .unwrap();
+    h.engine.start_cleanup(4096).unwrap();
+    assert_eq!(h.drain().map(|r| r.buf), Some(first.buf));
+    // Any other failure is fatal, and says why.
+    let (mut h, _) = Harness::open(cfg, 32 * MIB, MIB);
+    let refused = SaveFailure::Refused(CmdStatus::BadParamErr);
+    h.engine.handle_save_failed(refused).unwrap();
     assert_eq!(h.engine.state(), FileState::Error);
+    assert_eq!(h.engine.failure(), Some(refused));
     assert_eq!(h.engine.peek(), Err(Empty::Error));
     // A stop-copy chunk failing with BAD_RES_STATE is fatal too.
-    let (mut h, _) = Harness::open(SaveConfig::linux(true, false), 32 * MIB, MIB);
-    h.engine.fail(Some(CmdStatus::BadResStateErr)).unwrap();
+    let (mut h, _) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        32 * MIB,
+        MIB,
+    );
+    h.engine
+        .handle_save_failed(SaveFailure::Refused(CmdStatus::BadResStateErr))
+        .unwrap();
     assert_eq!(h.engine.state(), FileState::Error);
 }
 
 #[test]
+fn failing_drops_what_depended_on_the_file_and_keeps_the_first_reason() {
+    let cfg = SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy);
+    let (mut h, first) = Harness::open(cfg, 64 * MIB, MIB);
+    // The next chunk needs a bigger slot 1: a free and an allocation queue.
+    let r = SaveResult {
+        actual_image_size: first.size,
+        next_required_umem_size: 12 * MIB as u32,
+    };
+    h.engine.handle_completion(r, 0).unwrap();
+    // The allocation fails: the file fails, the allocation is forgotten,
+    // the free still runs.
+    h.engine.fail(SaveFailure::NotStarted);
+    h.engine.fail(SaveFailure::Abandoned);
+    assert_eq!(h.engine.failure(), Some(SaveFailure::NotStarted));
+    assert!(matches!(h.engine.poll_action(), Some(SaveAction::Free(_))));
+    assert_eq!(h.engine.poll_action(), None);
+    let late = BufRef {
+        index: 500,
+        npages: 3072,
+    };
+    assert_eq!(h.engine.handle_buffer(late), Err(SaveError::WrongState));
+}
+
+#[test]
 fn hostile_completions_are_refused() {
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 32 * MIB, MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        32 * MIB,
+        MIB,
+    );
     let too_big = SaveResult {
         actual_image_size: first.size + 1,
         next_required_umem_size: 0,
@@ -518,20 +577,31 @@ fn hostile_completions_are_refused() {
             buffer: first.size as u64
         })
     );
-    assert!(h.engine.complete(too_big, 0).is_err());
+    assert!(h.engine.handle_completion(too_big, 0).is_err());
     assert_eq!(h.engine.state(), FileState::Error);
     assert_eq!(
-        h.engine.complete(too_big, 0),
+        h.engine.failure(),
+        Some(SaveFailure::Engine(SaveError::ImageOverflow {
+            actual: first.size + 1,
+            buffer: first.size as u64
+        }))
+    );
+    assert_eq!(
+        h.engine.handle_completion(too_big, 0),
         Err(SaveError::NoSaveInFlight)
     );
 
-    let (mut h, _) = Harness::open(SaveConfig::linux(true, false), 32 * MIB, MIB);
+    let (mut h, _) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        32 * MIB,
+        MIB,
+    );
     let absurd = SaveResult {
         actual_image_size: 4096,
         next_required_umem_size: u32::MAX,
     };
     assert!(matches!(
-        h.engine.complete(absurd, 0),
+        h.engine.handle_completion(absurd, 0),
         Err(SaveError::TooLarge { .. })
     ));
     assert_eq!(h.engine.state(), FileState::Error);
@@ -542,7 +612,11 @@ fn hostile_completions_are_refused() {
 #[test]
 fn legacy_mode_is_one_image() {
     // Legacy QUERY reports the whole image as required.
-    let (mut h, first) = Harness::open(SaveConfig::linux(false, false), 3 * MIB, 3 * MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Single, SaveMode::StopCopy),
+        3 * MIB,
+        3 * MIB,
+    );
     assert_eq!(first.kind, SaveKind::StopCopyChunk { slot: 0 });
     assert_eq!(first.size as u64, 3 * MIB);
     let r = h.fw.save(first.size);
@@ -552,36 +626,50 @@ fn legacy_mode_is_one_image() {
         next_required_umem_size: 12345,
         ..r
     };
-    assert_eq!(h.engine.complete(r, 0).unwrap().next, None);
+    h.engine.handle_completion(r, 0).unwrap();
+    assert_eq!(h.drain(), None);
     assert_eq!(h.engine.state(), FileState::Complete);
 }
 
 #[test]
 fn growing_a_slot_for_a_large_object() {
-    let (mut h, first) = Harness::open(SaveConfig::linux(true, false), 64 * MIB, MIB);
+    let (mut h, first) = Harness::open(
+        SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+        64 * MIB,
+        MIB,
+    );
     // Firmware says the next chunk needs 12 MiB.
     let r = SaveResult {
         actual_image_size: first.size,
         next_required_umem_size: 12 * MIB as u32,
     };
-    let next = h.engine.complete(r, 0).unwrap().next.unwrap();
+    h.engine.handle_completion(r, 0).unwrap();
+    // Slot 1's 8 MiB buffer goes, a 12 MiB one is asked for...
+    let old = match h.engine.poll_action() {
+        Some(SaveAction::Free(old)) => old,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(old.npages, 2048);
     assert_eq!(
-        next,
-        NextChunk {
-            slot: 1,
-            min_bytes: 12 * MIB
-        }
+        h.engine.poll_action(),
+        Some(SaveAction::Allocate { npages: 3072 })
     );
-    match h.engine.slot_for(1, next.min_bytes).unwrap() {
-        SlotBuffer::Grow {
-            old: Some(old),
-            npages,
-        } => {
-            assert_eq!(old.npages, 2048);
-            assert_eq!(npages, 3072);
+    assert_eq!(h.engine.poll_action(), None);
+    // ... and the chunk starts into it once it arrives.
+    let grown = BufRef {
+        index: 77,
+        npages: 3072,
+    };
+    h.engine.handle_buffer(grown).unwrap();
+    match h.engine.poll_action() {
+        Some(SaveAction::Save(req)) => {
+            assert_eq!(req.buf, grown);
+            assert_eq!(req.kind, SaveKind::StopCopyChunk { slot: 1 });
+            assert_eq!(req.size as u64, 12 * MIB);
         }
         other => panic!("{other:?}"),
     }
-    // A busy slot cannot be reused.
-    assert_eq!(h.engine.slot_for(0, 1), Err(SaveError::WrongState));
+    assert_eq!(h.engine.stats().grown, 1);
+    // A buffer nobody asked for is refused (the driver keeps it).
+    assert_eq!(h.engine.handle_buffer(grown), Err(SaveError::WrongState));
 }
