@@ -64,8 +64,10 @@ macro_rules! enum_with_unknown {
 }
 pub(crate) use enum_with_unknown;
 
-/// Logs a driver event through `defmt` when the `defmt` feature is on;
-/// compiles to nothing otherwise (the core has no other logging).
+/// Logs a driver decision through `defmt` (level `debug`) when the `defmt`
+/// feature is on; compiles to nothing otherwise (the core has no other
+/// logging). defmt filters at compile time: build with `DEFMT_LOG=debug` to
+/// keep these.
 macro_rules! trace {
     ($($arg:tt)*) => {
         #[cfg(feature = "defmt")]
@@ -73,3 +75,12 @@ macro_rules! trace {
     };
 }
 pub(crate) use trace;
+
+/// Logs something that went wrong (level `warn`), e.g. a file failing.
+macro_rules! trace_warn {
+    ($($arg:tt)*) => {
+        #[cfg(feature = "defmt")]
+        defmt::warn!($($arg)*);
+    };
+}
+pub(crate) use trace_warn;

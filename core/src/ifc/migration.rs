@@ -294,10 +294,3 @@ impl Command for LoadVhcaState {
     }
     fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
-
-static_assertions::const_assert_eq!(query_vhca_migration_state_in::SIZE, 16);
-static_assertions::const_assert_eq!(query_vhca_migration_state_out::SIZE, 64);
-static_assertions::const_assert_eq!(save_vhca_state_in::SIZE, 32);
-static_assertions::const_assert_eq!(save_vhca_state_out::SIZE, 16);
-static_assertions::const_assert_eq!(load_vhca_state_in::SIZE, 32);
-static_assertions::const_assert_eq!(load_vhca_state_out::SIZE, 16);

@@ -319,11 +319,3 @@ impl Command for DestroyMkey {
     }
     fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
-
-static_assertions::const_assert_eq!(mkc::SIZE, 64);
-static_assertions::const_assert_eq!(create_mkey_in::SIZE, 272);
-static_assertions::const_assert_eq!(create_mkey_out::SIZE, 16);
-static_assertions::const_assert_eq!(destroy_mkey_in::SIZE, 16);
-static_assertions::const_assert_eq!(destroy_mkey_out::SIZE, 16);
-static_assertions::assert_eq_size!(MttEntry, u64);
-static_assertions::assert_eq_size!(MkeyParts, u32);

@@ -91,8 +91,3 @@ impl Command for DeallocPd {
     }
     fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
-
-static_assertions::const_assert_eq!(alloc_pd_in::SIZE, 16);
-static_assertions::const_assert_eq!(alloc_pd_out::SIZE, 16);
-static_assertions::const_assert_eq!(dealloc_pd_in::SIZE, 16);
-static_assertions::const_assert_eq!(dealloc_pd_out::SIZE, 16);

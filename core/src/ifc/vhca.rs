@@ -130,8 +130,3 @@ impl Command for ResumeVhca {
     }
     fn decode_fields(&self, _out: Checked<'_, Self::Out>) {}
 }
-
-static_assertions::const_assert_eq!(suspend_vhca_in::SIZE, 16);
-static_assertions::const_assert_eq!(suspend_vhca_out::SIZE, 16);
-static_assertions::const_assert_eq!(resume_vhca_in::SIZE, 16);
-static_assertions::const_assert_eq!(resume_vhca_out::SIZE, 16);

@@ -47,7 +47,7 @@ use heapless::{Deque, Vec};
 
 use crate::ifc::CmdStatus;
 use crate::ifc::migration::{SaveResult, Scope, Tracking};
-use crate::macros::trace;
+use crate::macros::{trace, trace_warn};
 use crate::stream::{
     Header, STOP_COPY_SIZE_RECORD_LEN, StreamEnd, StreamInfo, encode_stop_copy_size,
 };
@@ -412,7 +412,7 @@ impl SaveEngine {
         if self.is_failed() {
             return;
         }
-        trace!("save: file failed: {}", why);
+        trace_warn!("save: file failed: {}", why);
         self.phase = Phase::Failed(why);
         self.wanted = None;
         let mut keep = Deque::<SaveAction, MAX_ACTIONS>::new();
