@@ -1,12 +1,13 @@
 //! Driving a [`Device`] over [`TestHal`] the way a shim does: the sim's test
 //! kit ([`mlx5vf_sim::testkit`]) with the fuzz platform policy
 //! ([`MAX_ALLOC_BYTES`]), plus [`save_stream`], which the targets and the
-//! seed corpus share.
+//! seed corpus share (on the kit's bounded drive loop).
 
 use mlx5vf_core::device::{Config, Device, DeviceError, FileId};
 use mlx5vf_core::vfio::MigState;
 use mlx5vf_sim::Digest;
 use mlx5vf_sim::firmware::FirmwareConfig;
+use mlx5vf_sim::testkit::migration::{PumpUntil, Reads, Rng, pump, stream_bound};
 use mlx5vf_sim::testkit::ports::{self, OnWait};
 use mlx5vf_sim::testkit::{self, TestHal};
 
@@ -93,18 +94,20 @@ pub struct SaveRun<'a> {
     pub read_size: u64,
 }
 
-/// A whole stream saved from a fresh source device, and the source's digest
-/// once saving ended.
+/// A whole stream saved from a fresh source device (three PRE_COPY rounds
+/// with firmware dirtying state between them, when `precopy`), and the
+/// source's digest once saving ended. The kit's bounded [`pump`] reads it.
 ///
 /// # Panics
 /// When the migration does not run to its end (the specs used are valid).
 pub fn save_stream(run: &SaveRun<'_>) -> (Vec<u8>, Digest) {
+    const PRECOPY_ROUNDS: u32 = 3;
     let fw = firmware_config(run.spec);
+    let state_size = fw.vfs.first().map_or(0, |vf| vf.state_size);
     let mut dev = match probed(&fw, run.cfg) {
         Ok(d) => d,
         Err(e) => panic!("probe {}: {e}", run.spec),
     };
-    let mut stream = vec![];
     let target = if run.precopy {
         MigState::PreCopy
     } else {
@@ -114,36 +117,37 @@ pub fn save_stream(run: &SaveRun<'_>) -> (Vec<u8>, Digest) {
         Ok(Some(f)) => f,
         r => panic!("open saving file: {r:?}"),
     };
-    let mut rounds = 0;
-    loop {
-        match read_copying(&mut dev, file, run.read_size, &mut stream, |n| n) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(DeviceError::WouldBlock) => {
-                assert!(complete_one(&mut dev), "reader blocks with no SAVE");
-            }
-            Err(DeviceError::NoMessage) if rounds < 3 => {
-                rounds += 1;
-                dev.hal_mut().fw.tick(0, 1);
-                loop {
-                    match dev.precopy_info(file) {
-                        Err(DeviceError::SaveInFlight) => {
-                            complete_one(&mut dev);
-                        }
-                        r => {
-                            assert!(r.is_ok(), "precopy info: {r:?}");
-                            break;
-                        }
+    let reads = Reads::Fixed(run.read_size);
+    let mut rng = Rng(1);
+    let bound = stream_bound(state_size, PRECOPY_ROUNDS);
+    let mut stream = vec![];
+    let mut pump_into = |dev: &mut Dev, stream: &mut Vec<u8>, until| {
+        let left = bound.saturating_sub(stream.len() as u64);
+        pump(dev, file, reads, &mut rng, until, false, left, |b| {
+            stream.extend_from_slice(b);
+        });
+    };
+    if run.precopy {
+        for _ in 0..PRECOPY_ROUNDS {
+            pump_into(&mut dev, &mut stream, PumpUntil::NoMessage);
+            dev.hal_mut().fw.tick(0, 1);
+            loop {
+                match dev.precopy_info(file) {
+                    Err(DeviceError::SaveInFlight) => {
+                        complete_one(&mut dev);
+                    }
+                    r => {
+                        assert!(r.is_ok(), "precopy info: {r:?}");
+                        break;
                     }
                 }
             }
-            Err(DeviceError::NoMessage) => {
-                let r = set_state(&mut dev, MigState::StopCopy, 8);
-                assert!(r.is_ok(), "PRE_COPY -> STOP_COPY: {r:?}");
-            }
-            Err(e) => panic!("source read: {e}"),
         }
+        pump_into(&mut dev, &mut stream, PumpUntil::NoMessage);
+        let r = set_state(&mut dev, MigState::StopCopy, 8);
+        assert!(r.is_ok(), "PRE_COPY -> STOP_COPY: {r:?}");
     }
+    pump_into(&mut dev, &mut stream, PumpUntil::Eof);
     let r = set_state(&mut dev, MigState::Stop, 8);
     assert!(r.is_ok(), "STOP_COPY -> STOP: {r:?}");
     let digest = match dev.hal().fw.digest(0) {

@@ -312,6 +312,19 @@ pub trait Structure {
     const LAYOUT: &'static Layout;
 }
 
+/// Whether `len` bytes hold every field of `S`.
+fn holds<S: Structure>(len: usize) -> Result<(), FieldError> {
+    let needed = S::LAYOUT.min_decode_len();
+    if len < needed {
+        return Err(FieldError::Truncated {
+            field: S::LAYOUT.name,
+            needed,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
 /// A buffer whose length was checked once against structure `S`, in the
 /// manner of smoltcp's `new_checked` views: every field of `S` then reads
 /// without a `Result`.
@@ -335,14 +348,7 @@ impl<'a, S: Structure> Checked<'a, S> {
     /// # Errors
     /// [`FieldError::Truncated`] naming the structure.
     pub fn new(bytes: &'a [u8]) -> Result<Self, FieldError> {
-        let needed = S::LAYOUT.min_decode_len();
-        if bytes.len() < needed {
-            return Err(FieldError::Truncated {
-                field: S::LAYOUT.name,
-                needed,
-                actual: bytes.len(),
-            });
-        }
+        holds::<S>(bytes.len())?;
         Ok(Self {
             bytes,
             _structure: PhantomData,
@@ -391,14 +397,7 @@ impl<'a, S: Structure> CheckedMut<'a, S> {
     /// # Errors
     /// [`FieldError::Truncated`] naming the structure.
     pub fn new(bytes: &'a mut [u8]) -> Result<Self, FieldError> {
-        let needed = S::LAYOUT.min_decode_len();
-        if bytes.len() < needed {
-            return Err(FieldError::Truncated {
-                field: S::LAYOUT.name,
-                needed,
-                actual: bytes.len(),
-            });
-        }
+        holds::<S>(bytes.len())?;
         Ok(Self {
             bytes,
             _structure: PhantomData,

@@ -9,7 +9,9 @@
 //! - [`ports`]: a shim's `read()` and `write()` through the core's
 //!   `file_ops`;
 //! - device helpers: [`device`], [`probe`], [`complete_one`],
-//!   [`complete_all`], [`set_state`], [`recover`], [`assert_clean`].
+//!   [`complete_all`], [`set_state`], [`recover`], [`assert_clean`];
+//! - [`migration`]: a source/destination pair and its bounded drive loop
+//!   ([`migration::pump`]).
 //!
 //! The kit depends on `mlx5vf-core`, whose integration tests depend on the
 //! kit; they see one and the same core crate. Core's unit tests must not use
@@ -26,6 +28,7 @@
 
 mod faults;
 mod hal;
+pub mod migration;
 pub mod ports;
 
 use std::vec;
