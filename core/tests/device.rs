@@ -7,7 +7,7 @@ use mlx5vf_core::device::{Config, DeviceError, FileId};
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::hal::HalErrorKind;
 use mlx5vf_core::ifc::CmdStatus;
-use mlx5vf_core::save::FileState;
+use mlx5vf_core::save::{FileState, PrecopyPolicy};
 use mlx5vf_core::stream::Verdict;
 use mlx5vf_core::vfio::{MigState::*, MigrationFlags};
 use mlx5vf_sim::wire::{opcode, status};
@@ -158,6 +158,16 @@ fn precopy_file(spec: &str) -> (mlx5vf_core::device::Device<TestHal>, FileId) {
     (d, f)
 }
 
+/// The Linux driver's PRE_COPY accounting (one chunk per precopy-info).
+fn linux_precopy() -> Config {
+    Config {
+        precopy_policy: PrecopyPolicy::Linux,
+        ..Config::default()
+    }
+}
+
+const POLICIES: [PrecopyPolicy; 2] = [PrecopyPolicy::Linux, PrecopyPolicy::Chunked];
+
 fn info(d: &mut mlx5vf_core::device::Device<TestHal>, f: FileId) -> mlx5vf_core::save::PrecopyInfo {
     loop {
         match d.precopy_info(f) {
@@ -168,8 +178,9 @@ fn info(d: &mut mlx5vf_core::device::Device<TestHal>, f: FileId) -> mlx5vf_core:
 }
 
 #[test]
-fn precopy_info_semantics() {
-    let (mut d, f) = precopy_file("sim:state=40M,object=1M-2M,dirty=3M");
+fn precopy_info_semantics_under_the_linux_policy() {
+    let mut d = device("sim:state=40M,object=1M-2M,dirty=3M", linux_precopy());
+    let f = set_state(&mut d, PreCopy).unwrap().unwrap();
     complete_one(&mut d);
     let i = info(&mut d, f);
     // Initial bytes: our info record + STOP_COPY_SIZE + FW_DATA header + image.
@@ -275,18 +286,32 @@ fn bad_res_state_in_precopy_falls_back_to_a_full_final_image() {
 
 #[test]
 fn leaving_precopy_runs_the_cleanup_save() {
-    let (mut d, f) = precopy_file(SMALL);
-    complete_one(&mut d);
-    let saves = d.hal().fw.command_count(opcode::SAVE_VHCA_STATE);
-    // PRE_COPY -> RUNNING: QUERY, cleanup SAVE (waited for), file closed.
-    assert_eq!(set_state(&mut d, Running), Ok(None));
-    assert_eq!(d.hal().fw.command_count(opcode::SAVE_VHCA_STATE), saves + 1);
-    assert!(
-        !d.hal().fw.vf_state(0).unwrap().tracking,
-        "firmware still tracking"
-    );
-    assert_eq!(d.read_begin(f, 1).unwrap_err(), DeviceError::NoFile);
-    assert_clean(&mut d);
+    for policy in POLICIES {
+        let cfg = Config {
+            precopy_policy: policy,
+            ..Config::default()
+        };
+        let mut d = device(SMALL, cfg);
+        let f = set_state(&mut d, PreCopy).unwrap().unwrap();
+        complete_one(&mut d);
+        let saves = d.hal().fw.command_count(opcode::SAVE_VHCA_STATE);
+        // Chunked PRE_COPY has chained the next chunk: it is waited for,
+        // and no further chunk starts.
+        let in_flight = u64::from(d.save_engine().unwrap().in_flight().is_some());
+        // PRE_COPY -> RUNNING: QUERY, cleanup SAVE (waited for), file closed.
+        assert_eq!(set_state(&mut d, Running), Ok(None));
+        assert_eq!(
+            d.hal().fw.command_count(opcode::SAVE_VHCA_STATE),
+            saves + in_flight + 1,
+            "{policy:?}"
+        );
+        assert!(
+            !d.hal().fw.vf_state(0).unwrap().tracking,
+            "firmware still tracking"
+        );
+        assert_eq!(d.read_begin(f, 1).unwrap_err(), DeviceError::NoFile);
+        assert_clean(&mut d);
+    }
 }
 
 #[test]
@@ -355,9 +380,20 @@ fn streams_without_headers_are_rejected() {
 
 #[test]
 fn allocation_failure_mid_open_unwinds_once() {
-    // PRE_COPY opening allocates two slot buffers and a fresh one: fail each.
-    for nth in 0..3 {
-        let mut d = dev(SMALL);
+    // PRE_COPY opening allocates two slot buffers (and under the Linux
+    // policy a fresh one for the initial image): fail each.
+    for (policy, nth) in [
+        (PrecopyPolicy::Linux, 0),
+        (PrecopyPolicy::Linux, 1),
+        (PrecopyPolicy::Linux, 2),
+        (PrecopyPolicy::Chunked, 0),
+        (PrecopyPolicy::Chunked, 1),
+    ] {
+        let cfg = Config {
+            precopy_policy: policy,
+            ..Config::default()
+        };
+        let mut d = device(SMALL, cfg);
         d.hal_mut().knobs.fail_alloc = Some(FailAfter::new(nth, HalErrorKind::OutOfMemory));
         let e = set_state(&mut d, PreCopy).unwrap_err();
         assert_eq!(e.errno(), Errno::ENOMEM, "allocation {nth}");
@@ -375,13 +411,24 @@ fn allocation_failure_mid_open_unwinds_once() {
 
 #[test]
 fn a_failing_command_while_opening_frees_everything_once() {
-    for (op, nth) in [
-        (opcode::QUERY_VHCA_MIGRATION_STATE, 1),
-        (opcode::CREATE_MKEY, 1),
-        (opcode::CREATE_MKEY, 2),
-        (opcode::CREATE_MKEY, 3),
+    for (policy, op, nth) in [
+        (PrecopyPolicy::Linux, opcode::QUERY_VHCA_MIGRATION_STATE, 1),
+        (PrecopyPolicy::Linux, opcode::CREATE_MKEY, 1),
+        (PrecopyPolicy::Linux, opcode::CREATE_MKEY, 2),
+        (PrecopyPolicy::Linux, opcode::CREATE_MKEY, 3),
+        (
+            PrecopyPolicy::Chunked,
+            opcode::QUERY_VHCA_MIGRATION_STATE,
+            1,
+        ),
+        (PrecopyPolicy::Chunked, opcode::CREATE_MKEY, 1),
+        (PrecopyPolicy::Chunked, opcode::CREATE_MKEY, 2),
     ] {
-        let mut d = dev(SMALL);
+        let cfg = Config {
+            precopy_policy: policy,
+            ..Config::default()
+        };
+        let mut d = device(SMALL, cfg);
         d.hal_mut()
             .fw
             .faults_mut()
@@ -709,4 +756,85 @@ fn precopy_info_v2_reports_reinit_only_when_opted_in() {
         set_state(&mut d, Running).unwrap();
         assert_clean(&mut d);
     }
+}
+
+/// Issue 16: in chunk mode PRE_COPY moved one chunk per precopy-info call and
+/// reported only the next chunk as dirty, so a VMM saw a converged device
+/// with the state still in firmware. Chunked PRE_COPY saves the whole
+/// initial image through the slots before the reader first sees ENOMSG, and
+/// reports what firmware still holds.
+#[test]
+fn chunked_precopy_moves_the_whole_initial_image_before_the_stop() {
+    const STATE: u64 = 40 * MIB;
+    // The workload dirties 1 MiB of objects at every QUERY and SAVE.
+    let spec = "sim:state=40M,object=1M-2M,dirty=1M,seed=3";
+    let (mut d, f) = precopy_file(spec);
+    // Before anything is read, the whole state counts as initial data.
+    let first = info(&mut d, f);
+    assert!(first.initial_bytes >= STATE, "{first:?}");
+    assert_eq!(first.dirty_bytes, 0);
+    // Read until the temporary end: the whole initial image arrives, with
+    // never more unread chunks than slots and no buffer beyond the slots.
+    let mut out = vec![];
+    loop {
+        match read(&mut d, f, 1 << 20, &mut out) {
+            Ok(_) => {}
+            Err(DeviceError::WouldBlock) => assert!(complete_one(&mut d)),
+            Err(DeviceError::NoMessage) => break,
+            Err(e) => panic!("{e}"),
+        }
+        let e = d.save_engine().unwrap();
+        assert!(e.ready_chunks() <= 2);
+    }
+    assert!(
+        out.len() as u64 > STATE,
+        "{} bytes before ENOMSG",
+        out.len()
+    );
+    assert!(d.stats().peak_buffer_bytes <= 2 * 8 * MIB + 2 * 4096);
+    // The initial image is read; what the workload dirtied meanwhile is
+    // dirty data.
+    let done = info(&mut d, f);
+    assert_eq!(done.initial_bytes, 0, "{done:?}");
+    // Ten more ticks dirty about 10 MiB: dirty_bytes counts all of it
+    // (remaining_total_size), not one chunk's worth as the Linux policy does.
+    d.hal_mut().fw.tick(0, 10);
+    let dirty = info(&mut d, f);
+    assert_eq!(dirty.initial_bytes, 0);
+    assert!(dirty.dirty_bytes >= 8 * MIB, "{dirty:?}");
+    // That precopy-info started the incremental image: it arrives whole,
+    // chunk after chunk, before the next ENOMSG.
+    let before = out.len() as u64;
+    loop {
+        match read(&mut d, f, 1 << 20, &mut out) {
+            Ok(_) => {}
+            Err(DeviceError::WouldBlock) => assert!(complete_one(&mut d)),
+            Err(DeviceError::NoMessage) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        out.len() as u64 - before >= 8 * MIB,
+        "{} bytes",
+        out.len() as u64 - before
+    );
+    // Stop: the final save carries what is left; the destination matches.
+    let mut dst = dev("sim:state=4M");
+    let df = set_state(&mut dst, Resuming).unwrap().unwrap();
+    write(&mut dst, df, &out).unwrap();
+    set_state(&mut d, StopCopy).unwrap();
+    let rest = drain(&mut d, f).unwrap();
+    assert!(
+        (rest.len() as u64) < STATE / 4,
+        "{} bytes after the stop",
+        rest.len()
+    );
+    // Under the Linux policy the same run moves one chunk per round: most of
+    // the state is still in firmware at the stop (see the benchmark).
+    write(&mut dst, df, &rest).unwrap();
+    set_state(&mut dst, Running).unwrap();
+    assert_eq!(d.hal().fw.digest(0), dst.hal().fw.digest(0));
+    set_state(&mut d, Stop).unwrap();
+    assert_clean(&mut d);
+    assert_clean(&mut dst);
 }

@@ -559,6 +559,14 @@
 #define MLX5VF_CFG_INTEGRITY (1 << 2)
 
 /**
+ * `mlx5vf_config.flags`: account PRE_COPY as the Linux driver does (one
+ * chunk per precopy-info call; `dirty_bytes` is the next chunk's size).
+ * Off (the default): chunked PRE_COPY saves whole images through the
+ * chunk slots and reports what firmware still holds.
+ */
+#define MLX5VF_CFG_LINUX_PRECOPY (1 << 3)
+
+/**
  * `struct mlx5vf_probe_info.flags`: saving uses chunk mode.
  */
 #define MLX5VF_PROBE_CHUNK_MODE (1 << 0)
@@ -604,7 +612,7 @@ struct mlx5vf_config {
          */
         uint32_t chunk_slots;
         /**
-         * `MLX5VF_CFG_*` bits (default: all three).
+         * `MLX5VF_CFG_*` bits (default: chunks, PRE_COPY, integrity).
          */
         uint32_t flags;
         /**
@@ -808,8 +816,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*cfg` with the Linux policy: 8 MiB chunks, 2 slots, chunk mode,
- * PRE_COPY and the integrity records on.
+ * Fills `*cfg` with the defaults: the Linux buffer policy (8 MiB chunks, 2
+ * slots), chunk mode, PRE_COPY (chunked) and the integrity records on.
  *
  * # Safety
  * `cfg` is null (nothing happens) or valid for writing a `struct

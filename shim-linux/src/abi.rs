@@ -220,6 +220,11 @@ pub const MLX5VF_CFG_PRECOPY: u32 = 1 << 1;
 /// records (optional records Linux skips; the destination then proves the
 /// stream arrived whole). Without it the stream is exactly what Linux writes.
 pub const MLX5VF_CFG_INTEGRITY: u32 = 1 << 2;
+/// `mlx5vf_config.flags`: account PRE_COPY as the Linux driver does (one
+/// chunk per precopy-info call; `dirty_bytes` is the next chunk's size).
+/// Off (the default): chunked PRE_COPY saves whole images through the
+/// chunk slots and reports what firmware still holds.
+pub const MLX5VF_CFG_LINUX_PRECOPY: u32 = 1 << 3;
 
 /// `struct mlx5vf_probe_info.flags`: saving uses chunk mode.
 pub const MLX5VF_PROBE_CHUNK_MODE: u32 = 1 << 0;
@@ -267,7 +272,7 @@ pub struct mlx5vf_config {
     pub max_hint: u64,
     /// Chunk buffers in flight or unread at once (Linux: 2; 1 to 8).
     pub chunk_slots: u32,
-    /// `MLX5VF_CFG_*` bits (default: all three).
+    /// `MLX5VF_CFG_*` bits (default: chunks, PRE_COPY, integrity).
     pub flags: u32,
     /// Producer named in the stream-info record (NUL padded).
     pub producer: [u8; MLX5VF_PRODUCER_LEN],

@@ -18,16 +18,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use mlx5vf_core::device::{Config, Device, DeviceError};
 use mlx5vf_core::hal::SaveToken;
 use mlx5vf_core::load::LoadConfig;
-use mlx5vf_core::save::{MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER};
+use mlx5vf_core::save::{MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
 use mlx5vf_core::stream::MAX_RECORD_SIZE;
 use mlx5vf_core::vfio::{MigState, Session};
 
 use crate::abi::{
-    MLX5VF_CFG_CHUNKS, MLX5VF_CFG_INTEGRITY, MLX5VF_CFG_PRECOPY, MLX5VF_DEVICE_ALIGN,
-    MLX5VF_DEVICE_SIZE, MLX5VF_EBUSY, MLX5VF_EINVAL, MLX5VF_ENODEV, MLX5VF_NEW_RESUMING_FILE,
-    MLX5VF_NEW_SAVING_FILE, MLX5VF_PAGE_SIZE, MLX5VF_PROBE_CHUNK_MODE, MLX5VF_PROBE_DIRTY_TRACKING,
-    MLX5VF_PROBE_SCRATCH_LEN, MLX5VF_RETRY, mlx5vf_config, mlx5vf_device, mlx5vf_file,
-    mlx5vf_platform_ops, mlx5vf_probe_info,
+    MLX5VF_CFG_CHUNKS, MLX5VF_CFG_INTEGRITY, MLX5VF_CFG_LINUX_PRECOPY, MLX5VF_CFG_PRECOPY,
+    MLX5VF_DEVICE_ALIGN, MLX5VF_DEVICE_SIZE, MLX5VF_EBUSY, MLX5VF_EINVAL, MLX5VF_ENODEV,
+    MLX5VF_NEW_RESUMING_FILE, MLX5VF_NEW_SAVING_FILE, MLX5VF_PAGE_SIZE, MLX5VF_PROBE_CHUNK_MODE,
+    MLX5VF_PROBE_DIRTY_TRACKING, MLX5VF_PROBE_SCRATCH_LEN, MLX5VF_RETRY, mlx5vf_config,
+    mlx5vf_device, mlx5vf_file, mlx5vf_platform_ops, mlx5vf_probe_info,
 };
 use crate::file::FileObj;
 use crate::platform::{CHal, Ops};
@@ -161,7 +161,12 @@ fn config_from_c(c: &mlx5vf_config) -> Option<Config> {
         && (1..=MAX_RECORD_SIZE).contains(&c.max_image)
         // CAST: MAX_CHUNK_SLOTS is 8.
         && (1..=MAX_CHUNK_SLOTS as u8).contains(&slots)
-        && c.flags & !(MLX5VF_CFG_CHUNKS | MLX5VF_CFG_PRECOPY | MLX5VF_CFG_INTEGRITY) == 0;
+        && c.flags
+            & !(MLX5VF_CFG_CHUNKS
+                | MLX5VF_CFG_PRECOPY
+                | MLX5VF_CFG_INTEGRITY
+                | MLX5VF_CFG_LINUX_PRECOPY)
+            == 0;
     if !ok {
         return None;
     }
@@ -178,6 +183,11 @@ fn config_from_c(c: &mlx5vf_config) -> Option<Config> {
         use_chunks: c.flags & MLX5VF_CFG_CHUNKS != 0,
         use_precopy: c.flags & MLX5VF_CFG_PRECOPY != 0,
         integrity_records: c.flags & MLX5VF_CFG_INTEGRITY != 0,
+        precopy_policy: if c.flags & MLX5VF_CFG_LINUX_PRECOPY != 0 {
+            PrecopyPolicy::Linux
+        } else {
+            PrecopyPolicy::Chunked
+        },
         producer: if c.producer.iter().all(|&b| b == 0) {
             default.producer
         } else {
@@ -186,8 +196,8 @@ fn config_from_c(c: &mlx5vf_config) -> Option<Config> {
     })
 }
 
-/// Fills `*cfg` with the Linux policy: 8 MiB chunks, 2 slots, chunk mode,
-/// PRE_COPY and the integrity records on.
+/// Fills `*cfg` with the defaults: the Linux buffer policy (8 MiB chunks, 2
+/// slots), chunk mode, PRE_COPY (chunked) and the integrity records on.
 ///
 /// # Safety
 /// `cfg` is null (nothing happens) or valid for writing a `struct
@@ -208,6 +218,11 @@ pub unsafe extern "C" fn mlx5vf_config_default(cfg: *mut mlx5vf_config) {
             | (if d.use_precopy { MLX5VF_CFG_PRECOPY } else { 0 })
             | (if d.integrity_records {
                 MLX5VF_CFG_INTEGRITY
+            } else {
+                0
+            })
+            | (if d.precopy_policy == PrecopyPolicy::Linux {
+                MLX5VF_CFG_LINUX_PRECOPY
             } else {
                 0
             }),

@@ -49,7 +49,7 @@ use crate::ifc::pd::{AllocPd, DeallocPd, Pd};
 use crate::ifc::vhca::{ResumeVhca, SuspendVhca, VhcaSide};
 use crate::ifc::{Command, MAX_FIXED_IN};
 use crate::load::LoadConfig;
-use crate::save::{BufRef, LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_SAVE_BUFFER};
+use crate::save::{BufRef, LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
 use crate::stream::{PRODUCER_LEN, StreamInfo};
 use crate::vfio::{MigState, MigrationFlags, Path, Session, Step, arc_info};
 use resources::{Buf, Resources, SessionId};
@@ -79,12 +79,17 @@ pub struct Config {
     /// Write our stream-info and stream-end records (integrity checking on
     /// the destination); `false` writes exactly what Linux writes.
     pub integrity_records: bool,
+    /// How PRE_COPY moves a chunk-mode state (the stream is the same
+    /// format either way).
+    pub precopy_policy: PrecopyPolicy,
     /// Producer named in the stream-info record.
     pub producer: [u8; PRODUCER_LEN],
 }
 
 impl Default for Config {
-    /// The Linux policy, with our integrity records on.
+    /// The Linux buffer policy (8 MiB chunks, 2 slots), with our integrity
+    /// records on and chunked PRE_COPY (what makes PRE_COPY move a
+    /// chunk-mode state; [`Config::linux`] is the Linux driver exactly).
     fn default() -> Self {
         Self {
             chunk_size: LINUX_CHUNK_SIZE,
@@ -94,7 +99,20 @@ impl Default for Config {
             use_chunks: true,
             use_precopy: true,
             integrity_records: true,
+            precopy_policy: PrecopyPolicy::Chunked,
             producer: StreamInfo::producer_from(concat!("mlx5vf ", env!("CARGO_PKG_VERSION"))),
+        }
+    }
+}
+
+impl Config {
+    /// What the Linux driver does: its buffer policy, its PRE_COPY
+    /// accounting, no records of ours (the stream is byte-identical).
+    pub fn linux() -> Self {
+        Self {
+            integrity_records: false,
+            precopy_policy: PrecopyPolicy::Linux,
+            ..Self::default()
         }
     }
 }
@@ -443,6 +461,14 @@ impl<H: Hal> Device<H> {
             })?;
             crate::macros::trace!("mlx5vf: state {}=>{}", arc.from, arc.to);
             self.state = arc.to;
+            // Chunked PRE_COPY chains chunks only while the VF runs.
+            if let Some(f) = self.saving.as_mut() {
+                match (arc.from, arc.to) {
+                    (MigState::PreCopy, MigState::PreCopyP2p) => f.engine.pause_precopy(),
+                    (MigState::PreCopyP2p, MigState::PreCopy) => f.engine.resume_precopy(),
+                    _ => {}
+                }
+            }
             if opened.is_some() {
                 // Only the last arc of a walk opens a file (see vfio tests).
                 file = opened;
@@ -460,6 +486,16 @@ impl<H: Hal> Device<H> {
                 Step::Suspend(_) | Step::Resume(_) | Step::OpenSaving(_) | Step::FinalSave
             )
         });
+        // Leaving PRE_COPY: chunked PRE_COPY stops chaining first, so the
+        // SAVE in flight (if any) is the last one this waits for.
+        if steps
+            .iter()
+            .any(|s| matches!(s, Step::FinalSave | Step::PreCopyCleanup))
+        {
+            if let Some(f) = self.saving.as_mut() {
+                f.engine.pause_precopy();
+            }
+        }
         if needs_quiet {
             self.no_save_in_flight()?;
         }

@@ -114,6 +114,7 @@ impl<H: Hal> Device<H> {
                 ImageMode::Single
             },
             mode,
+            precopy: self.cfg.precopy_policy,
             chunk_size: self.cfg.chunk_size,
             chunk_slots: self.cfg.chunk_slots,
             page_size: crate::ifc::mkey::PAGE_SIZE,
@@ -571,8 +572,15 @@ impl<H: Hal> Device<H> {
         if !matches!(self.state, MigState::PreCopy | MigState::PreCopyP2p) {
             return Err(DeviceError::NotPreCopy);
         }
-        let state = self.saving_for(file)?.engine.state();
+        let running = self.state == MigState::PreCopy;
+        let f = self.saving_for(file)?;
+        if running {
+            // An arc out of PRE_COPY that failed may have paused chaining.
+            f.engine.resume_precopy();
+        }
+        let state = f.engine.state();
         let mut inc = 0u64;
+        let mut remaining = 0u64;
         let mut reinit = false;
         if self.state == MigState::PreCopy {
             match state {
@@ -589,12 +597,16 @@ impl<H: Hal> Device<H> {
                         chunked: probe.chunk_mode,
                     })?;
                     inc = u64::from(q.required_umem_size);
+                    remaining = q.remaining_total_size;
                     reinit = self.precopy_info_v2
                         && q.migration_state == crate::ifc::migration::migration_state::INIT;
                 }
             }
         }
-        let info = self.saving_for(file)?.engine.precopy_info(inc, reinit)?;
+        let info = self
+            .saving_for(file)?
+            .engine
+            .precopy_info(inc, remaining, reinit)?;
         self.drive_saving()?;
         Ok(info)
     }

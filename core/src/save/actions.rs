@@ -70,12 +70,12 @@ impl SaveEngine {
     pub fn handle_buffer(&mut self, buf: BufRef) -> Result<(), SaveError> {
         let what = self.wanted.take().ok_or(SaveError::WrongState)?;
         let result = match what {
-            Wanted::Slot(slot) => match self.slots.get_mut(usize::from(slot)) {
+            Wanted::Slot(slot, chain) => match self.slots.get_mut(usize::from(slot)) {
                 Some(s @ Slot::Empty) => {
                     *s = Slot::Ready(buf);
                     self.stats.grown = self.stats.grown.saturating_add(1);
                     trace!("save: slot {} buffer grown to {} pages", slot, buf.npages);
-                    self.issue_chunk(slot, 0)
+                    self.issue_chunk(slot, 0, chain)
                 }
                 _ => Err(SaveError::WrongState),
             },

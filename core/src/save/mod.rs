@@ -65,7 +65,7 @@ pub use actions::{MAX_ACTIONS, SaveAction};
 pub use error::{SaveError, SaveFailure};
 pub use policy::{
     BufRef, ImageMode, LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER,
-    OpenPlan, SaveConfig, plan_open,
+    OpenPlan, PrecopyPolicy, SaveConfig, plan_open,
 };
 pub use precopy::PrecopyInfo;
 pub use queue::{Empty, Segment};
@@ -104,7 +104,14 @@ pub enum FileState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Opening,
-    PreCopy,
+    PreCopy {
+        /// The next chunk of a chunked PRE_COPY image, due but waiting for
+        /// the reader to free a slot.
+        held: Option<HeldPreCopy>,
+        /// The VF is suspended (PRE_COPY_P2P): no further PRE_COPY chunks
+        /// start; the final save moves what remains.
+        paused: bool,
+    },
     PreCopyError,
     StopCopy {
         /// A chunk of this many bytes is due but every slot holds unread
@@ -113,6 +120,34 @@ enum Phase {
     },
     Complete,
     Failed(SaveFailure),
+}
+
+/// A chunked PRE_COPY image's next chunk, held back for a free slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeldPreCopy {
+    /// Minimum buffer bytes.
+    min: u32,
+    /// The image is initial data.
+    initial: bool,
+}
+
+/// Which chain of slot SAVEs a chunk continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chain {
+    /// A chunked PRE_COPY image (tracked).
+    PreCopy {
+        /// The image is initial data.
+        initial: bool,
+    },
+    /// The stop-copy image (untracked).
+    StopCopy,
+}
+
+impl Phase {
+    const PRE_COPY: Self = Self::PreCopy {
+        held: None,
+        paused: false,
+    };
 }
 
 /// What a SAVE is for.
@@ -126,6 +161,14 @@ pub enum SaveKind {
     /// as initial bytes.
     PreCopy {
         /// The image is new initial data.
+        initial: bool,
+    },
+    /// A chunk of a PRE_COPY image into a slot (chunked PRE_COPY:
+    /// `inc=0 track=1` for the very first, `inc=1 track=1` after).
+    PreCopyChunk {
+        /// The slot.
+        slot: u8,
+        /// The image is initial data (the first image, or after REINIT).
         initial: bool,
     },
     /// A stop-copy chunk into a slot (`track=0`).
@@ -193,7 +236,7 @@ struct InFlight {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wanted {
     /// A bigger buffer for this slot; its chunk starts when it arrives.
-    Slot(u8),
+    Slot(u8, Chain),
     /// A buffer for a non-slot SAVE of this kind.
     Fresh(SaveKind),
 }
@@ -348,7 +391,7 @@ impl SaveEngine {
     pub const fn state(&self) -> FileState {
         match self.phase {
             Phase::Opening => FileState::Opening,
-            Phase::PreCopy => FileState::PreCopy,
+            Phase::PreCopy { .. } => FileState::PreCopy,
             Phase::PreCopyError => FileState::PreCopyError,
             Phase::StopCopy { .. } => FileState::StopCopy,
             Phase::Complete => FileState::Complete,
@@ -396,7 +439,30 @@ impl SaveEngine {
     }
     /// Whether a SAVE was held back for lack of a free slot.
     pub const fn is_held_back(&self) -> bool {
-        matches!(self.phase, Phase::StopCopy { held: Some(_) })
+        matches!(
+            self.phase,
+            Phase::StopCopy { held: Some(_) } | Phase::PreCopy { held: Some(_), .. }
+        )
+    }
+
+    /// The first image is still being saved (chunked PRE_COPY: its chunks
+    /// chain until firmware says none is left).
+    fn initial_image_open(&self) -> bool {
+        matches!(self.phase, Phase::Opening)
+            || matches!(
+                self.in_flight,
+                Some(InFlight {
+                    kind: SaveKind::PreCopyChunk { initial: true, .. },
+                    ..
+                })
+            )
+            || matches!(
+                self.phase,
+                Phase::PreCopy {
+                    held: Some(HeldPreCopy { initial: true, .. }),
+                    ..
+                }
+            )
     }
     /// CRC-32C of every FW_DATA byte queued so far.
     pub const fn payload_crc(&self) -> u32 {
@@ -437,6 +503,14 @@ impl SaveEngine {
                 },
             ),
             SaveKind::PreCopy { .. } => (Scope::Incremental, Tracking::Track),
+            SaveKind::PreCopyChunk { .. } => (
+                if self.phase == Phase::Opening {
+                    Scope::Full
+                } else {
+                    Scope::Incremental
+                },
+                Tracking::Track,
+            ),
             // Linux passes inc=1 for every chunk after a PRE_COPY (firmware
             // continues the image it is saving); a full image after a
             // PRE_COPY error or without PRE_COPY.
@@ -466,8 +540,9 @@ impl SaveEngine {
     }
 
     /// Queues the first SAVE: into a fresh buffer of `initial_pages` (from
-    /// [`OpenPlan::initial_pages`]; PRE_COPY, `inc=0 track=1`), or into slot
-    /// 0's buffer (stop-copy, `inc=0 track=0`).
+    /// [`OpenPlan::initial_pages`]; PRE_COPY under the Linux policy, `inc=0
+    /// track=1`), or into slot 0's buffer (chunked PRE_COPY, `inc=0
+    /// track=1`; stop-copy, `inc=0 track=0`).
     ///
     /// # Errors
     /// [`SaveError::WrongState`] if a SAVE is in flight, slot 0 is not ready,
@@ -476,7 +551,17 @@ impl SaveEngine {
         if self.in_flight.is_some() || self.phase != Phase::Opening {
             return Err(SaveError::WrongState);
         }
-        if self.cfg.tracking() {
+        if self.cfg.chunked_precopy() {
+            let buf = self.take_slot(0)?;
+            let req = self.request(
+                buf,
+                SaveKind::PreCopyChunk {
+                    slot: 0,
+                    initial: true,
+                },
+            );
+            self.act(SaveAction::Save(req))
+        } else if self.cfg.tracking() {
             let npages = initial_pages.ok_or(SaveError::WrongState)?;
             self.want(Wanted::Fresh(SaveKind::Initial), npages)
         } else {
@@ -543,9 +628,12 @@ impl SaveEngine {
             // The cleanup image is discarded.
             return self.act(SaveAction::Free(f.buf));
         }
-        let slot = match f.kind {
-            SaveKind::StopCopyChunk { slot } => Some(slot),
-            _ => None,
+        let (slot, chain) = match f.kind {
+            SaveKind::StopCopyChunk { slot } => (Some(slot), Some(Chain::StopCopy)),
+            SaveKind::PreCopyChunk { slot, initial } => {
+                (Some(slot), Some(Chain::PreCopy { initial }))
+            }
+            _ => (None, None),
         };
         // Only chunk-mode slot buffers read next_required_umem_size.
         let next = match slot {
@@ -597,8 +685,12 @@ impl SaveEngine {
         self.crc = crc_after;
         self.stats.fw_data_records = self.stats.fw_data_records.saturating_add(1);
         self.stats.fw_data_bytes = self.stats.fw_data_bytes.saturating_add(u64::from(image));
-        let first_precopy = self.phase == Phase::Opening && slot.is_none();
-        let initial = first_precopy || f.kind == SaveKind::PreCopy { initial: true };
+        let first_precopy = self.phase == Phase::Opening && chain != Some(Chain::StopCopy);
+        let initial = first_precopy
+            || matches!(
+                f.kind,
+                SaveKind::PreCopy { initial: true } | SaveKind::PreCopyChunk { initial: true, .. }
+            );
         if initial {
             self.initial_len = self
                 .initial_len
@@ -607,29 +699,47 @@ impl SaveEngine {
                 .saturating_add(u64::from(image));
         }
         if first_precopy {
-            self.phase = Phase::PreCopy;
+            self.phase = Phase::PRE_COPY;
         }
-        let Some(slot) = slot else {
+        let (Some(slot), Some(chain)) = (slot, chain) else {
             return Ok(());
         };
         self.stats.chunks = self.stats.chunks.saturating_add(1);
         self.ready_chunks = self.ready_chunks.saturating_add(1);
-        if next == 0 {
-            return self.finish();
+        match chain {
+            Chain::StopCopy if next == 0 => return self.finish(),
+            // The PRE_COPY image is complete; the next one starts from
+            // precopy-info on a drained queue. A suspended VF's remaining
+            // data goes with the final save.
+            Chain::PreCopy { .. } if next == 0 => return Ok(()),
+            Chain::PreCopy { .. } if matches!(self.phase, Phase::PreCopy { paused: true, .. }) => {
+                return Ok(());
+            }
+            _ => {}
         }
-        if self.ready_chunks >= self.cfg.slots() {
-            // Every slot holds unread data: wait for the reader.
-            trace!("save: chunk of {} bytes held back: every slot unread", next);
-            self.phase = Phase::StopCopy { held: Some(next) };
-            self.stats.held_back = self.stats.held_back.saturating_add(1);
-            return Ok(());
+        let preferred = u8::try_from(
+            usize::from(slot)
+                .saturating_add(1)
+                .checked_rem(self.cfg.slots())
+                .unwrap_or(0),
+        )
+        .unwrap_or(0);
+        match self.free_slot(preferred) {
+            Some(free) => self.issue_chunk(free, u64::from(next), chain),
+            None => {
+                // Every slot holds unread data: wait for the reader.
+                trace!("save: chunk of {} bytes held back: every slot unread", next);
+                self.stats.held_back = self.stats.held_back.saturating_add(1);
+                self.phase = match chain {
+                    Chain::StopCopy => Phase::StopCopy { held: Some(next) },
+                    Chain::PreCopy { initial } => Phase::PreCopy {
+                        held: Some(HeldPreCopy { min: next, initial }),
+                        paused: false,
+                    },
+                };
+                Ok(())
+            }
         }
-        // CAST: the remainder is below slots() <= 8, so it fits u8.
-        let next_slot = usize::from(slot)
-            .saturating_add(1)
-            .checked_rem(self.cfg.slots())
-            .unwrap_or(0) as u8;
-        self.issue_chunk(next_slot, u64::from(next))
     }
 
     fn finish(&mut self) -> Result<(), SaveError> {

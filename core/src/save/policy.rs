@@ -40,6 +40,23 @@ pub struct BufRef {
     pub npages: u32,
 }
 
+/// How PRE_COPY moves a chunk-mode state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PrecopyPolicy {
+    /// As the Linux driver: the initial SAVE into a fresh buffer, then one
+    /// chunk per precopy-info call on a drained queue, and `dirty_bytes`
+    /// is the next chunk's size (`required_umem_size`). A VMM then sees a
+    /// converged device while most of the state is still in firmware.
+    Linux,
+    /// Every PRE_COPY image (the initial one, and each incremental one)
+    /// is saved chunk after chunk into the stop-copy slots, with the same
+    /// read-ahead and back-pressure as STOP_COPY; `initial_bytes` and
+    /// `dirty_bytes` count what firmware still holds
+    /// (`remaining_total_size`). Outside chunk mode it is the Linux policy.
+    Chunked,
+}
+
 /// Parameters of a saving session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SaveConfig {
@@ -47,6 +64,8 @@ pub struct SaveConfig {
     pub image: ImageMode,
     /// Stop-copy only, or PRE_COPY first (dirty tracking).
     pub mode: SaveMode,
+    /// How PRE_COPY moves a chunk-mode state.
+    pub precopy: PrecopyPolicy,
     /// Largest chunk buffer the policy starts with (Linux: 8 MiB).
     pub chunk_size: u64,
     /// Chunk slots (Linux: 2).
@@ -61,11 +80,13 @@ pub struct SaveConfig {
 }
 
 impl SaveConfig {
-    /// The Linux policy: 8 MiB chunks, 2 slots, 4 KiB pages, no records of ours.
+    /// The Linux policy: 8 MiB chunks, 2 slots, 4 KiB pages, Linux PRE_COPY
+    /// accounting, no records of ours.
     pub const fn linux(image: ImageMode, mode: SaveMode) -> Self {
         Self {
             image,
             mode,
+            precopy: PrecopyPolicy::Linux,
             chunk_size: LINUX_CHUNK_SIZE,
             chunk_slots: LINUX_CHUNK_SLOTS,
             page_size: 4096,
@@ -80,6 +101,11 @@ impl SaveConfig {
 
     pub(super) const fn tracking(&self) -> bool {
         matches!(self.mode, SaveMode::PreCopy)
+    }
+
+    /// PRE_COPY images go chunk by chunk through the slots.
+    pub(super) const fn chunked_precopy(&self) -> bool {
+        self.chunked() && self.tracking() && matches!(self.precopy, PrecopyPolicy::Chunked)
     }
 
     pub(super) fn slots(&self) -> usize {
@@ -108,8 +134,9 @@ pub struct OpenPlan {
     pub slot_pages: u32,
     /// Number of slot buffers to allocate.
     pub slots: u8,
-    /// For PRE_COPY, pages of the fresh buffer the initial SAVE uses (the
-    /// slot buffers stay reserved for stop-copy).
+    /// For PRE_COPY under the Linux policy, pages of the fresh buffer the
+    /// initial SAVE uses (the slot buffers stay reserved for stop-copy);
+    /// chunked PRE_COPY saves into the slots.
     pub initial_pages: Option<u32>,
 }
 
@@ -144,6 +171,6 @@ pub fn plan_open(cfg: &SaveConfig, query: MigrationStateSize) -> Result<OpenPlan
     Ok(OpenPlan {
         slot_pages,
         slots,
-        initial_pages: cfg.tracking().then_some(slot_pages),
+        initial_pages: (cfg.tracking() && !cfg.chunked_precopy()).then_some(slot_pages),
     })
 }

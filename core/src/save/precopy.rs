@@ -1,7 +1,7 @@
 //! PRE_COPY: the precopy-info numbers, incremental and cleanup SAVEs, and the
 //! list of buffers kept for reuse between them.
 
-use super::{BufRef, Phase, SaveAction, SaveEngine, SaveError, SaveKind, Wanted};
+use super::{BufRef, Chain, Phase, SaveAction, SaveEngine, SaveError, SaveKind, Wanted};
 
 /// VFIO_MIG_GET_PRECOPY_INFO numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,42 +24,65 @@ impl SaveEngine {
         self.avail.push(buf).err()
     }
 
-    /// VFIO_MIG_GET_PRECOPY_INFO, given the incremental size firmware reports
-    /// (`inc_len`; 0 in PRE_COPY_P2P and after a PRE_COPY error) and whether
+    /// VFIO_MIG_GET_PRECOPY_INFO, given what the incremental QUERY reported
+    /// (`inc_len`: `required_umem_size`, the next SAVE's buffer; `remaining`:
+    /// `remaining_total_size`, everything firmware still holds, chunk mode
+    /// only; both 0 in PRE_COPY_P2P and after a PRE_COPY error) and whether
     /// firmware reported new initial data with PRECOPY_INFOv2 opted in
     /// (`reinit`). Returns the numbers; when the reader has drained
-    /// everything (or on REINIT) and firmware has data, the incremental SAVE
-    /// is queued as actions.
+    /// everything (or on REINIT) and firmware has data, the next PRE_COPY
+    /// image is queued as actions.
     ///
-    /// On REINIT, bytes queued but unread count as initial bytes (the reader
-    /// must read them before the new initial data), as the Linux patch does.
+    /// Under [`PrecopyPolicy::Linux`](super::PrecopyPolicy::Linux) firmware's
+    /// share is `inc_len` (one chunk); under chunked PRE_COPY it is
+    /// `remaining`, and it counts as initial bytes while the first image is
+    /// still being saved. On REINIT, bytes queued but unread count as
+    /// initial bytes (the reader must read them before the new initial
+    /// data), as the Linux patch does.
     ///
     /// # Errors
     /// [`SaveError::FileError`] when the file failed.
-    pub fn precopy_info(&mut self, inc_len: u64, reinit: bool) -> Result<PrecopyInfo, SaveError> {
+    pub fn precopy_info(
+        &mut self,
+        inc_len: u64,
+        remaining: u64,
+        reinit: bool,
+    ) -> Result<PrecopyInfo, SaveError> {
         if self.is_failed() {
             return Err(SaveError::FileError);
         }
+        let chunked = self.cfg.chunked_precopy();
+        let in_firmware = if chunked {
+            remaining.max(inc_len)
+        } else {
+            inc_len
+        };
         let unread = self.end_pos.saturating_sub(self.pos);
         let mut info = PrecopyInfo::default();
         if reinit {
             self.initial_start = self.pos;
             self.initial_len = unread;
             self.reinit_pending = true;
-            info.initial_bytes = unread.saturating_add(inc_len);
+            info.initial_bytes = unread.saturating_add(in_firmware);
             info.reinit = true;
         } else {
-            // The new initial data still in firmware counts as initial too.
-            let pending = if self.reinit_pending { inc_len } else { 0 };
+            // New initial data still in firmware counts as initial too, as
+            // does the rest of a first image still being saved.
+            let initial_open = chunked && self.initial_image_open();
+            let pending = if self.reinit_pending || initial_open {
+                in_firmware
+            } else {
+                0
+            };
             let initial_end = self.initial_start.saturating_add(self.initial_len);
-            if initial_end > self.pos {
+            if initial_end > self.pos || initial_open {
                 info.initial_bytes = initial_end.saturating_sub(self.pos).saturating_add(pending);
                 return Ok(info);
             }
             if self.reinit_pending {
-                info.initial_bytes = unread.saturating_add(inc_len);
+                info.initial_bytes = unread.saturating_add(in_firmware);
             } else {
-                info.dirty_bytes = unread.saturating_add(inc_len);
+                info.dirty_bytes = unread.saturating_add(in_firmware);
             }
         }
         // Only a drained queue takes a new image (a REINIT waits too), and
@@ -68,13 +91,43 @@ impl SaveEngine {
             && inc_len != 0
             && self.in_flight.is_none()
             && self.wanted.is_none()
-            && self.phase == Phase::PreCopy;
+            && self.phase == Phase::PRE_COPY;
         if start {
             let initial = self.reinit_pending;
             self.reinit_pending = false;
-            self.issue_fresh(inc_len, SaveKind::PreCopy { initial })?;
+            if chunked {
+                match self.free_slot(0) {
+                    Some(slot) => self.issue_chunk(slot, inc_len, Chain::PreCopy { initial })?,
+                    // Drained means every slot is free; nothing to start.
+                    None => self.reinit_pending = initial,
+                }
+            } else {
+                self.issue_fresh(inc_len, SaveKind::PreCopy { initial })?;
+            }
         }
         Ok(info)
+    }
+
+    /// The VF was suspended (PRE_COPY → PRE_COPY_P2P): chunked PRE_COPY
+    /// stops chaining (a held chunk is dropped; the final save, or a
+    /// precopy-info after resuming, moves that data).
+    pub fn pause_precopy(&mut self) {
+        if let Phase::PreCopy { .. } = self.phase {
+            self.phase = Phase::PreCopy {
+                held: None,
+                paused: true,
+            };
+        }
+    }
+
+    /// The VF runs again (PRE_COPY_P2P → PRE_COPY).
+    pub fn resume_precopy(&mut self) {
+        if let Phase::PreCopy { held, .. } = self.phase {
+            self.phase = Phase::PreCopy {
+                held,
+                paused: false,
+            };
+        }
     }
 
     /// Queues a non-slot SAVE of at least `min_bytes`: into a buffer from the

@@ -1,7 +1,7 @@
 //! The reader's side: the queue of record headers, our records and buffer
 //! segments, in stream order.
 
-use super::{BufRef, Entry, Phase, SaveAction, SaveEngine, SaveError, SaveFailure, Slot};
+use super::{BufRef, Chain, Entry, Phase, SaveAction, SaveEngine, SaveError, SaveFailure, Slot};
 use crate::stream::{StreamEnd, StreamInfo};
 
 /// The next bytes the reader gets.
@@ -56,7 +56,7 @@ impl SaveEngine {
                 Phase::Complete => Empty::EndOfStream,
                 // A SAVE in flight (or about to be) will add data: wait for
                 // it rather than reporting a temporary end (the v7.1 fix).
-                Phase::PreCopy | Phase::PreCopyError
+                Phase::PreCopy { .. } | Phase::PreCopyError
                     if self.in_flight.is_none() && self.wanted.is_none() =>
                 {
                     Empty::NoMessage
@@ -125,10 +125,22 @@ impl SaveEngine {
             *s = Slot::Ready(buf);
         }
         self.ready_chunks = self.ready_chunks.saturating_sub(1);
-        if let Phase::StopCopy { held: Some(min) } = self.phase {
-            self.phase = Phase::StopCopy { held: None };
-            return self.issue_chunk(slot, u64::from(min));
+        match self.phase {
+            Phase::StopCopy { held: Some(min) } => {
+                self.phase = Phase::StopCopy { held: None };
+                self.issue_chunk(slot, u64::from(min), Chain::StopCopy)
+            }
+            Phase::PreCopy {
+                held: Some(held),
+                paused,
+            } => {
+                self.phase = Phase::PreCopy { held: None, paused };
+                let chain = Chain::PreCopy {
+                    initial: held.initial,
+                };
+                self.issue_chunk(slot, u64::from(held.min), chain)
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }

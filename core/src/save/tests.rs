@@ -382,20 +382,23 @@ fn precopy_accounting() {
         (Scope::Full, Tracking::Track)
     );
     // Before the initial SAVE completes: only the STOP_COPY_SIZE record.
-    assert_eq!(h.engine.precopy_info(0, false).unwrap().initial_bytes, 24);
+    assert_eq!(
+        h.engine.precopy_info(0, 0, false).unwrap().initial_bytes,
+        24
+    );
     assert_eq!(h.read(u64::MAX), Ok(None));
     assert_eq!(h.read(u64::MAX), Err(Empty::WouldBlock));
     assert!(h.complete(first).is_none());
     assert_eq!(h.engine.state(), FileState::PreCopy);
     // initial = 24 + 16 + 8 MiB, of which 24 were read.
-    let info = h.engine.precopy_info(MIB, false).unwrap();
+    let info = h.engine.precopy_info(MIB, 0, false).unwrap();
     assert_eq!(info.initial_bytes, 16 + 8 * MIB);
     assert_eq!((info.dirty_bytes, h.engine.has_actions()), (0, false));
     while h.read(u64::MAX).is_ok() {}
     assert_eq!(h.read(1), Err(Empty::NoMessage));
     // Drained and firmware has 1 MiB: dirty = 0 + 1 MiB, start a SAVE.
     let live = h.live.len();
-    let info = h.engine.precopy_info(MIB, false).unwrap();
+    let info = h.engine.precopy_info(MIB, 0, false).unwrap();
     assert_eq!(
         info,
         PrecopyInfo {
@@ -416,7 +419,7 @@ fn precopy_accounting() {
     assert_eq!(h.engine.peek(), Err(Empty::WouldBlock));
     assert!(h.complete(req).is_none());
     // Unread bytes count as dirty now.
-    let info = h.engine.precopy_info(0, false).unwrap();
+    let info = h.engine.precopy_info(0, 0, false).unwrap();
     assert_eq!(info.dirty_bytes, 16 + 8 * MIB);
 }
 
@@ -435,20 +438,20 @@ fn reinit_restarts_the_initial_bytes() {
     // Read part of the initial image, then firmware reports new initial data.
     h.read(1000).unwrap();
     let unread = h.engine.queued_end() - h.engine.position();
-    let info = h.engine.precopy_info(2 * MIB, true).unwrap();
+    let info = h.engine.precopy_info(2 * MIB, 0, true).unwrap();
     assert!(info.reinit);
     assert_eq!(info.initial_bytes, unread + 2 * MIB);
     assert_eq!(info.dirty_bytes, 0);
     // Unread images: the new initial data waits for the drain.
     assert!(!h.engine.has_actions());
-    let info = h.engine.precopy_info(2 * MIB, false).unwrap();
+    let info = h.engine.precopy_info(2 * MIB, 0, false).unwrap();
     assert_eq!(
         (info.initial_bytes, info.reinit, h.engine.has_actions()),
         (unread + 2 * MIB, false, false)
     );
     while h.read(u64::MAX).is_ok() {}
     // Drained: still initial, and now its SAVE starts, marked initial.
-    let info = h.engine.precopy_info(2 * MIB, false).unwrap();
+    let info = h.engine.precopy_info(2 * MIB, 0, false).unwrap();
     assert_eq!((info.initial_bytes, info.dirty_bytes), (2 * MIB, 0));
     let req = h.drain().expect("the new initial data's SAVE");
     assert_eq!(req.kind, SaveKind::PreCopy { initial: true });
@@ -459,12 +462,12 @@ fn reinit_restarts_the_initial_bytes() {
     h.engine.handle_completion(image, 0).unwrap();
     assert!(h.drain().is_none());
     // The new chunk and its header count as initial bytes.
-    let info = h.engine.precopy_info(0, false).unwrap();
+    let info = h.engine.precopy_info(0, 0, false).unwrap();
     assert_eq!(info.initial_bytes, 16 + 2 * MIB);
     assert!(!info.reinit);
     // Reading it all brings initial bytes to zero; later data is dirty again.
     while h.read(u64::MAX).is_ok() {}
-    let info = h.engine.precopy_info(MIB, false).unwrap();
+    let info = h.engine.precopy_info(MIB, 0, false).unwrap();
     assert_eq!((info.initial_bytes, info.dirty_bytes), (0, MIB));
 }
 
@@ -481,7 +484,7 @@ fn reinits_with_nothing_read_never_outgrow_the_queue() {
     assert!(h.complete(first).is_none());
     let queued = h.engine.queued_end();
     for _ in 0..64 {
-        let info = h.engine.precopy_info(MIB, true).unwrap();
+        let info = h.engine.precopy_info(MIB, 0, true).unwrap();
         assert!(info.reinit);
         assert!(!h.engine.has_actions());
     }
