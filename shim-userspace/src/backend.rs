@@ -159,6 +159,9 @@ pub struct DriverOptions {
     pub legacy: bool,
     /// Write our stream-info / stream-end records.
     pub integrity: bool,
+    /// Account PRE_COPY as the Linux driver does (one chunk per
+    /// precopy-info call) instead of chunked PRE_COPY.
+    pub linux_precopy: bool,
 }
 
 impl Default for DriverOptions {
@@ -168,6 +171,7 @@ impl Default for DriverOptions {
             chunk_slots: mlx5vf_core::save::LINUX_CHUNK_SLOTS,
             legacy: false,
             integrity: true,
+            linux_precopy: false,
         }
     }
 }
@@ -180,6 +184,11 @@ impl DriverOptions {
             chunk_slots: self.chunk_slots,
             use_chunks: !self.legacy,
             integrity_records: self.integrity,
+            precopy_policy: if self.linux_precopy {
+                mlx5vf_core::save::PrecopyPolicy::Linux
+            } else {
+                mlx5vf_core::save::PrecopyPolicy::Chunked
+            },
             ..mlx5vf_core::device::Config::default()
         }
     }

@@ -21,8 +21,10 @@ pub struct SaveOptions {
     pub precopy: bool,
     /// Most PRE_COPY rounds before stopping the device anyway.
     pub max_rounds: u32,
-    /// Stop iterating once PRE_COPY's dirty bytes are at most this.
-    pub dirty_threshold: u64,
+    /// The downtime budget, as QEMU's `downtime-limit`: PRE_COPY iterates
+    /// until the initial data is out and what the device still reports
+    /// (dirty bytes) would move within this at the rate PRE_COPY moved data.
+    pub downtime_limit: Duration,
     /// Bytes per read (QEMU uses 1 MiB).
     pub read_size: u64,
 }
@@ -32,7 +34,8 @@ impl Default for SaveOptions {
         Self {
             precopy: false,
             max_rounds: 32,
-            dirty_threshold: 8 << 20,
+            // QEMU's default downtime-limit.
+            downtime_limit: Duration::from_millis(300),
             read_size: 1 << 20,
         }
     }
@@ -192,6 +195,8 @@ pub struct SaveReport {
     pub stop_copy_time: Duration,
     /// When the device was stopped (STOP_COPY requested).
     pub stopped_at: Option<Instant>,
+    /// The last precopy-info before the stop: (initial, dirty) bytes.
+    pub last_precopy_info: Option<(u64, u64)>,
     /// The whole save.
     pub total_time: Duration,
 }
@@ -313,7 +318,12 @@ pub fn save(
             let info = file
                 .precopy_info()
                 .map_err(TransferError::device("VFIO_MIG_GET_PRECOPY_INFO"))?;
-            let converged = info.initial_bytes == 0 && info.dirty_bytes <= opts.dirty_threshold;
+            // What the stop can afford: the PRE_COPY transfer rate so far
+            // times the budget (QEMU's threshold_size).
+            let rate = tap.bytes as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let affordable = rate * opts.downtime_limit.as_secs_f64();
+            report.last_precopy_info = Some((info.initial_bytes, info.dirty_bytes));
+            let converged = info.initial_bytes == 0 && (info.dirty_bytes as f64) <= affordable;
             if converged || report.precopy_rounds >= opts.max_rounds {
                 break;
             }

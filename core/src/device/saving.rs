@@ -154,7 +154,7 @@ impl<H: Hal> Device<H> {
         });
         file.engine
             .open(cfg, slots.get(..count).unwrap_or_default())?;
-        file.engine.first_save(plan.initial_pages)?;
+        file.engine.first_save(&plan)?;
         self.drive_saving()
     }
 

@@ -249,7 +249,7 @@ pub struct SaveStats {
     pub fw_data_records: u64,
     /// FW_DATA payload bytes queued.
     pub fw_data_bytes: u64,
-    /// Stop-copy chunks saved.
+    /// Chunks saved into the slots (stop-copy, and chunked PRE_COPY).
     pub chunks: u64,
     /// SAVEs held back because every slot held unread data.
     pub held_back: u64,
@@ -283,6 +283,11 @@ pub struct SaveEngine {
     in_flight: Option<InFlight>,
     /// The buffer an outstanding [`SaveAction::Allocate`] is for.
     wanted: Option<Wanted>,
+    /// Bytes the running chunked PRE_COPY chain may still move: what
+    /// firmware held when the chain started. A chain ends when firmware has
+    /// no next chunk or this is spent, so data dirtied while it runs waits
+    /// for the next round instead of extending the chain without end.
+    chain_budget: u64,
     actions: Deque<SaveAction, MAX_ACTIONS>,
     avail: Vec<BufRef, MAX_AVAIL>,
     crc: u32,
@@ -308,6 +313,7 @@ impl SaveEngine {
         ready_chunks: 0,
         in_flight: None,
         wanted: None,
+        chain_budget: 0,
         actions: Deque::new(),
         avail: Vec::new(),
         crc: 0,
@@ -539,19 +545,21 @@ impl SaveEngine {
         }
     }
 
-    /// Queues the first SAVE: into a fresh buffer of `initial_pages` (from
-    /// [`OpenPlan::initial_pages`]; PRE_COPY under the Linux policy, `inc=0
+    /// Queues the first SAVE: into a fresh buffer of
+    /// [`OpenPlan::initial_pages`] (PRE_COPY under the Linux policy, `inc=0
     /// track=1`), or into slot 0's buffer (chunked PRE_COPY, `inc=0
-    /// track=1`; stop-copy, `inc=0 track=0`).
+    /// track=1`, the first of a chain of [`OpenPlan::state_bytes`]; stop-copy,
+    /// `inc=0 track=0`).
     ///
     /// # Errors
     /// [`SaveError::WrongState`] if a SAVE is in flight, slot 0 is not ready,
     /// or `initial_pages` is missing for PRE_COPY.
-    pub fn first_save(&mut self, initial_pages: Option<u32>) -> Result<(), SaveError> {
+    pub fn first_save(&mut self, plan: &OpenPlan) -> Result<(), SaveError> {
         if self.in_flight.is_some() || self.phase != Phase::Opening {
             return Err(SaveError::WrongState);
         }
         if self.cfg.chunked_precopy() {
+            self.chain_budget = plan.state_bytes;
             let buf = self.take_slot(0)?;
             let req = self.request(
                 buf,
@@ -562,7 +570,7 @@ impl SaveEngine {
             );
             self.act(SaveAction::Save(req))
         } else if self.cfg.tracking() {
-            let npages = initial_pages.ok_or(SaveError::WrongState)?;
+            let npages = plan.initial_pages.ok_or(SaveError::WrongState)?;
             self.want(Wanted::Fresh(SaveKind::Initial), npages)
         } else {
             let buf = self.take_slot(0)?;
@@ -708,14 +716,17 @@ impl SaveEngine {
         self.ready_chunks = self.ready_chunks.saturating_add(1);
         match chain {
             Chain::StopCopy if next == 0 => return self.finish(),
-            // The PRE_COPY image is complete; the next one starts from
-            // precopy-info on a drained queue. A suspended VF's remaining
-            // data goes with the final save.
-            Chain::PreCopy { .. } if next == 0 => return Ok(()),
-            Chain::PreCopy { .. } if matches!(self.phase, Phase::PreCopy { paused: true, .. }) => {
-                return Ok(());
+            Chain::StopCopy => {}
+            // The PRE_COPY image is complete, or the round's budget spent:
+            // the next one starts from precopy-info on a drained queue. A
+            // suspended VF's remaining data goes with the final save.
+            Chain::PreCopy { .. } => {
+                self.chain_budget = self.chain_budget.saturating_sub(u64::from(image));
+                let paused = matches!(self.phase, Phase::PreCopy { paused: true, .. });
+                if next == 0 || self.chain_budget == 0 || paused {
+                    return Ok(());
+                }
             }
-            _ => {}
         }
         let preferred = u8::try_from(
             usize::from(slot)

@@ -138,6 +138,9 @@ pub struct OpenPlan {
     /// initial SAVE uses (the slot buffers stay reserved for stop-copy);
     /// chunked PRE_COPY saves into the slots.
     pub initial_pages: Option<u32>,
+    /// The state's size as firmware reported it (`remaining_total_size`;
+    /// chunk mode only): how much the first chunked PRE_COPY image moves.
+    pub state_bytes: u64,
 }
 
 /// Computes the buffers a saving file starts with, from the first
@@ -172,5 +175,6 @@ pub fn plan_open(cfg: &SaveConfig, query: MigrationStateSize) -> Result<OpenPlan
         slot_pages,
         slots,
         initial_pages: (cfg.tracking() && !cfg.chunked_precopy()).then_some(slot_pages),
+        state_bytes: query.remaining_total_size,
     })
 }

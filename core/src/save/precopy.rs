@@ -96,6 +96,7 @@ impl SaveEngine {
             let initial = self.reinit_pending;
             self.reinit_pending = false;
             if chunked {
+                self.chain_budget = in_firmware;
                 match self.free_slot(0) {
                     Some(slot) => self.issue_chunk(slot, inc_len, Chain::PreCopy { initial })?,
                     // Drained means every slot is free; nothing to start.

@@ -132,7 +132,7 @@ impl Harness {
         };
         let slots: Vec<BufRef> = (0..plan.slots).map(|_| h.alloc(plan.slot_pages)).collect();
         h.engine = SaveEngine::new(cfg, &slots).unwrap();
-        h.engine.first_save(plan.initial_pages).unwrap();
+        h.engine.first_save(&plan).unwrap();
         let req = h.drain().expect("the first SAVE");
         (h, req)
     }
@@ -675,4 +675,64 @@ fn growing_a_slot_for_a_large_object() {
     assert_eq!(h.engine.stats().grown, 1);
     // A buffer nobody asked for is refused (the driver keeps it).
     assert_eq!(h.engine.handle_buffer(grown), Err(SaveError::WrongState));
+}
+
+/// A chunked PRE_COPY round moves what firmware held when it started: a
+/// workload that dirties as fast as chunks are saved (firmware always has
+/// a next chunk) cannot extend the round without end.
+#[test]
+fn a_chunked_precopy_round_ends_when_its_budget_is_spent() {
+    let cfg = SaveConfig {
+        precopy: PrecopyPolicy::Chunked,
+        ..SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy)
+    };
+    // 16 MiB of state: a budget of two 8 MiB chunks.
+    let (mut h, first) = Harness::open(cfg, 16 * MIB, MIB);
+    assert_eq!(
+        first.kind,
+        SaveKind::PreCopyChunk {
+            slot: 0,
+            initial: true
+        }
+    );
+    assert_eq!(
+        (first.scope, first.tracking),
+        (Scope::Full, Tracking::Track)
+    );
+    // No fresh buffer: the slots are all the memory PRE_COPY uses.
+    assert_eq!(h.live.len(), 2);
+    let busy = SaveResult {
+        actual_image_size: 8 * MIB as u32,
+        next_required_umem_size: MIB as u32,
+    };
+    h.engine.handle_completion(busy, 0).unwrap();
+    let second = h.drain().expect("the chain continues into slot 1");
+    assert_eq!(
+        second.kind,
+        SaveKind::PreCopyChunk {
+            slot: 1,
+            initial: true
+        }
+    );
+    assert_eq!(second.scope, Scope::Incremental);
+    // Both slots unread is back-pressure, not the end: read one chunk...
+    h.engine.handle_completion(busy, 0).unwrap();
+    assert_eq!(h.drain(), None);
+    assert_eq!(h.engine.in_flight(), None);
+    // ... the budget (16 MiB) is spent: reading frees slots but starts
+    // nothing, and the reader reaches the round's end.
+    while h.read(u64::MAX).is_ok() {}
+    assert_eq!(h.engine.peek(), Err(Empty::NoMessage));
+    assert_eq!(h.engine.state(), FileState::PreCopy);
+    // The next round starts from precopy-info with what firmware holds now.
+    let info = h.engine.precopy_info(MIB, 5 * MIB, false).unwrap();
+    assert_eq!((info.initial_bytes, info.dirty_bytes), (0, 5 * MIB));
+    let next = h.drain().expect("a new round");
+    assert_eq!(
+        next.kind,
+        SaveKind::PreCopyChunk {
+            slot: 0,
+            initial: false
+        }
+    );
 }

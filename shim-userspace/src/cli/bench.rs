@@ -181,6 +181,7 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             chunk_slots: slots,
             legacy,
             integrity: true,
+            linux_precopy: false,
         };
         let (downtime, peak, bytes) = migrate_once(&from, &to, &opts)?;
         let mut s = Summary::default();

@@ -31,6 +31,11 @@ pub struct DriverArgs {
     /// Write exactly what Linux writes: no stream-info / stream-end records.
     #[arg(long)]
     pub no_integrity: bool,
+    /// PRE_COPY as the Linux driver does it in chunk mode: one chunk per
+    /// precopy-info call, and only the next chunk reported as dirty (the
+    /// baseline of `bench downtime`).
+    #[arg(long)]
+    pub linux_precopy: bool,
 }
 
 impl DriverArgs {
@@ -41,8 +46,19 @@ impl DriverArgs {
             chunk_slots: self.chunk_slots,
             legacy: self.legacy,
             integrity: !self.no_integrity,
+            linux_precopy: self.linux_precopy,
         }
     }
+}
+
+/// Parses `300ms`, `1s`, `50us` (the sim spec's durations: whole numbers
+/// with `ns`, `us`, `ms` or `s`).
+///
+/// # Errors
+/// A message naming the text.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    mlx5vf_sim::spec::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 300ms, 2s or 50us"))
 }
 
 /// Parses `20M`, `5G`, `4096`.

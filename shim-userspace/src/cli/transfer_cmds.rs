@@ -21,6 +21,10 @@ pub struct SaveArgs {
     /// Run PRE_COPY rounds before stopping the device.
     #[arg(long)]
     pub precopy: bool,
+    /// With --precopy, the downtime budget (QEMU's downtime-limit): PRE_COPY
+    /// iterates until what the device still holds would move within it.
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
+    pub downtime_limit: std::time::Duration,
     /// Where the stream goes: a file, `-` for stdout, or `tcp://HOST:PORT`.
     #[arg(
         short = 'o',
@@ -72,6 +76,10 @@ pub struct MigrateArgs {
     /// Run PRE_COPY rounds before stopping the source.
     #[arg(long)]
     pub precopy: bool,
+    /// With --precopy, the downtime budget (QEMU's downtime-limit): PRE_COPY
+    /// iterates until what the source still holds would move within it.
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
+    pub downtime_limit: std::time::Duration,
     /// Print the summary as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +147,10 @@ fn add_save(s: &mut Summary, r: &SaveReport) {
         .add("precopy_rounds", Value::Int(u64::from(r.precopy_rounds)))
         .add("precopy_bytes", Value::Int(r.precopy_bytes))
         .add(
+            "stop_copy_bytes",
+            Value::Int(r.bytes.saturating_sub(r.precopy_bytes)),
+        )
+        .add(
             "precopy_seconds",
             Value::Float(r.precopy_time.as_secs_f64()),
         )
@@ -159,6 +171,7 @@ pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
     let progress = Progress::new(total, true);
     let opts = SaveOptions {
         precopy: args.precopy,
+        downtime_limit: args.downtime_limit,
         ..SaveOptions::default()
     };
     let r = transfer::save(dev.as_mut(), &mut out, &opts, &progress);
@@ -226,6 +239,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
     let progress = Progress::new(total, true);
     let opts = SaveOptions {
         precopy: args.precopy,
+        downtime_limit: args.downtime_limit,
         ..SaveOptions::default()
     };
     // 4 chunks of 1 MiB in flight: a socket-sized buffer between the sides.
