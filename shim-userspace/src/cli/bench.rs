@@ -11,6 +11,11 @@
 //!    (separate processes, so RSS is each run's own).
 //! 4. **Resume**: bytes/s of parsing, copying and LOAD on the destination,
 //!    against memcpy of the same bytes.
+//! 5. **Downtime**: `migrate --precopy` under the timing model, for several
+//!    state sizes and dirty rates: the Linux-faithful driver (2 × 8 MiB,
+//!    Linux PRE_COPY accounting, synchronous LOAD, no records of ours)
+//!    against ours, with the model's lower bound (what was dirtied since the
+//!    last round plus one chunk, at the firmware rate).
 
 use std::io::{self, Cursor, Write};
 use std::process::Command;
@@ -44,11 +49,22 @@ pub struct BenchArgs {
     /// Stream size of the resume benchmark.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub resume_size: u64,
-    /// Only these benchmarks (comma list of pipeline, policies, scaling, resume).
+    /// State sizes of the downtime benchmark (comma separated).
+    #[arg(long, value_name = "SIZES", default_value = "1G,4G,8G")]
+    pub downtime_sizes: String,
+    /// Dirty rates of the downtime benchmark: bytes of objects the workload
+    /// dirties per firmware command (comma separated).
+    #[arg(long, value_name = "SIZES", default_value = "256K,2M")]
+    pub dirty_rates: String,
+    /// The VMM's downtime budget in the downtime benchmark.
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
+    pub downtime_limit: Duration,
+    /// Only these benchmarks (comma list of pipeline, policies, scaling,
+    /// resume, downtime).
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "pipeline,policies,scaling,resume"
+        default_value = "pipeline,policies,scaling,resume,downtime"
     )]
     pub only: String,
     /// Print each result as one JSON object per line on stdout.
@@ -122,15 +138,32 @@ fn pipeline(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     emit(args.json, &s, out)
 }
 
+/// What one in-process migration measured.
+struct Migrated {
+    downtime: Duration,
+    source_peak_buffer_bytes: u64,
+    report: transfer::SaveReport,
+}
+
 /// One in-process migration; returns (downtime, source peak buffer bytes, bytes).
 fn migrate_once(from: &str, to: &str, opts: &DriverOptions) -> io::Result<(Duration, u64, u64)> {
+    let m = migrate_with(from, to, opts, &SaveOptions::default())?;
+    Ok((m.downtime, m.source_peak_buffer_bytes, m.report.bytes))
+}
+
+/// One in-process migration with these save options.
+fn migrate_with(
+    from: &str,
+    to: &str,
+    opts: &DriverOptions,
+    save_opts: &SaveOptions,
+) -> io::Result<Migrated> {
     let mut src = open(from, opts)?;
     let mut dst = open(to, opts)?;
     let (mut w, mut r) = pipe(1 << 20, 4);
-    let save_opts = SaveOptions::default();
     let (saved, loaded) = std::thread::scope(|scope| {
         let h = scope.spawn(|| {
-            let rep = transfer::save(src.as_mut(), &mut w, &save_opts, &Quiet);
+            let rep = transfer::save(src.as_mut(), &mut w, save_opts, &Quiet);
             drop(w);
             rep
         });
@@ -149,7 +182,72 @@ fn migrate_once(from: &str, to: &str, opts: &DriverOptions) -> io::Result<(Durat
         (Some(a), Some(b)) => b.saturating_duration_since(a),
         _ => Duration::ZERO,
     };
-    Ok((downtime, src.stats().peak_buffer_bytes, saved.bytes))
+    Ok(Migrated {
+        downtime,
+        source_peak_buffer_bytes: src.stats().peak_buffer_bytes,
+        report: saved,
+    })
+}
+
+fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let fw_text = args.fw_rate.trim_end_matches("/s");
+    let fw_rate = super::device::parse_size(fw_text).map_err(io::Error::other)?;
+    let timing = format!("fw-rate={fw_text}/s,latency={}", args.latency);
+    let to = format!("sim:state=4M,seed=99,{timing}");
+    let save_opts = SaveOptions {
+        precopy: true,
+        downtime_limit: args.downtime_limit,
+        ..SaveOptions::default()
+    };
+    let linux = DriverOptions {
+        integrity: false,
+        linux_precopy: true,
+        ..DriverOptions::default()
+    };
+    let ours = DriverOptions::default();
+    for size in args.downtime_sizes.split(',').filter(|s| !s.is_empty()) {
+        for dirty in args.dirty_rates.split(',').filter(|s| !s.is_empty()) {
+            let from = format!("sim:state={size},object=256K-2M,dirty={dirty},{timing}");
+            let base = migrate_with(&from, &to, &linux, &save_opts)?;
+            let m = migrate_with(&from, &to, &ours, &save_opts)?;
+            // The model's floor: what was dirtied since the last round (the
+            // last precopy-info's dirty bytes) plus one chunk, at the
+            // firmware rate.
+            let dirty_at_stop = m.report.last_precopy_info.map_or(0, |(i, d)| i + d);
+            let floor = (dirty_at_stop + ours.chunk_size) as f64 / fw_rate as f64;
+            let secs = m.downtime.as_secs_f64();
+            let linux_secs = base.downtime.as_secs_f64();
+            let mut s = Summary::default();
+            s.add("benchmark", Value::Text("downtime".into()))
+                .add("state", Value::Text(size.into()))
+                .add("dirty", Value::Text(dirty.into()))
+                .add("device", Value::Text(from.clone()))
+                .add("linux_downtime_seconds", Value::Float(linux_secs))
+                .add("downtime_seconds", Value::Float(secs))
+                .add("ratio_to_linux", Value::Float(secs / linux_secs.max(1e-9)))
+                .add("limit_seconds", Value::Float(floor))
+                .add("ratio_to_limit", Value::Float(secs / floor.max(1e-9)))
+                .add(
+                    "linux_stop_copy_bytes",
+                    Value::Int(base.report.bytes - base.report.precopy_bytes),
+                )
+                .add(
+                    "stop_copy_bytes",
+                    Value::Int(m.report.bytes - m.report.precopy_bytes),
+                )
+                .add(
+                    "precopy_rounds",
+                    Value::Int(u64::from(m.report.precopy_rounds)),
+                )
+                .add("precopy_bytes", Value::Int(m.report.precopy_bytes))
+                .add(
+                    "source_peak_buffer_bytes",
+                    Value::Int(m.source_peak_buffer_bytes),
+                );
+            emit(args.json, &s, out)?;
+        }
+    }
+    Ok(())
 }
 
 fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
@@ -301,6 +399,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     }
     if want("resume") {
         resume(args, out)?;
+    }
+    if want("downtime") {
+        downtime(args, out)?;
     }
     Ok(())
 }
