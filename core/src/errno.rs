@@ -79,6 +79,9 @@ errno_table! {
     ENOMSG = 42, "No message of desired type";
     /// Invalid request descriptor (command delivery signature/token error).
     EBADR = 53, "Invalid request descriptor";
+    /// Protocol error: a C caller built against another version of the
+    /// library's header (ABI version or structure sizes differ).
+    EPROTO = 71, "Protocol error";
     /// Operation not supported (e.g. an unknown mandatory record).
     EOPNOTSUPP = 95, "Operation not supported";
     /// Transport endpoint is not connected: the VF was detached from its PF.

@@ -15,7 +15,7 @@
  *     allocates.
  * It calls:
  *   - device functions, mirroring vfio_migration_ops and the driver's hooks:
- *     mlx5vf_device_init/probe/fini, mlx5vf_set_state, mlx5vf_get_state,
+ *     mlx5vf_device_init (inline: checks the ABI)/probe/fini, mlx5vf_set_state, mlx5vf_get_state,
  *     mlx5vf_get_data_size, mlx5vf_migration_flags, mlx5vf_reset_done,
  *     mlx5vf_vf_detach/attach, mlx5vf_open_device/close_device, and
  *     mlx5vf_save_complete from the SAVE completion's work item;
@@ -117,7 +117,7 @@
  *
  *     for (;;) {                                  // (S) calls: no lock held
  *             u32 seq = mlx5vf_events(&vf->mig);
- *             ret = mlx5vf_file_read(&migf->mf, (void __force *)buf, len,
+ *             ret = mlx5vf_file_read(&migf->mf, buf, len,
  *                                    flags, &done);
  *             if (ret != MLX5VF_RETRY)
  *                     break;
@@ -181,6 +181,9 @@
  *              copy callback returned 0 bytes or -EFAULT); later faults
  *              return the bytes moved so far.
  *   ETIMEDOUT  a callback returned -ETIMEDOUT (firmware did not answer).
+ *   EPROTO     device_init: the caller was built with another version of
+ *              this header than the library's (MLX5VF_ABI_VERSION or a
+ *              structure size differs); nothing was initialised.
  *   EBUSY      read: another read of the same file is in progress;
  *              fini: files are still live; firmware RES_BUSY.
  *   (EPERM, EBADR and EREMOTEIO are in the core's vocabulary, with
@@ -246,6 +249,18 @@
 #include <stddef.h>
 #include <stdint.h>
 #endif
+
+/*
+ * User-memory pointers (file read/write/ioctl buffers, the copy callbacks'
+ * user side) carry the kernel's __user address space, so sparse (make C=1)
+ * flags a dereference or a kernel pointer passed in their place. Outside
+ * the kernel __user means nothing.
+ */
+#ifndef __user
+#define __user
+#endif
+typedef void __user *mlx5vf_uptr;
+typedef const void __user *mlx5vf_const_uptr;
 
 
 /**
@@ -522,6 +537,11 @@
 #define MLX5VF_EBADR 53
 
 /**
+ * `EPROTO`.
+ */
+#define MLX5VF_EPROTO 71
+
+/**
  * `EOPNOTSUPP`.
  */
 #define MLX5VF_EOPNOTSUPP 95
@@ -540,6 +560,14 @@
  * `EREMOTEIO`.
  */
 #define MLX5VF_EREMOTEIO 121
+
+/**
+ * The version of this header's ABI: bumped whenever a structure, a
+ * function signature or a constant's meaning changes. A caller built with
+ * another version's header is refused at init (`-EPROTO`) instead of
+ * handing the library structures it would misread.
+ */
+#define MLX5VF_ABI_VERSION 2
 
 /**
  * `struct mlx5vf_config.flags`: use chunk mode when the device offers it.
@@ -707,7 +735,7 @@ struct mlx5vf_platform_ops {
          * (short on a fault) or a negative errno.
          */
         int64_t (*buffer_to_user)(void *ctx,
-                                  void *user_dst,
+                                  mlx5vf_uptr user_dst,
                                   uint64_t buffer,
                                   uint64_t offset,
                                   size_t len);
@@ -719,19 +747,19 @@ struct mlx5vf_platform_ops {
         int64_t (*buffer_from_user)(void *ctx,
                                     uint64_t buffer,
                                     uint64_t offset,
-                                    const void *user_src,
+                                    mlx5vf_const_uptr user_src,
                                     size_t len);
         /**
          * `copy_to_user(user_dst, src, len)` from kernel memory `src` (record
          * headers, the precopy-info reply). Returns bytes copied or a negative
          * errno.
          */
-        int64_t (*copy_to_user)(void *ctx, void *user_dst, const void *src, size_t len);
+        int64_t (*copy_to_user)(void *ctx, mlx5vf_uptr user_dst, const void *src, size_t len);
         /**
          * `copy_from_user(dst, user_src, len)` into kernel memory `dst`.
          * Returns bytes copied or a negative errno.
          */
-        int64_t (*copy_from_user)(void *ctx, void *dst, const void *user_src, size_t len);
+        int64_t (*copy_from_user)(void *ctx, void *dst, mlx5vf_const_uptr user_src, size_t len);
         /**
          * Takes the device lock (the VFIO state mutex: `mutex_lock()`).
          */
@@ -752,6 +780,40 @@ struct mlx5vf_platform_ops {
          * after `mlx5vf_events()` moved.
          */
         void (*wake)(void *ctx);
+};
+
+/**
+ * What the caller's header says about the ABI, checked by
+ * `mlx5vf_device_init_abi()` against the library's own view. The header's
+ * `mlx5vf_device_init()` (an inline wrapper) fills it from `sizeof` of the
+ * structures as the caller was compiled, so a stale header linked against
+ * a newer library (or the reverse) fails at init with `-EPROTO`.
+ */
+struct mlx5vf_abi {
+        /**
+         * `MLX5VF_ABI_VERSION` of the caller's header.
+         */
+        uint32_t version;
+        /**
+         * `sizeof(struct mlx5vf_device)`.
+         */
+        uint32_t device_size;
+        /**
+         * `sizeof(struct mlx5vf_file)`.
+         */
+        uint32_t file_size;
+        /**
+         * `sizeof(struct mlx5vf_config)`.
+         */
+        uint32_t config_size;
+        /**
+         * `sizeof(struct mlx5vf_probe_info)`.
+         */
+        uint32_t probe_info_size;
+        /**
+         * `sizeof(struct mlx5vf_platform_ops)`.
+         */
+        uint32_t ops_size;
 };
 
 /**
@@ -828,22 +890,28 @@ void mlx5vf_config_default(struct mlx5vf_config *cfg);
 /**
  * Initialises device storage in place: no lock is needed (nothing else can
  * use it yet). `ops` is copied (it need not outlive the call); `ctx` is
- * passed to every callback; `config` may be `NULL` for the Linux policy.
- * The device starts RUNNING and unprobed; call `mlx5vf_device_probe()`.
+ * passed to every callback; `config` may be `NULL` for the defaults. The
+ * device starts RUNNING and unprobed; call `mlx5vf_device_probe()`.
  *
- * Returns 0, or `-EINVAL` for a `NULL` `dev`/`ops`, a `NULL` callback or a
+ * Call it through the header's `mlx5vf_device_init()`, which passes `abi`
+ * as the caller's header describes the ABI.
+ *
+ * Returns 0; `-EPROTO` when `abi` is `NULL` or differs from this library's
+ * (the caller was built with another version's header: nothing was
+ * touched); `-EINVAL` for a `NULL` `dev`/`ops`, a `NULL` callback or a
  * configuration out of range.
  *
  * # Safety
  * `dev` points to `MLX5VF_DEVICE_SIZE` writable bytes aligned to
  * `MLX5VF_DEVICE_ALIGN` that nothing else uses, and that are not a live
- * device (re-initialising one leaks what it holds); `ops` and `config` are
- * null or valid for reads.
+ * device (re-initialising one leaks what it holds); `ops`, `config` and
+ * `abi` are null or valid for reads.
  */
-int mlx5vf_device_init(struct mlx5vf_device *dev,
-                       const struct mlx5vf_platform_ops *ops,
-                       void *ctx,
-                       const struct mlx5vf_config *config);
+int mlx5vf_device_init_abi(struct mlx5vf_device *dev,
+                           const struct mlx5vf_platform_ops *ops,
+                           void *ctx,
+                           const struct mlx5vf_config *config,
+                           const struct mlx5vf_abi *abi);
 
 /**
  * Tears a device down: closes both files (freeing their buffers) and
@@ -1096,7 +1164,11 @@ int mlx5vf_file_kind(const struct mlx5vf_file *f);
  * the copy callbacks accept for `len` bytes (a `__user` pointer); `done`
  * is null or valid for writes.
  */
-int mlx5vf_file_read(struct mlx5vf_file *f, void *ubuf, size_t len, uint32_t flags, size_t *done);
+int mlx5vf_file_read(struct mlx5vf_file *f,
+                     mlx5vf_uptr ubuf,
+                     size_t len,
+                     uint32_t flags,
+                     size_t *done);
 
 /**
  * `write()` on a resuming file: consumes up to `len` bytes of `ubuf`
@@ -1128,7 +1200,7 @@ int mlx5vf_file_read(struct mlx5vf_file *f, void *ubuf, size_t len, uint32_t fla
  * writes.
  */
 int mlx5vf_file_write(struct mlx5vf_file *f,
-                      const void *ubuf,
+                      mlx5vf_const_uptr ubuf,
                       size_t len,
                       uint32_t flags,
                       size_t *done);
@@ -1168,7 +1240,7 @@ uint32_t mlx5vf_file_poll(struct mlx5vf_file *f);
  * `f` is null or a file object whose device is live; `uarg` is whatever
  * the copy callbacks accept for `MLX5VF_PRECOPY_INFO_MINSZ` bytes.
  */
-int mlx5vf_file_ioctl(struct mlx5vf_file *f, uint32_t cmd, void *uarg);
+int mlx5vf_file_ioctl(struct mlx5vf_file *f, uint32_t cmd, mlx5vf_uptr uarg);
 
 /**
  * `release()`: the file's last reference is gone. **Takes the lock
@@ -1471,6 +1543,9 @@ MLX5VF_STATIC_ASSERT(ESPIPE == MLX5VF_ESPIPE, "errno numbering is not asm-generi
 #if defined(ENOMSG)
 MLX5VF_STATIC_ASSERT(ENOMSG == MLX5VF_ENOMSG, "errno numbering is not asm-generic");
 #endif
+#if defined(EPROTO)
+MLX5VF_STATIC_ASSERT(EPROTO == MLX5VF_EPROTO, "errno numbering is not asm-generic");
+#endif
 #if defined(EBADR)
 MLX5VF_STATIC_ASSERT(EBADR == MLX5VF_EBADR, "errno numbering is not asm-generic");
 #endif
@@ -1495,4 +1570,26 @@ MLX5VF_STATIC_ASSERT((unsigned int)EPOLLIN == MLX5VF_EPOLLIN, "EPOLLIN");
 MLX5VF_STATIC_ASSERT((unsigned int)EPOLLRDNORM == MLX5VF_EPOLLRDNORM, "EPOLLRDNORM");
 MLX5VF_STATIC_ASSERT((unsigned int)EPOLLRDHUP == MLX5VF_EPOLLRDHUP, "EPOLLRDHUP");
 #endif
+
+/*
+ * mlx5vf_device_init() - see mlx5vf_device_init_abi(). Inline, so the ABI
+ * it reports is the one THIS header describes, as the caller was compiled:
+ * a stale header linked against a newer library (or the reverse) makes init
+ * fail with -EPROTO instead of handing over structures the library would
+ * misread.
+ */
+static inline int mlx5vf_device_init(struct mlx5vf_device *dev,
+                                     const struct mlx5vf_platform_ops *ops, void *ctx,
+                                     const struct mlx5vf_config *config)
+{
+        const struct mlx5vf_abi abi = {
+                MLX5VF_ABI_VERSION,
+                (uint32_t)sizeof(struct mlx5vf_device),
+                (uint32_t)sizeof(struct mlx5vf_file),
+                (uint32_t)sizeof(struct mlx5vf_config),
+                (uint32_t)sizeof(struct mlx5vf_probe_info),
+                (uint32_t)sizeof(struct mlx5vf_platform_ops),
+        };
+        return mlx5vf_device_init_abi(dev, ops, ctx, config, &abi);
+}
 #endif  /* MLX5VF_H_CHECKS */

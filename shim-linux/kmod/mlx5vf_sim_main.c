@@ -318,34 +318,34 @@ static uint32_t op_crc32c(void *ctx, uint64_t buffer, uint64_t offset, uint64_t 
 	return mlx5vf_crc32c(crc, (u8 *)b->mem + offset, len);
 }
 
-static int64_t op_buffer_to_user(void *ctx, void *user_dst, uint64_t buffer, uint64_t offset,
+static int64_t op_buffer_to_user(void *ctx, mlx5vf_uptr user_dst, uint64_t buffer, uint64_t offset,
 				 size_t len)
 {
 	struct mvs_buf *b = to_buf(buffer);
 
 	if (!in_buf(b, offset, len))
 		return -EINVAL;
-	return len - copy_to_user((void __user *)user_dst, (u8 *)b->mem + offset, len);
+	return len - copy_to_user(user_dst, (u8 *)b->mem + offset, len);
 }
 
 static int64_t op_buffer_from_user(void *ctx, uint64_t buffer, uint64_t offset,
-				   const void *user_src, size_t len)
+				   mlx5vf_const_uptr user_src, size_t len)
 {
 	struct mvs_buf *b = to_buf(buffer);
 
 	if (!in_buf(b, offset, len))
 		return -EINVAL;
-	return len - copy_from_user((u8 *)b->mem + offset, (const void __user *)user_src, len);
+	return len - copy_from_user((u8 *)b->mem + offset, user_src, len);
 }
 
-static int64_t op_copy_to_user(void *ctx, void *user_dst, const void *src, size_t len)
+static int64_t op_copy_to_user(void *ctx, mlx5vf_uptr user_dst, const void *src, size_t len)
 {
-	return len - copy_to_user((void __user *)user_dst, src, len);
+	return len - copy_to_user(user_dst, src, len);
 }
 
-static int64_t op_copy_from_user(void *ctx, void *dst, const void *user_src, size_t len)
+static int64_t op_copy_from_user(void *ctx, void *dst, mlx5vf_const_uptr user_src, size_t len)
 {
-	return len - copy_from_user(dst, (const void __user *)user_src, len);
+	return len - copy_from_user(dst, user_src, len);
 }
 
 static void op_lock(void *ctx)
@@ -419,7 +419,7 @@ static ssize_t mvs_read(struct file *filp, char __user *buf, size_t len, loff_t 
 	for (;;) {
 		u32 seq = mlx5vf_events(&f->d->mig);
 
-		ret = mlx5vf_file_read(&f->mf, (void __force *)buf, len, flags, &done);
+		ret = mlx5vf_file_read(&f->mf, buf, len, flags, &done);
 		if (ret != MLX5VF_RETRY)
 			break;
 		if (mvs_wait(f->d, seq)) {
@@ -445,7 +445,7 @@ static ssize_t mvs_write(struct file *filp, const char __user *buf, size_t len, 
 	for (;;) {
 		u32 seq = mlx5vf_events(&f->d->mig);
 
-		ret = mlx5vf_file_write(&f->mf, (const void __force *)buf, len, flags, &done);
+		ret = mlx5vf_file_write(&f->mf, buf, len, flags, &done);
 		if (ret != MLX5VF_RETRY)
 			break;
 		if (mvs_wait(f->d, seq))
@@ -470,7 +470,7 @@ static long mvs_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 	for (;;) {
 		u32 seq = mlx5vf_events(&f->d->mig);
 
-		ret = mlx5vf_file_ioctl(&f->mf, cmd, (void *)arg);
+		ret = mlx5vf_file_ioctl(&f->mf, cmd, (void __user *)arg);
 		if (ret != MLX5VF_RETRY)
 			return ret;
 		if (mvs_wait(f->d, seq))

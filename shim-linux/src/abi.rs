@@ -8,6 +8,15 @@
 
 use core::ffi::{c_int, c_void};
 
+/// A pointer into user memory: `void __user *` in the header, so sparse
+/// (`make C=1`) flags a caller that dereferences it or passes a kernel
+/// pointer. Only the platform's copy callbacks touch what it points to.
+/// cbindgen:ignore
+pub type mlx5vf_uptr = *mut c_void;
+/// A read-only pointer into user memory: `const void __user *`.
+/// cbindgen:ignore
+pub type mlx5vf_const_uptr = *const c_void;
+
 use mlx5vf_core::device::PROBE_SCRATCH_LEN;
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::ifc::Command;
@@ -167,6 +176,8 @@ pub const MLX5VF_ESPIPE: c_int = 29;
 pub const MLX5VF_ENOMSG: c_int = 42;
 /// `EBADR`.
 pub const MLX5VF_EBADR: c_int = 53;
+/// `EPROTO`.
+pub const MLX5VF_EPROTO: c_int = 71;
 /// `EOPNOTSUPP`.
 pub const MLX5VF_EOPNOTSUPP: c_int = 95;
 /// `ENOTCONN`.
@@ -177,7 +188,7 @@ pub const MLX5VF_ETIMEDOUT: c_int = 110;
 pub const MLX5VF_EREMOTEIO: c_int = 121;
 
 /// Every errno constant above with the core's value it mirrors.
-pub(crate) const ERRNOS: [(c_int, Errno); 16] = [
+pub(crate) const ERRNOS: [(c_int, Errno); 17] = [
     (MLX5VF_EPERM, Errno::EPERM),
     (MLX5VF_EIO, Errno::EIO),
     (MLX5VF_EAGAIN, Errno::EAGAIN),
@@ -190,6 +201,7 @@ pub(crate) const ERRNOS: [(c_int, Errno); 16] = [
     (MLX5VF_ESPIPE, Errno::ESPIPE),
     (MLX5VF_ENOMSG, Errno::ENOMSG),
     (MLX5VF_EBADR, Errno::EBADR),
+    (MLX5VF_EPROTO, Errno::EPROTO),
     (MLX5VF_EOPNOTSUPP, Errno::EOPNOTSUPP),
     (MLX5VF_ENOTCONN, Errno::ENOTCONN),
     (MLX5VF_ETIMEDOUT, Errno::ETIMEDOUT),
@@ -207,6 +219,37 @@ const fn errnos_match() -> bool {
         i += 1;
     }
     ERRNOS.len() == Errno::ALL.len()
+}
+
+// ---------------------------------------------------------------------------
+// ABI identity.
+
+/// The version of this header's ABI: bumped whenever a structure, a
+/// function signature or a constant's meaning changes. A caller built with
+/// another version's header is refused at init (`-EPROTO`) instead of
+/// handing the library structures it would misread.
+pub const MLX5VF_ABI_VERSION: u32 = 2;
+
+/// What the caller's header says about the ABI, checked by
+/// `mlx5vf_device_init_abi()` against the library's own view. The header's
+/// `mlx5vf_device_init()` (an inline wrapper) fills it from `sizeof` of the
+/// structures as the caller was compiled, so a stale header linked against
+/// a newer library (or the reverse) fails at init with `-EPROTO`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct mlx5vf_abi {
+    /// `MLX5VF_ABI_VERSION` of the caller's header.
+    pub version: u32,
+    /// `sizeof(struct mlx5vf_device)`.
+    pub device_size: u32,
+    /// `sizeof(struct mlx5vf_file)`.
+    pub file_size: u32,
+    /// `sizeof(struct mlx5vf_config)`.
+    pub config_size: u32,
+    /// `sizeof(struct mlx5vf_probe_info)`.
+    pub probe_info_size: u32,
+    /// `sizeof(struct mlx5vf_platform_ops)`.
+    pub ops_size: u32,
 }
 
 // ---------------------------------------------------------------------------
@@ -395,7 +438,7 @@ pub struct mlx5vf_platform_ops {
     pub buffer_to_user: Option<
         unsafe extern "C" fn(
             ctx: *mut c_void,
-            user_dst: *mut c_void,
+            user_dst: mlx5vf_uptr,
             buffer: u64,
             offset: u64,
             len: usize,
@@ -409,7 +452,7 @@ pub struct mlx5vf_platform_ops {
             ctx: *mut c_void,
             buffer: u64,
             offset: u64,
-            user_src: *const c_void,
+            user_src: mlx5vf_const_uptr,
             len: usize,
         ) -> i64,
     >,
@@ -419,7 +462,7 @@ pub struct mlx5vf_platform_ops {
     pub copy_to_user: Option<
         unsafe extern "C" fn(
             ctx: *mut c_void,
-            user_dst: *mut c_void,
+            user_dst: mlx5vf_uptr,
             src: *const c_void,
             len: usize,
         ) -> i64,
@@ -430,7 +473,7 @@ pub struct mlx5vf_platform_ops {
         unsafe extern "C" fn(
             ctx: *mut c_void,
             dst: *mut c_void,
-            user_src: *const c_void,
+            user_src: mlx5vf_const_uptr,
             len: usize,
         ) -> i64,
     >,

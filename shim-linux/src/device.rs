@@ -23,11 +23,12 @@ use mlx5vf_core::stream::MAX_RECORD_SIZE;
 use mlx5vf_core::vfio::{MigState, Session};
 
 use crate::abi::{
-    MLX5VF_CFG_CHUNKS, MLX5VF_CFG_INTEGRITY, MLX5VF_CFG_LINUX_PRECOPY, MLX5VF_CFG_PRECOPY,
-    MLX5VF_DEVICE_ALIGN, MLX5VF_DEVICE_SIZE, MLX5VF_EBUSY, MLX5VF_EINVAL, MLX5VF_ENODEV,
-    MLX5VF_NEW_RESUMING_FILE, MLX5VF_NEW_SAVING_FILE, MLX5VF_PAGE_SIZE, MLX5VF_PROBE_CHUNK_MODE,
-    MLX5VF_PROBE_DIRTY_TRACKING, MLX5VF_PROBE_SCRATCH_LEN, MLX5VF_RETRY, mlx5vf_config,
-    mlx5vf_device, mlx5vf_file, mlx5vf_platform_ops, mlx5vf_probe_info,
+    MLX5VF_ABI_VERSION, MLX5VF_CFG_CHUNKS, MLX5VF_CFG_INTEGRITY, MLX5VF_CFG_LINUX_PRECOPY,
+    MLX5VF_CFG_PRECOPY, MLX5VF_DEVICE_ALIGN, MLX5VF_DEVICE_SIZE, MLX5VF_EBUSY, MLX5VF_EINVAL,
+    MLX5VF_ENODEV, MLX5VF_EPROTO, MLX5VF_NEW_RESUMING_FILE, MLX5VF_NEW_SAVING_FILE,
+    MLX5VF_PAGE_SIZE, MLX5VF_PROBE_CHUNK_MODE, MLX5VF_PROBE_DIRTY_TRACKING,
+    MLX5VF_PROBE_SCRATCH_LEN, MLX5VF_RETRY, mlx5vf_abi, mlx5vf_config, mlx5vf_device, mlx5vf_file,
+    mlx5vf_platform_ops, mlx5vf_probe_info,
 };
 use crate::file::FileObj;
 use crate::platform::{CHal, Ops};
@@ -232,26 +233,51 @@ pub unsafe extern "C" fn mlx5vf_config_default(cfg: *mut mlx5vf_config) {
     unsafe { cfg.write(c) }
 }
 
+/// This library's view of the ABI: what `mlx5vf_device_init_abi()`
+/// compares the caller's header with.
+pub const fn library_abi() -> mlx5vf_abi {
+    // CAST: every structure is a few KiB at most.
+    mlx5vf_abi {
+        version: MLX5VF_ABI_VERSION,
+        device_size: size_of::<mlx5vf_device>() as u32,
+        file_size: size_of::<mlx5vf_file>() as u32,
+        config_size: size_of::<mlx5vf_config>() as u32,
+        probe_info_size: size_of::<mlx5vf_probe_info>() as u32,
+        ops_size: size_of::<mlx5vf_platform_ops>() as u32,
+    }
+}
+
 /// Initialises device storage in place: no lock is needed (nothing else can
 /// use it yet). `ops` is copied (it need not outlive the call); `ctx` is
-/// passed to every callback; `config` may be `NULL` for the Linux policy.
-/// The device starts RUNNING and unprobed; call `mlx5vf_device_probe()`.
+/// passed to every callback; `config` may be `NULL` for the defaults. The
+/// device starts RUNNING and unprobed; call `mlx5vf_device_probe()`.
 ///
-/// Returns 0, or `-EINVAL` for a `NULL` `dev`/`ops`, a `NULL` callback or a
+/// Call it through the header's `mlx5vf_device_init()`, which passes `abi`
+/// as the caller's header describes the ABI.
+///
+/// Returns 0; `-EPROTO` when `abi` is `NULL` or differs from this library's
+/// (the caller was built with another version's header: nothing was
+/// touched); `-EINVAL` for a `NULL` `dev`/`ops`, a `NULL` callback or a
 /// configuration out of range.
 ///
 /// # Safety
 /// `dev` points to `MLX5VF_DEVICE_SIZE` writable bytes aligned to
 /// `MLX5VF_DEVICE_ALIGN` that nothing else uses, and that are not a live
-/// device (re-initialising one leaks what it holds); `ops` and `config` are
-/// null or valid for reads.
+/// device (re-initialising one leaks what it holds); `ops`, `config` and
+/// `abi` are null or valid for reads.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mlx5vf_device_init(
+pub unsafe extern "C" fn mlx5vf_device_init_abi(
     dev: *mut mlx5vf_device,
     ops: *const mlx5vf_platform_ops,
     ctx: *mut c_void,
     config: *const mlx5vf_config,
+    abi: *const mlx5vf_abi,
 ) -> c_int {
+    // SAFETY: `abi` is null or valid for reads (caller). Checked first: with
+    // another header, the other pointers' structures cannot be trusted.
+    if abi.is_null() || unsafe { *abi } != library_abi() {
+        return -MLX5VF_EPROTO;
+    }
     if dev.is_null() || ops.is_null() {
         return -MLX5VF_EINVAL;
     }

@@ -23,7 +23,7 @@ use crate::abi::{
     MLX5VF_EPOLLRDHUP, MLX5VF_EPOLLRDNORM, MLX5VF_EPOLLWRNORM, MLX5VF_ESPIPE, MLX5VF_FILE_ALIGN,
     MLX5VF_FILE_RESUMING, MLX5VF_FILE_SAVING, MLX5VF_FILE_SIZE, MLX5VF_IO_NONBLOCK,
     MLX5VF_IO_POSITIONED, MLX5VF_MIG_GET_PRECOPY_INFO, MLX5VF_PRECOPY_INFO_MINSZ, MLX5VF_RETRY,
-    mlx5vf_file, mlx5vf_precopy_info,
+    mlx5vf_const_uptr, mlx5vf_file, mlx5vf_precopy_info, mlx5vf_uptr,
 };
 use crate::device::{Ctx, errno};
 use crate::platform::{CHal, copied};
@@ -115,7 +115,7 @@ pub unsafe extern "C" fn mlx5vf_file_kind(f: *const mlx5vf_file) -> c_int {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mlx5vf_file_read(
     f: *mut mlx5vf_file,
-    ubuf: *mut c_void,
+    ubuf: mlx5vf_uptr,
     len: usize,
     flags: u32,
     done: *mut usize,
@@ -224,7 +224,7 @@ fn read_locked(c: &Ctx, id: FileId, ubuf: *mut c_void, len: usize, flags: u32) -
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mlx5vf_file_write(
     f: *mut mlx5vf_file,
-    ubuf: *const c_void,
+    ubuf: mlx5vf_const_uptr,
     len: usize,
     flags: u32,
     done: *mut usize,
@@ -391,7 +391,7 @@ pub unsafe extern "C" fn mlx5vf_file_poll(f: *mut mlx5vf_file) -> u32 {
 pub unsafe extern "C" fn mlx5vf_file_ioctl(
     f: *mut mlx5vf_file,
     cmd: u32,
-    uarg: *mut c_void,
+    uarg: mlx5vf_uptr,
 ) -> c_int {
     // SAFETY: forwarded from the caller.
     let (c, id) = match unsafe { open_file(f) } {

@@ -198,6 +198,7 @@ macro_rules! c_tests {
 
 c_tests!(
     abi_layout,
+    stale_header_refused,
     next_state,
     roundtrip_chunked,
     roundtrip_legacy,

@@ -394,7 +394,10 @@ impl Rig {
             mlx5vf_config_default(&mut cfg);
             // Small chunks: several SAVEs per stream, so more interleavings.
             cfg.chunk_size = 4 * MLX5VF_PAGE_SIZE as u64;
-            assert_eq!(mlx5vf_device_init(dev, &OPS, ctx, &cfg), 0);
+            assert_eq!(
+                mlx5vf_device_init_abi(dev, &OPS, ctx, &cfg, &library_abi()),
+                0
+            );
             mlx5vf_lock(dev);
             let rc = mlx5vf_device_probe(dev, 0, scratch.as_mut_ptr().cast(), scratch.len());
             mlx5vf_unlock(dev);

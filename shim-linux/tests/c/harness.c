@@ -780,6 +780,45 @@ static void t_abi_layout(void)
 
 /* vfio_mig_get_next_state() for every pair and the four flag sets
  * (reference/vfio-uapi.md 2.5; E = -EINVAL). */
+/*
+ * A caller built with another version of the header must be refused at
+ * init, before the library reads structures laid out differently.
+ */
+static void t_stale_header_refused(void)
+{
+	struct mlx5vf_device dev;
+	const struct mlx5vf_abi ours = {
+		MLX5VF_ABI_VERSION,
+		(uint32_t)sizeof(struct mlx5vf_device),
+		(uint32_t)sizeof(struct mlx5vf_file),
+		(uint32_t)sizeof(struct mlx5vf_config),
+		(uint32_t)sizeof(struct mlx5vf_probe_info),
+		(uint32_t)sizeof(struct mlx5vf_platform_ops),
+	};
+	struct mlx5vf_abi stale = ours;
+
+	memset(&dev, 0xa5, sizeof(dev));
+	stale.version = MLX5VF_ABI_VERSION - 1;
+	CHECK_EQ(mlx5vf_device_init_abi(&dev, &plat_ops, NULL, NULL, &stale), -EPROTO);
+	stale = ours;
+	stale.ops_size -= (uint32_t)sizeof(void *); /* an older ops table */
+	CHECK_EQ(mlx5vf_device_init_abi(&dev, &plat_ops, NULL, NULL, &stale), -EPROTO);
+	stale = ours;
+	stale.device_size += 64;
+	CHECK_EQ(mlx5vf_device_init_abi(&dev, &plat_ops, NULL, NULL, &stale), -EPROTO);
+	CHECK_EQ(mlx5vf_device_init_abi(&dev, &plat_ops, NULL, NULL, NULL), -EPROTO);
+	/* Nothing was written: the storage is still not a device. */
+	{
+		uint8_t *b = (uint8_t *)&dev;
+		size_t untouched = 0;
+		for (size_t i = 0; i < sizeof(dev); i++)
+			untouched += b[i] == 0xa5;
+		CHECK_EQ(untouched, sizeof(dev));
+	}
+	/* The header's own view is the library's: every plat_new() in this
+	 * harness initialises through the inline mlx5vf_device_init(). */
+}
+
 static void t_next_state(void)
 {
 	enum { E = 0xff, S = 1, R = 2, SC = 3, RE = 4, RP = 5, PC = 6, PCP = 7 };
@@ -1507,6 +1546,7 @@ static const struct {
 	void (*fn)(void);
 } tests[] = {
 	{ "abi_layout", t_abi_layout },
+	{ "stale_header_refused", t_stale_header_refused },
 	{ "next_state", t_next_state },
 	{ "roundtrip_chunked", t_roundtrip_chunked },
 	{ "roundtrip_legacy", t_roundtrip_legacy },
