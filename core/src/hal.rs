@@ -1,9 +1,9 @@
 //! What the core cannot do itself: talk to firmware and own memory.
 //!
 //! The trait is small on purpose (one required method per capability):
-//! a synchronous command, one asynchronous SAVE at a time, DMA buffers by
-//! handle, and a CRC-32C over buffer bytes (so platforms can use their fast
-//! one). Copying bytes between buffers and the user is the shim's job; the
+//! a synchronous command, one asynchronous SAVE at a time, optionally one
+//! asynchronous LOAD at a time, DMA buffers by handle, and a CRC-32C over
+//! buffer bytes (so platforms can use their fast one). Copying bytes between buffers and the user is the shim's job; the
 //! core says which buffer, which offset and how many bytes.
 //!
 //! Two implementations exist: the userspace shim's (over the simulated
@@ -42,6 +42,24 @@ pub enum DmaDirection {
 pub struct SaveToken(pub(crate) u64);
 
 impl SaveToken {
+    /// The token as a plain number (for C callers).
+    pub const fn to_bits(self) -> u64 {
+        self.0
+    }
+    /// A token from a plain number; the core validates it on use.
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+}
+
+/// Names an asynchronous LOAD so its completion can be matched to it, as
+/// [`SaveToken`] does for SAVEs: carried from [`Hal::start_load`] to
+/// [`Device::handle_load_completion`](crate::device::Device::handle_load_completion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LoadToken(pub(crate) u64);
+
+impl LoadToken {
     /// The token as a plain number (for C callers).
     pub const fn to_bits(self) -> u64 {
         self.0
@@ -120,6 +138,10 @@ impl HalError for HalErrorKind {
 ///   [`Device::handle_save_completion`](crate::device::Device::handle_save_completion)
 ///   with the token and the command output, even if the file was closed
 ///   meanwhile (the buffer stays allocated and mapped until then).
+/// - Likewise at most one LOAD is in flight per device, never while a SAVE
+///   is; each [`Hal::start_load`] that returns `Ok(true)` is completed
+///   exactly once through
+///   [`Device::handle_load_completion`](crate::device::Device::handle_load_completion).
 /// - Buffers are whole pages of [`PAGE_SIZE`](crate::ifc::mkey::PAGE_SIZE)
 ///   bytes.
 pub trait Hal {
@@ -140,6 +162,19 @@ pub trait Hal {
     /// # Errors
     /// The command could not be started; nothing will complete.
     fn start_save(&mut self, input: &[u8], token: SaveToken) -> Result<(), Self::Error>;
+
+    /// Starts LOAD_VHCA_STATE with `input` asynchronously, so the next image
+    /// can arrive while firmware loads this one: `Ok(true)` means started,
+    /// its output comes back through `Device::handle_load_completion(token,
+    /// output)`. `Ok(false)` (the default) means this platform LOADs
+    /// synchronously: the core sends the command with [`Hal::exec`] instead.
+    ///
+    /// # Errors
+    /// The command could not be started; nothing will complete.
+    fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, Self::Error> {
+        let _ = (input, token);
+        Ok(false)
+    }
 
     /// Allocates a buffer of `npages` pages (never 0).
     ///
@@ -177,6 +212,9 @@ impl<H: Hal + ?Sized> Hal for &mut H {
     }
     fn start_save(&mut self, input: &[u8], token: SaveToken) -> Result<(), Self::Error> {
         (**self).start_save(input, token)
+    }
+    fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, Self::Error> {
+        (**self).start_load(input, token)
     }
     fn alloc_buffer(&mut self, npages: u32, dir: DmaDirection) -> Result<BufferId, Self::Error> {
         (**self).alloc_buffer(npages, dir)

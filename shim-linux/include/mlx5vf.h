@@ -449,7 +449,7 @@ typedef const void __user *mlx5vf_const_uptr;
 /**
  * Bytes of `struct mlx5vf_device` (64-bit targets).
  */
-#define MLX5VF_DEVICE_SIZE 3584
+#define MLX5VF_DEVICE_SIZE 4352
 
 /**
  * Alignment of `struct mlx5vf_device`.
@@ -459,7 +459,7 @@ typedef const void __user *mlx5vf_const_uptr;
 /**
  * `MLX5VF_DEVICE_SIZE` in 64-bit words (the storage array's length).
  */
-#define MLX5VF_DEVICE_WORDS 448
+#define MLX5VF_DEVICE_WORDS 544
 
 /**
  * Bytes of `struct mlx5vf_file` (64-bit targets).

@@ -135,11 +135,11 @@ pub const MLX5VF_DESTROY_MKEY_IN_LEN: usize = 16;
 pub const MLX5VF_DESTROY_MKEY_OUT_LEN: usize = 16;
 
 /// Bytes of `struct mlx5vf_device` (64-bit targets).
-pub const MLX5VF_DEVICE_SIZE: usize = 3584;
+pub const MLX5VF_DEVICE_SIZE: usize = 4352;
 /// Alignment of `struct mlx5vf_device`.
 pub const MLX5VF_DEVICE_ALIGN: usize = 8;
 /// `MLX5VF_DEVICE_SIZE` in 64-bit words (the storage array's length).
-pub const MLX5VF_DEVICE_WORDS: usize = 448;
+pub const MLX5VF_DEVICE_WORDS: usize = 544;
 /// Bytes of `struct mlx5vf_file` (64-bit targets).
 pub const MLX5VF_FILE_SIZE: usize = 16;
 /// Alignment of `struct mlx5vf_file`.

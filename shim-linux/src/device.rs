@@ -565,7 +565,14 @@ pub unsafe extern "C" fn mlx5vf_set_state(
                 Session::Resuming => MLX5VF_NEW_RESUMING_FILE,
             }
         }
-        Err(e) if e.error == DeviceError::SaveInFlight => {
+        // LoadInFlight only comes from platforms that LOAD asynchronously;
+        // the C ABI's platforms LOAD through exec(), but the wait is the same.
+        Err(e)
+            if matches!(
+                e.error,
+                DeviceError::SaveInFlight | DeviceError::LoadInFlight
+            ) =>
+        {
             if moved {
                 c.notify();
             }

@@ -266,7 +266,9 @@ pub fn describe_driver_error(e: &DeviceError) -> String {
     use mlx5vf_core::load::LoadError;
     let errno = e.errno().name();
     match e {
-        DeviceError::Firmware(_) => format!("refused by the device: {e}"),
+        DeviceError::Firmware(_) | DeviceError::Load(LoadError::Refused(_)) => {
+            format!("refused by the device: {e}")
+        }
         DeviceError::Load(LoadError::LoadFailed) | DeviceError::FileFailed => {
             format!("refused by the device earlier: {e} ({errno})")
         }

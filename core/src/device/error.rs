@@ -42,6 +42,10 @@ pub enum DeviceError {
     /// A SAVE is in flight: wait for its completion, then call again. Nothing
     /// was changed.
     SaveInFlight,
+    /// A LOAD is in flight and the call needs it done (both image buffers
+    /// are busy, or RESUMING is ending): wait for its completion, then call
+    /// again. Nothing was changed.
+    LoadInFlight,
     /// Another reader holds the file (`EBUSY`; callers serialise reads).
     ReaderBusy,
     /// The precopy ioctl outside PRE_COPY states (`EINVAL`).
@@ -79,7 +83,7 @@ impl DeviceError {
             Self::Detached => Errno::ENOTCONN,
             Self::NoMessage => Errno::ENOMSG,
             Self::WouldBlock => Errno::EAGAIN,
-            Self::SaveInFlight | Self::ReaderBusy => Errno::EBUSY,
+            Self::SaveInFlight | Self::LoadInFlight | Self::ReaderBusy => Errno::EBUSY,
             Self::Save(e) => e.errno(),
             Self::Load(e) => e.errno(),
             Self::Incomplete(Verdict::Failed(e)) => e.kind.errno(),
@@ -105,6 +109,7 @@ impl fmt::Display for DeviceError {
             Self::NoMessage => f.write_str("no PRE_COPY data available now"),
             Self::WouldBlock => f.write_str("no data yet"),
             Self::SaveInFlight => f.write_str("a SAVE is in flight; retry after it completes"),
+            Self::LoadInFlight => f.write_str("a LOAD is in flight; retry after it completes"),
             Self::ReaderBusy => f.write_str("another reader holds the file"),
             Self::NotPreCopy => f.write_str("not in a PRE_COPY state"),
             Self::Save(e) => e.fmt(f),

@@ -104,6 +104,9 @@ pub enum WaitFor {
     /// A write completed an image whose LOAD must wait for a SAVE of the same
     /// device still in flight (a saving file closed just before).
     SaveCompletion,
+    /// Both image buffers hold images waiting for or under LOAD: the next
+    /// payload waits for an asynchronous LOAD to complete.
+    LoadCompletion,
 }
 
 /// Why a call moved nothing.
@@ -343,7 +346,7 @@ pub fn write<H: Hal, P: WritePort<H> + ?Sized>(
             .min(len)
     };
     let mut stop: Option<IoError> = None;
-    let mut wait = false;
+    let mut wait: Option<WaitFor> = None;
     let mut steps = 0usize;
     while steps < MAX_STEPS_PER_CALL {
         let done = consumed(port);
@@ -353,12 +356,16 @@ pub fn write<H: Hal, P: WritePort<H> + ?Sized>(
         // CAST: usize -> u64 is lossless.
         let plan = match port.device().write_plan(file, avail as u64) {
             Ok(p) => p,
-            Err(DeviceError::SaveInFlight) => {
-                if done == 0 && blocking == Blocking::Blocking && port.wait(WaitFor::SaveCompletion)
-                {
+            Err(e @ (DeviceError::SaveInFlight | DeviceError::LoadInFlight)) => {
+                let why = if e == DeviceError::LoadInFlight {
+                    WaitFor::LoadCompletion
+                } else {
+                    WaitFor::SaveCompletion
+                };
+                if done == 0 && blocking == Blocking::Blocking && port.wait(why) {
                     continue;
                 }
-                wait = true;
+                wait = Some(why);
                 break;
             }
             Err(e) => {
@@ -413,7 +420,7 @@ pub fn write<H: Hal, P: WritePort<H> + ?Sized>(
             Ok(()) => {}
             // The bytes went in; the LOAD they completed waits for the SAVE.
             Err(DeviceError::SaveInFlight) => {
-                wait = true;
+                wait = Some(WaitFor::SaveCompletion);
                 break;
             }
             Err(e) => {
@@ -435,11 +442,13 @@ pub fn write<H: Hal, P: WritePort<H> + ?Sized>(
         // stream (the file is dead and the errno is the answer, as in Linux).
         Some(e) => IoOutcome::Failed(e),
         // Bytes consumed before a wait are reported; the next call waits.
-        None if wait && total == 0 => match blocking {
-            Blocking::Blocking => IoOutcome::Wait(WaitFor::SaveCompletion),
-            Blocking::NonBlocking => failed(DeviceError::WouldBlock),
+        None => match wait {
+            Some(why) if total == 0 => match blocking {
+                Blocking::Blocking => IoOutcome::Wait(why),
+                Blocking::NonBlocking => failed(DeviceError::WouldBlock),
+            },
+            _ => IoOutcome::Done(total),
         },
-        None => IoOutcome::Done(total),
     }
 }
 

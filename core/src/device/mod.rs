@@ -191,6 +191,23 @@ struct InFlightSave {
     session: SessionId,
 }
 
+/// The LOAD in flight: what its completion must find (and, when the file
+/// closed meanwhile, release: the key, then the segments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InFlightLoad {
+    token: crate::hal::LoadToken,
+    session: SessionId,
+    /// The image buffer being LOADed.
+    buf: usize,
+    mkey: crate::ifc::mkey::Mkey,
+    /// Buffer-table indexes of its segments (pinned until the completion).
+    segs: [u16; crate::load::MAX_IMAGE_SEGMENTS],
+    nsegs: usize,
+    /// The resuming file closed while the LOAD ran: the completion unmaps
+    /// the key and frees the segments.
+    orphaned: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Lease {
     session: SessionId,
@@ -207,6 +224,7 @@ pub struct Device<H: Hal> {
     saving: Option<saving::SavingFile>,
     resuming: Option<resuming::ResumingFile>,
     in_flight: Option<InFlightSave>,
+    loading: Option<InFlightLoad>,
     /// Readers copying a segment now: one per file at most, and a file
     /// replaced while its reader copies keeps its lease until the copy ends.
     leases: heapless::Vec<Lease, MAX_READ_LEASES>,
@@ -234,6 +252,7 @@ impl<H: Hal> Device<H> {
             saving: None,
             resuming: None,
             in_flight: None,
+            loading: None,
             leases: heapless::Vec::new(),
             res: Resources::new(PAGE_SIZE),
             next_session: 1,
@@ -288,11 +307,19 @@ impl<H: Hal> Device<H> {
     }
     /// Nothing is allocated, in flight or leased: the device may be dropped.
     pub fn is_idle(&self) -> bool {
-        self.in_flight.is_none() && self.leases.is_empty() && self.res.is_empty()
+        self.in_flight.is_none()
+            && self.loading.is_none()
+            && self.leases.is_empty()
+            && self.res.is_empty()
     }
     /// Whether a SAVE is in flight.
     pub const fn save_in_flight(&self) -> bool {
         self.in_flight.is_some()
+    }
+
+    /// Whether an asynchronous LOAD is in flight.
+    pub const fn load_in_flight(&self) -> bool {
+        self.loading.is_some()
     }
 
     /// Probes VF `vf` of the PF: migration support, VHCA id, PRE_COPY and
@@ -423,6 +450,16 @@ impl<H: Hal> Device<H> {
         }
     }
 
+    /// Neither a SAVE nor a LOAD runs (commands to the VHCA wait for both).
+    fn quiet(&self) -> Result<(), DeviceError> {
+        self.no_save_in_flight()?;
+        if self.loading.is_some() {
+            Err(DeviceError::LoadInFlight)
+        } else {
+            Ok(())
+        }
+    }
+
     fn new_session(&mut self) -> SessionId {
         let id = self.next_session;
         self.next_session = self.next_session.wrapping_add(1).max(1);
@@ -486,6 +523,11 @@ impl<H: Hal> Device<H> {
                 Step::Suspend(_) | Step::Resume(_) | Step::OpenSaving(_) | Step::FinalSave
             )
         });
+        // A LOAD of a file closed meanwhile still holds its segments: a new
+        // resuming file waits for it (the buffer table counts on that).
+        if steps.contains(&Step::OpenResuming) && self.loading.is_some() {
+            return Err(DeviceError::LoadInFlight);
+        }
         // Leaving PRE_COPY: chunked PRE_COPY stops chaining first, so the
         // SAVE in flight (if any) is the last one this waits for.
         if steps
@@ -497,7 +539,7 @@ impl<H: Hal> Device<H> {
             }
         }
         if needs_quiet {
-            self.no_save_in_flight()?;
+            self.quiet()?;
         }
         let mut opened = None;
         for step in steps {
@@ -606,7 +648,7 @@ impl<H: Hal> Device<H> {
             dir,
             session,
             mkey: None,
-            in_save: false,
+            in_dma: false,
             leased: false,
             doomed: false,
         };
@@ -705,9 +747,15 @@ impl<H: Hal> Device<H> {
     }
 
     fn next_token(&mut self, session: SessionId) -> SaveToken {
+        SaveToken(self.next_token_bits(session))
+    }
+
+    /// A token no earlier command of this device used: the session in the
+    /// high half, a sequence number in the low half.
+    fn next_token_bits(&mut self, session: SessionId) -> u64 {
         let seq = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
-        SaveToken((u64::from(session) << 32) | u64::from(seq))
+        (u64::from(session) << 32) | u64::from(seq)
     }
 }
 
@@ -720,6 +768,7 @@ impl<H: Hal> core::fmt::Debug for Device<H> {
             .field("saving", &self.saving.is_some())
             .field("resuming", &self.resuming.is_some())
             .field("in_flight", &self.in_flight)
+            .field("loading", &self.loading)
             .finish_non_exhaustive()
     }
 }

@@ -18,10 +18,12 @@ pub const MAX_READ_LEASES: usize = 2;
 /// Buffers the device tracks at once. A saving file holds at most
 /// `MAX_CHUNK_SLOTS` (8) slot buffers, one initial PRE_COPY buffer, one
 /// incremental or cleanup buffer and `MAX_AVAIL` (4) spare ones: 14; a
-/// resuming file holds up to `MAX_IMAGE_SEGMENTS` (16); closed sessions
-/// still hold at most one buffer per pin: one SAVE in flight and
-/// `MAX_READ_LEASES` (2) leased to readers. 14 + 16 + 3 = 33.
-pub const MAX_BUFFERS: usize = 33;
+/// resuming file holds up to `MAX_IMAGE_SEGMENTS` (16) in each of its
+/// `IMAGE_BUFFERS` (2): 32; closed sessions still hold what is pinned: one
+/// SAVE in flight and `MAX_READ_LEASES` (2) leased to readers, or the
+/// segments of a LOAD in flight (16, and then no new resuming file opens
+/// until it completes, so it never adds to the 32). 14 + 32 + 3 = 49.
+pub const MAX_BUFFERS: usize = 49;
 /// PDs the device tracks at once: one per open file (2) plus closed sessions
 /// whose pinned buffers are still draining (at most 3, one per pin).
 pub const MAX_PDS: usize = 5;
@@ -38,14 +40,14 @@ pub(crate) struct Buf {
     /// The buffer's own memory key (save buffers; load segments share one
     /// key held by the resuming file).
     pub(crate) mkey: Option<Mkey>,
-    pub(crate) in_save: bool,
+    pub(crate) in_dma: bool,
     pub(crate) leased: bool,
     pub(crate) doomed: bool,
 }
 
 impl Buf {
     pub(crate) fn pinned(&self) -> bool {
-        self.in_save || self.leased
+        self.in_dma || self.leased
     }
 }
 

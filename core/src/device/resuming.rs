@@ -1,21 +1,25 @@
 //! The resuming file: writes planned step by step, LOADs, and the verdict
 //! when RESUMING ends.
 
-use crate::hal::{BufferId, DmaDirection, Hal, HalError};
-use crate::ifc::migration::LoadVhcaState;
+use crate::hal::{BufferId, DmaDirection, Hal, HalError, LoadToken};
+use crate::ifc::migration::{LoadVhcaState, load_vhca_state_out};
 use crate::ifc::mkey::Mkey;
-use crate::load::{LoadEngine, LoadError, LoadImage, Refusal, WriteStep};
+use crate::ifc::{Command, MAX_FIXED_IN, Opcode, checked_output};
+use crate::load::{
+    IMAGE_BUFFERS, LoadEngine, LoadError, LoadImage, MAX_IMAGE_SEGMENTS, Refusal, WriteStep,
+};
+use crate::macros::trace;
 use crate::stream::Verdict;
 use crate::vfio::Session;
 
-use super::resources::{MAX_BUFFERS, SessionId};
-use super::{Device, DeviceError, FileId};
+use super::resources::SessionId;
+use super::{Device, DeviceError, FileId, InFlightLoad};
 
 pub(crate) struct ResumingFile {
     pub(crate) session: SessionId,
     pub(crate) engine: LoadEngine,
-    /// The memory key over the image segments, once mapped.
-    pub(crate) mkey: Option<Mkey>,
+    /// Each image buffer's memory key over its segments, once mapped.
+    pub(crate) mkeys: [Option<Mkey>; IMAGE_BUFFERS],
     /// What the last [`Device::write_plan`] asked the caller to do.
     pub(crate) planned: Option<Planned>,
     /// The user closed the file.
@@ -54,6 +58,14 @@ pub enum WritePlan {
     },
 }
 
+/// How a LOAD's failure is remembered: firmware's refusal as such.
+fn load_failure(e: &DeviceError) -> LoadError {
+    match *e {
+        DeviceError::Firmware(c) => LoadError::Refused(c),
+        _ => LoadError::LoadFailed,
+    }
+}
+
 impl<H: Hal> Device<H> {
     fn resuming_for(&mut self, file: FileId) -> Result<&mut ResumingFile, DeviceError> {
         match self.resuming.as_mut() {
@@ -72,7 +84,7 @@ impl<H: Hal> Device<H> {
         self.resuming = Some(ResumingFile {
             session,
             engine: LoadEngine::new(self.cfg.load),
-            mkey: None,
+            mkeys: [None; IMAGE_BUFFERS],
             planned: None,
             orphaned: false,
         });
@@ -88,10 +100,11 @@ impl<H: Hal> Device<H> {
     /// # Errors
     /// `ENODEV` for a dead or failed file; allocation failures (the file
     /// fails); [`DeviceError::SaveInFlight`] if a LOAD is due while a SAVE of
-    /// this device is still in flight (wait and retry).
+    /// this device is still in flight, [`DeviceError::LoadInFlight`] when
+    /// both image buffers wait for LOADs (wait for a completion and retry).
     pub fn write_plan(&mut self, file: FileId, avail: u64) -> Result<WritePlan, DeviceError> {
         self.resuming_for(file)?;
-        self.load_if_due()?;
+        self.start_due_loads()?;
         loop {
             let f = self.resuming_for(file)?;
             f.planned = None;
@@ -105,7 +118,7 @@ impl<H: Hal> Device<H> {
                 WriteStep::Grow { npages } => {
                     let buf = self
                         .alloc_buffer(session, npages, DmaDirection::ToDevice, false)
-                        .inspect_err(|_| self.fail_resuming())?;
+                        .inspect_err(|e| self.fail_resuming(load_failure(e)))?;
                     let f = self.resuming_for(file)?;
                     f.engine.add_segment(buf)?;
                 }
@@ -136,6 +149,12 @@ impl<H: Hal> Device<H> {
                     return Ok(WritePlan::Small {
                         max: usize::try_from(avail).unwrap_or(usize::MAX).min(1),
                     });
+                }
+                WriteStep::Wait => return Err(DeviceError::LoadInFlight),
+                // A LOAD firmware refused (perhaps asynchronously, after the
+                // bytes that completed the image were taken) says so.
+                WriteStep::Refuse(Refusal::Failed(e @ LoadError::Refused(_))) => {
+                    return Err(DeviceError::Load(e));
                 }
                 WriteStep::Refuse(Refusal::Failed(_)) => return Err(DeviceError::FileFailed),
             }
@@ -186,77 +205,198 @@ impl<H: Hal> Device<H> {
         Ok(())
     }
 
-    /// Issues a due LOAD, or leaves it pending while a SAVE is in flight:
+    /// Starts due LOADs, or leaves them pending while a SAVE is in flight:
     /// the bytes that completed the image are consumed either way, so a
     /// "wait and retry" here would make the caller write them twice.
     fn load_unless_saving(&mut self) -> Result<(), DeviceError> {
-        match self.load_if_due() {
+        match self.start_due_loads() {
             Err(DeviceError::SaveInFlight) => Ok(()),
             other => other,
         }
     }
 
-    fn fail_resuming(&mut self) {
+    fn fail_resuming(&mut self, why: LoadError) {
         if let Some(f) = self.resuming.as_mut() {
-            f.engine.load_failed();
+            f.engine.load_failed(why);
         }
     }
 
-    /// Issues the LOAD the engine reported, mapping new segments first.
-    fn load_if_due(&mut self) -> Result<(), DeviceError> {
-        let Some((session, img)) = self
-            .resuming
-            .as_ref()
-            .and_then(|f| f.engine.pending_load().map(|img| (f.session, img)))
-        else {
-            return Ok(());
-        };
-        self.no_save_in_flight()?;
-        let result = self.load_image(session, img);
-        if let Some(f) = self.resuming.as_mut() {
-            match result {
-                Ok(()) => f.engine.loaded(),
-                Err(_) => f.engine.load_failed(),
+    /// Issues the LOADs the engine has due, in stream order, one at a time:
+    /// an asynchronous one returns at once (its completion starts the next),
+    /// a synchronous one runs to its end here. A failure fails the file.
+    fn start_due_loads(&mut self) -> Result<(), DeviceError> {
+        // Bounded: each synchronous LOAD frees one image buffer.
+        for _ in 0..IMAGE_BUFFERS {
+            if self.loading.is_some() {
+                return Ok(());
+            }
+            let Some((session, buf, img)) = self
+                .resuming
+                .as_ref()
+                .and_then(|f| f.engine.next_due().map(|(buf, img)| (f.session, buf, img)))
+            else {
+                return Ok(());
+            };
+            self.no_save_in_flight()?;
+            if let Err(e) = self.issue_load(session, buf, img) {
+                self.fail_resuming(load_failure(&e));
+                return Err(e);
             }
         }
-        result
+        Ok(())
     }
 
-    fn load_image(&mut self, session: SessionId, img: LoadImage) -> Result<(), DeviceError> {
+    fn issue_load(
+        &mut self,
+        session: SessionId,
+        buf: usize,
+        img: LoadImage,
+    ) -> Result<(), DeviceError> {
         let vhca_id = self.probed_vhca()?;
         if self.detached {
             return Err(DeviceError::Detached);
         }
-        let needs_map = self.resuming.as_ref().is_some_and(|f| f.engine.needs_map());
+        let needs_map = self
+            .resuming
+            .as_ref()
+            .is_some_and(|f| f.engine.needs_map(buf));
         if needs_map {
-            self.map_segments(session)?;
+            self.map_segments(session, buf)?;
         }
         let mkey = self
             .resuming
             .as_ref()
-            .and_then(|f| f.mkey)
+            .and_then(|f| f.mkeys.get(buf).copied().flatten())
             .ok_or(DeviceError::NoFile)?;
-        self.exec_vf(&LoadVhcaState {
+        let cmd = LoadVhcaState {
             vhca_id,
             va: 0,
             mkey,
             size: img.size,
-        })
+        };
+        let mut input = [0u8; MAX_FIXED_IN];
+        let n = cmd.encode(&mut input)?;
+        let token = LoadToken(self.next_token_bits(session));
+        let started = self
+            .hal
+            .start_load(input.get(..n).unwrap_or_default(), token)
+            .map_err(|e| DeviceError::Platform(e.kind()))?;
+        let f = self.resuming.as_mut().ok_or(DeviceError::NoFile)?;
+        f.engine.load_started(buf)?;
+        if !started {
+            // This platform LOADs synchronously.
+            let result = self.exec_vf(&cmd);
+            if let Some(f) = self.resuming.as_mut() {
+                match &result {
+                    Ok(()) => f.engine.loaded(buf),
+                    Err(e) => f.engine.load_failed(load_failure(e)),
+                }
+            }
+            return result;
+        }
+        trace!("load: LOAD of {} bytes started (buffer {})", img.size, buf);
+        let mut segs = [0u16; MAX_IMAGE_SEGMENTS];
+        let mut nsegs = 0usize;
+        for (dst, seg) in segs.iter_mut().zip(f.engine.segments(buf)) {
+            *dst = seg.index;
+            nsegs = nsegs.saturating_add(1);
+        }
+        // Pinned: a close while firmware reads them must not free them.
+        for &i in segs.get(..nsegs).unwrap_or_default() {
+            if let Some(b) = self.res.get_mut(i) {
+                b.in_dma = true;
+            }
+        }
+        self.loading = Some(InFlightLoad {
+            token,
+            session,
+            buf,
+            mkey,
+            segs,
+            nsegs,
+            orphaned: false,
+        });
+        Ok(())
     }
 
-    /// (Re)creates the memory key over every image segment.
-    fn map_segments(&mut self, session: SessionId) -> Result<(), DeviceError> {
-        let mut ids = [BufferId(0); MAX_BUFFERS];
+    /// The platform delivers the output of the LOAD started with `token`.
+    /// A refused LOAD fails the resuming file (writes get `ENODEV`, RESUMING
+    /// → STOP the error); that is not an error of this call. The next due
+    /// image's LOAD starts here.
+    ///
+    /// # Errors
+    /// [`DeviceError::StaleCompletion`] when `token` does not name the LOAD
+    /// in flight; nothing changes.
+    pub fn handle_load_completion(
+        &mut self,
+        token: LoadToken,
+        output: &[u8],
+    ) -> Result<(), DeviceError> {
+        let l = self
+            .loading
+            .filter(|l| l.token == token)
+            .ok_or(DeviceError::StaleCompletion)?;
+        self.loading = None;
+        let outcome = checked_output::<load_vhca_state_out::Bits>(Opcode::LoadVhcaState, 0, output);
+        let segs = l.segs.get(..l.nsegs).unwrap_or_default();
+        for &i in segs {
+            if let Some(b) = self.res.get_mut(i) {
+                b.in_dma = false;
+            }
+        }
+        let live = !l.orphaned
+            && self
+                .resuming
+                .as_ref()
+                .is_some_and(|f| f.session == l.session);
+        if !live {
+            // The file closed while firmware read: its key, then its
+            // segments (doomed by the close) go now.
+            let mut ids = [BufferId(0); MAX_IMAGE_SEGMENTS];
+            for (dst, &i) in ids.iter_mut().zip(segs) {
+                *dst = self.res.get(i).map_or(BufferId(0), |b| b.id);
+            }
+            self.unmap(l.mkey, ids.get(..l.nsegs).unwrap_or_default());
+            for &i in segs {
+                self.free_buffer(i);
+            }
+            return Ok(());
+        }
+        trace!(
+            "load: LOAD completed (buffer {}, ok {})",
+            l.buf,
+            outcome.is_ok()
+        );
+        if let Some(f) = self.resuming.as_mut() {
+            match outcome {
+                Ok(_) => f.engine.loaded(l.buf),
+                Err(e) => f.engine.load_failed(load_failure(&DeviceError::from(e))),
+            }
+        }
+        // A failure here has failed the file; the writer sees it.
+        let _ = self.start_due_loads();
+        Ok(())
+    }
+
+    /// (Re)creates image buffer `buf`'s memory key over its segments.
+    #[inline(never)]
+    fn map_segments(&mut self, session: SessionId, buf: usize) -> Result<(), DeviceError> {
+        let mut ids = [BufferId(0); MAX_IMAGE_SEGMENTS];
         let mut n = 0usize;
         let mut covered = 0usize;
         if let Some(f) = self.resuming.as_ref() {
-            for (dst, seg) in ids.iter_mut().zip(f.engine.segments()) {
+            for (dst, seg) in ids.iter_mut().zip(f.engine.segments(buf)) {
                 *dst = self.res.get(seg.index).map_or(BufferId(0), |b| b.id);
                 n = n.saturating_add(1);
             }
-            covered = f.engine.mapped_segments();
+            covered = f.engine.mapped_segments(buf);
         }
-        if let Some(old) = self.resuming.as_mut().and_then(|f| f.mkey.take()) {
+        let old = self
+            .resuming
+            .as_mut()
+            .and_then(|f| f.mkeys.get_mut(buf))
+            .and_then(Option::take);
+        if let Some(old) = old {
             // The old key covered the segments that existed when it was made.
             self.unmap(old, ids.get(..covered).unwrap_or_default());
         }
@@ -266,8 +406,10 @@ impl<H: Hal> Device<H> {
             .map_buffers(pd, ids.get(..n).unwrap_or_default())
             .map_err(|e| DeviceError::Platform(e.kind()))?;
         if let Some(f) = self.resuming.as_mut() {
-            f.mkey = Some(mkey);
-            f.engine.mark_mapped();
+            if let Some(slot) = f.mkeys.get_mut(buf) {
+                *slot = Some(mkey);
+            }
+            f.engine.mark_mapped(buf);
         }
         Ok(())
     }
@@ -280,7 +422,10 @@ impl<H: Hal> Device<H> {
         if self.resuming.is_none() {
             return Ok(());
         }
-        self.load_if_due()?;
+        self.start_due_loads()?;
+        if self.loading.is_some() {
+            return Err(DeviceError::LoadInFlight);
+        }
         let Some(f) = self.resuming.as_ref() else {
             return Ok(());
         };
@@ -299,26 +444,40 @@ impl<H: Hal> Device<H> {
         }
     }
 
-    /// Closes the resuming file: the image key, then every buffer and the PD.
+    /// Closes the resuming file: the image keys, then every buffer and the
+    /// PD. A LOAD in flight keeps its key and segments until its completion.
+    // Not inlined into the arcs and reset paths that call it: its buffer-id
+    // array would sit in their (kernel-stack) frames.
+    #[inline(never)]
     pub(super) fn close_resuming(&mut self) {
-        // Borrowed, not `take()`n: that would move the engine onto the stack.
-        let Some(f) = self.resuming.as_mut() else {
+        let Some(session) = self.resuming.as_ref().map(|f| f.session) else {
             return;
         };
-        let session = f.session;
-        let mkey = f.mkey.take();
-        let mut ids = [BufferId(0); MAX_BUFFERS];
-        let mut covered = 0;
-        if mkey.is_some() {
-            covered = f.engine.mapped_segments();
-            for (dst, seg) in ids.iter_mut().zip(f.engine.segments()) {
+        let loading_buf = match self.loading.as_mut() {
+            Some(l) if l.session == session => {
+                l.orphaned = true;
+                Some(l.buf)
+            }
+            _ => None,
+        };
+        for buf in 0..IMAGE_BUFFERS {
+            // Borrowed, not `take()`n: that would move the engine onto the stack.
+            let Some(f) = self.resuming.as_mut() else {
+                return;
+            };
+            let mkey = f.mkeys.get_mut(buf).and_then(Option::take);
+            // The key of the buffer under LOAD is the completion's to destroy.
+            let Some(mkey) = mkey.filter(|_| Some(buf) != loading_buf) else {
+                continue;
+            };
+            let mut ids = [BufferId(0); MAX_IMAGE_SEGMENTS];
+            let covered = f.engine.mapped_segments(buf);
+            for (dst, seg) in ids.iter_mut().zip(f.engine.segments(buf)) {
                 *dst = self.res.get(seg.index).map_or(BufferId(0), |b| b.id);
             }
-        }
-        self.resuming = None;
-        if let Some(mkey) = mkey {
             self.unmap(mkey, ids.get(..covered).unwrap_or_default());
         }
+        self.resuming = None;
         self.close_session(session);
     }
 

@@ -253,7 +253,7 @@ impl<H: Hal> Device<H> {
             .start_save(input.get(..n).unwrap_or_default(), token)
             .map_err(|e| DeviceError::Platform(e.kind()))?;
         if let Some(b) = self.res.get_mut(req.buf.index) {
-            b.in_save = true;
+            b.in_dma = true;
         }
         self.in_flight = Some(InFlightSave {
             token,
@@ -291,7 +291,7 @@ impl<H: Hal> Device<H> {
         self.in_flight = None;
         let mut doomed = false;
         if let Some(b) = self.res.get_mut(f.buf) {
-            b.in_save = false;
+            b.in_dma = false;
             doomed = b.doomed;
         }
         let live = self.saving.as_ref().is_some_and(|s| s.session == f.session);

@@ -137,8 +137,11 @@ pub struct CmdError {
 
 impl CmdError {
     /// The errno Linux would report for this failure.
-    pub fn errno(&self) -> Errno {
-        self.status.errno().unwrap_or(Errno::EIO)
+    pub const fn errno(&self) -> Errno {
+        match self.status.errno() {
+            Some(e) => e,
+            None => Errno::EIO,
+        }
     }
 }
 

@@ -5,8 +5,11 @@
 //! buffer grows, and what the stream amounts to when RESUMING ends.
 //!
 //! # Memory
-//! The image buffer is a list of up to [`MAX_IMAGE_SEGMENTS`] DMA buffers
-//! that one memory key maps as a single range. It grows only when payload
+//! There are [`IMAGE_BUFFERS`] image buffers, so the next image can arrive
+//! while the platform LOADs the last one (an asynchronous LOAD; a platform
+//! that LOADs synchronously only ever uses the first). Each is a list of up
+//! to [`MAX_IMAGE_SEGMENTS`] DMA buffers that one memory key maps as a
+//! single range. It grows only when payload
 //! bytes actually arrive beyond its capacity (the first segment sized from the
 //! STOP_COPY_SIZE hint, capped by configuration; each later one doubling the
 //! capacity), so a stream *claiming* a 4 GiB record costs nothing until 4 GiB
@@ -18,10 +21,12 @@
 //! [`LoadEngine::write_small`]; allocate for [`WriteStep::Grow`] and report
 //! it with [`LoadEngine::add_segment`]; copy payload for
 //! [`WriteStep::Payload`] and report it with [`LoadEngine::payload_written`];
-//! report skipped bytes with [`LoadEngine::skipped`]. Whenever one of those
-//! returns [`LoadImage`], map the segments if [`LoadEngine::needs_map`] and
-//! issue LOAD_VHCA_STATE, then call [`LoadEngine::loaded`] (or
-//! [`LoadEngine::load_failed`]).
+//! report skipped bytes with [`LoadEngine::skipped`]; for [`WriteStep::Wait`]
+//! wait until a LOAD completes. Whenever [`LoadEngine::next_due`] names an
+//! image buffer, map its segments if [`LoadEngine::needs_map`] says so, issue
+//! LOAD_VHCA_STATE ([`LoadEngine::load_started`]), and on its end call
+//! [`LoadEngine::loaded`] (or [`LoadEngine::load_failed`]). Images are
+//! LOADed one at a time, in stream order.
 
 use core::fmt;
 
@@ -41,6 +46,10 @@ mod tests;
 pub const MAX_IMAGE_SEGMENTS: usize = 16;
 /// Smallest first segment: 1 MiB (growth doubles from here).
 pub const MIN_FIRST_SEGMENT: u64 = 1 << 20;
+/// Image buffers: one receives while the other's LOAD runs. More would let
+/// the writer run further ahead of firmware, which LOADs one image at a
+/// time anyway, at the cost of another image's memory.
+pub const IMAGE_BUFFERS: usize = 2;
 
 /// Parameters of a resuming session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +90,12 @@ pub enum LoadError {
     /// The image buffer table is full (never expected; see
     /// [`MAX_IMAGE_SEGMENTS`]).
     Capacity,
-    /// A LOAD failed; the file is dead.
+    /// A LOAD failed on the platform's side (not delivered, or an output
+    /// that did not decode); the file is dead.
     LoadFailed,
+    /// Firmware refused a LOAD (it read the image and rejected it); the
+    /// file is dead.
+    Refused(crate::ifc::CmdError),
     /// A caller reported bytes the engine did not ask for.
     Misuse,
 }
@@ -94,6 +107,7 @@ impl LoadError {
             Self::Stream(e) => e.kind.errno(),
             Self::ImageTooLarge { .. } | Self::Capacity => Errno::ENOMEM,
             Self::LoadFailed => Errno::EIO,
+            Self::Refused(c) => c.errno(),
             Self::Misuse => Errno::EINVAL,
         }
     }
@@ -113,6 +127,7 @@ impl fmt::Display for LoadError {
             ),
             Self::Capacity => f.write_str("image buffer capacity exceeded"),
             Self::LoadFailed => f.write_str("an earlier LOAD failed"),
+            Self::Refused(c) => c.fmt(f),
             Self::Misuse => f.write_str("bytes reported out of order"),
         }
     }
@@ -154,6 +169,9 @@ pub enum WriteStep {
         /// Bytes.
         len: u64,
     },
+    /// Every image buffer holds an image waiting for or under LOAD: wait
+    /// for a LOAD to complete, then ask again.
+    Wait,
     /// Nothing more is accepted.
     Refuse(Refusal),
 }
@@ -178,6 +196,43 @@ pub struct LoadImage {
     pub offset: u64,
 }
 
+/// Where an image buffer is in its cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ImageState {
+    /// Free, or receiving an image.
+    Filling,
+    /// Holds a complete image whose LOAD has not started; `seq` is its
+    /// place in the stream (images LOAD in that order).
+    Due {
+        /// The image.
+        image: LoadImage,
+        /// Stream order.
+        seq: u64,
+    },
+    /// Its LOAD runs.
+    Loading {
+        /// The image.
+        image: LoadImage,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct ImageBuf {
+    segments: Vec<BufRef, MAX_IMAGE_SEGMENTS>,
+    /// Segments the buffer's memory key covers.
+    mapped: usize,
+    state: ImageState,
+}
+
+impl ImageBuf {
+    const EMPTY: Self = Self {
+        segments: Vec::new(),
+        mapped: 0,
+        state: ImageState::Filling,
+    };
+}
+
 /// Counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -195,10 +250,11 @@ pub struct LoadStats {
 pub struct LoadEngine {
     cfg: LoadConfig,
     reader: Reader,
-    segments: Vec<BufRef, MAX_IMAGE_SEGMENTS>,
-    /// Segments the current memory key covers.
-    mapped: usize,
-    pending_load: Option<LoadImage>,
+    bufs: [ImageBuf; IMAGE_BUFFERS],
+    /// The buffer the image being received goes into.
+    receiving: Option<usize>,
+    /// Stream order of the next complete image.
+    next_seq: u64,
     failed: Option<LoadError>,
     stats: LoadStats,
 }
@@ -209,9 +265,9 @@ impl LoadEngine {
         Self {
             cfg,
             reader: Reader::new(),
-            segments: Vec::new(),
-            mapped: 0,
-            pending_load: None,
+            bufs: [ImageBuf::EMPTY, ImageBuf::EMPTY],
+            receiving: None,
+            next_seq: 0,
             failed: None,
             stats: LoadStats {
                 images: 0,
@@ -225,9 +281,9 @@ impl LoadEngine {
     pub const fn reader(&self) -> &Reader {
         &self.reader
     }
-    /// The image segments.
-    pub fn segments(&self) -> &[BufRef] {
-        &self.segments
+    /// The segments of image buffer `buf` (empty for an index out of range).
+    pub fn segments(&self, buf: usize) -> &[BufRef] {
+        self.bufs.get(buf).map_or(&[], |b| b.segments.as_slice())
     }
     /// Counters.
     pub const fn stats(&self) -> LoadStats {
@@ -237,28 +293,72 @@ impl LoadEngine {
     pub const fn error(&self) -> Option<LoadError> {
         self.failed
     }
-    /// Capacity of the image buffer in bytes.
+    /// Capacity of the image buffers in bytes, all together.
     pub fn capacity(&self) -> u64 {
-        self.segments
+        self.bufs
             .iter()
+            .flat_map(|b| b.segments.iter())
             .fold(0u64, |acc, s| acc.saturating_add(self.bytes_of(s.npages)))
     }
-    /// The memory key must be (re)created: segments were added since the
-    /// last [`LoadEngine::mark_mapped`].
-    pub fn needs_map(&self) -> bool {
-        self.mapped != self.segments.len()
+    /// Image buffer `buf`'s memory key must be (re)created: segments were
+    /// added since its last [`LoadEngine::mark_mapped`].
+    pub fn needs_map(&self, buf: usize) -> bool {
+        self.bufs
+            .get(buf)
+            .is_some_and(|b| b.mapped != b.segments.len())
     }
-    /// Segments the current memory key covers.
-    pub const fn mapped_segments(&self) -> usize {
-        self.mapped
+    /// Segments image buffer `buf`'s current memory key covers.
+    pub fn mapped_segments(&self, buf: usize) -> usize {
+        self.bufs.get(buf).map_or(0, |b| b.mapped)
     }
-    /// The memory key now covers every segment.
-    pub fn mark_mapped(&mut self) {
-        self.mapped = self.segments.len();
+    /// Image buffer `buf`'s memory key now covers every segment.
+    pub fn mark_mapped(&mut self, buf: usize) {
+        if let Some(b) = self.bufs.get_mut(buf) {
+            b.mapped = b.segments.len();
+        }
     }
-    /// Whether a LOAD is due (reported by a previous call).
-    pub const fn pending_load(&self) -> Option<LoadImage> {
-        self.pending_load
+    /// Where image buffer `buf` is in its cycle.
+    pub fn image_state(&self, buf: usize) -> Option<ImageState> {
+        self.bufs.get(buf).map(|b| b.state)
+    }
+    /// The image buffer whose LOAD should start now: the first complete
+    /// image in stream order, when no LOAD runs.
+    pub fn next_due(&self) -> Option<(usize, LoadImage)> {
+        if self.is_loading() {
+            return None;
+        }
+        self.bufs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b.state {
+                ImageState::Due { image, seq } => Some((seq, i, image)),
+                _ => None,
+            })
+            .min_by_key(|&(seq, ..)| seq)
+            .map(|(_, i, image)| (i, image))
+    }
+    /// A LOAD runs.
+    pub fn is_loading(&self) -> bool {
+        self.bufs
+            .iter()
+            .any(|b| matches!(b.state, ImageState::Loading { .. }))
+    }
+    /// Complete images wait for (or are under) LOAD.
+    pub fn has_unloaded(&self) -> bool {
+        self.bufs
+            .iter()
+            .any(|b| !matches!(b.state, ImageState::Filling))
+    }
+
+    /// The buffer the next payload goes into: the one receiving an image,
+    /// else the first free one (so a platform that LOADs synchronously only
+    /// ever uses buffer 0).
+    fn target(&self) -> Option<usize> {
+        self.receiving.or_else(|| {
+            self.bufs
+                .iter()
+                .position(|b| b.state == ImageState::Filling)
+        })
     }
 
     fn bytes_of(&self, npages: u32) -> u64 {
@@ -286,14 +386,24 @@ impl LoadEngine {
                 image_offset,
                 remaining,
                 image_size,
-            } => self.payload_step(image_offset, remaining, image_size),
+            } => match self.target() {
+                Some(buf) => self.payload_step(buf, image_offset, remaining, image_size),
+                None => WriteStep::Wait,
+            },
         }
     }
 
-    fn payload_step(&self, image_offset: u64, remaining: u64, image_size: u64) -> WriteStep {
+    fn payload_step(
+        &self,
+        buf: usize,
+        image_offset: u64,
+        remaining: u64,
+        image_size: u64,
+    ) -> WriteStep {
+        let segments = self.segments(buf);
         // Find the segment holding image_offset.
         let mut start = 0u64;
-        for seg in &self.segments {
+        for seg in segments {
             let len = self.bytes_of(seg.npages);
             let end = start.saturating_add(len);
             if image_offset < end {
@@ -309,14 +419,14 @@ impl LoadEngine {
         // Beyond capacity: grow.
         let capacity = start;
         let still = image_size.saturating_sub(capacity);
-        let bytes = if self.segments.is_empty() {
+        let bytes = if segments.is_empty() {
             let hint = self
                 .reader
                 .stop_copy_size()
                 .unwrap_or(0)
                 .min(self.cfg.max_hint);
             image_size.min(hint.max(MIN_FIRST_SEGMENT))
-        } else if self.segments.len().saturating_add(1) >= MAX_IMAGE_SEGMENTS {
+        } else if segments.len().saturating_add(1) >= MAX_IMAGE_SEGMENTS {
             still
         } else {
             still.min(capacity)
@@ -326,15 +436,21 @@ impl LoadEngine {
         }
     }
 
-    /// Adds a segment allocated for [`WriteStep::Grow`].
+    /// Adds a segment allocated for [`WriteStep::Grow`] to the image buffer
+    /// receiving the next payload.
     ///
     /// # Errors
-    /// [`LoadError::Capacity`] if the table is full.
-    pub fn add_segment(&mut self, buf: BufRef) -> Result<(), LoadError> {
-        self.segments.push(buf).map_err(|_| {
-            self.failed = Some(LoadError::Capacity);
-            LoadError::Capacity
-        })
+    /// [`LoadError::Capacity`] if the table is full; [`LoadError::Misuse`]
+    /// when no image buffer can receive (the step was [`WriteStep::Wait`]).
+    pub fn add_segment(&mut self, seg: BufRef) -> Result<(), LoadError> {
+        let target = self.target().ok_or(LoadError::Misuse)?;
+        self.receiving = Some(target);
+        let pushed = self
+            .bufs
+            .get_mut(target)
+            .ok_or(LoadError::Misuse)
+            .and_then(|b| b.segments.push(seg).map_err(|_| LoadError::Capacity));
+        pushed.map_err(|e| self.fail(e))
     }
 
     fn fail(&mut self, e: LoadError) -> LoadError {
@@ -361,26 +477,37 @@ impl LoadEngine {
                     if header.tag == Tag::FwData && header.record_size != 0 {
                         let size = u32::try_from(header.record_size)
                             .map_err(|_| self.fail(LoadError::Capacity))?;
-                        load = Some(LoadImage { size, offset });
+                        let image = LoadImage { size, offset };
+                        // Its payload went into the receiving buffer.
+                        let buf = self
+                            .receiving
+                            .take()
+                            .and_then(|i| self.bufs.get_mut(i))
+                            .ok_or(LoadError::Misuse);
+                        match buf {
+                            Ok(b) => {
+                                b.state = ImageState::Due {
+                                    image,
+                                    seq: self.next_seq,
+                                };
+                                self.next_seq = self.next_seq.saturating_add(1);
+                            }
+                            Err(e) => return Err(self.fail(e)),
+                        }
+                        load = Some(image);
                     }
                 }
                 _ => {}
             }
         }
-        if load.is_some() {
-            self.pending_load = load;
-        }
         Ok(load)
     }
 
     fn check_ready(&self) -> Result<(), LoadError> {
-        if let Some(e) = self.failed {
-            return Err(e);
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        if self.pending_load.is_some() {
-            return Err(LoadError::Misuse);
-        }
-        Ok(())
     }
 
     /// Header or small-record bytes (at most what [`WriteStep::Small`] asked
@@ -414,6 +541,9 @@ impl LoadEngine {
         crc_after: u32,
     ) -> Result<Option<LoadImage>, LoadError> {
         self.check_ready()?;
+        if n > 0 {
+            self.receiving = Some(self.target().ok_or(LoadError::Misuse)?);
+        }
         let events = self
             .reader
             .advance_payload(n, crc_after)
@@ -434,18 +564,44 @@ impl LoadEngine {
         self.take_events(&events)
     }
 
-    /// The due LOAD succeeded.
-    pub fn loaded(&mut self) {
-        if let Some(img) = self.pending_load.take() {
-            self.stats.images = self.stats.images.saturating_add(1);
-            self.stats.image_bytes = self.stats.image_bytes.saturating_add(u64::from(img.size));
+    /// The LOAD of image buffer `buf` was issued.
+    ///
+    /// # Errors
+    /// [`LoadError::Misuse`] unless `buf` is the one [`LoadEngine::next_due`]
+    /// names.
+    pub fn load_started(&mut self, buf: usize) -> Result<LoadImage, LoadError> {
+        match self.next_due() {
+            Some((due, image)) if due == buf => {
+                if let Some(b) = self.bufs.get_mut(buf) {
+                    b.state = ImageState::Loading { image };
+                }
+                Ok(image)
+            }
+            _ => Err(LoadError::Misuse),
         }
     }
 
-    /// The due LOAD failed: the file is dead.
-    pub fn load_failed(&mut self) {
-        self.pending_load = None;
-        self.failed = Some(LoadError::LoadFailed);
+    /// The LOAD of image buffer `buf` succeeded: the buffer (and its
+    /// memory, kept for the next image) is free again.
+    pub fn loaded(&mut self, buf: usize) {
+        let Some(b) = self.bufs.get_mut(buf) else {
+            return;
+        };
+        if let ImageState::Loading { image } | ImageState::Due { image, .. } = b.state {
+            b.state = ImageState::Filling;
+            self.stats.images = self.stats.images.saturating_add(1);
+            self.stats.image_bytes = self.stats.image_bytes.saturating_add(u64::from(image.size));
+        }
+    }
+
+    /// A LOAD failed (`why`: [`LoadError::Refused`] when firmware refused
+    /// it, else [`LoadError::LoadFailed`]): the file is dead, and no other
+    /// image LOADs.
+    pub fn load_failed(&mut self, why: LoadError) {
+        for b in &mut self.bufs {
+            b.state = ImageState::Filling;
+        }
+        self.failed = Some(why);
     }
 
     /// What the stream amounts to if the writer stops now.

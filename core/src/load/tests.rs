@@ -57,14 +57,23 @@ fn drive(
                 pos += n;
                 engine.skipped(n as u64)?
             }
+            WriteStep::Wait => panic!("a synchronous LOAD never leaves both buffers busy"),
             WriteStep::Refuse(r) => panic!("refused: {r:?}"),
         };
         if let Some(img) = load {
-            assert!(!engine.needs_map() || !segs.is_empty());
-            engine.mark_mapped();
-            let all: Vec<u8> = segs.concat();
+            // LOADed at once (a synchronous platform): buffer 0 only.
+            let (b, due) = engine.next_due().expect("a due image");
+            assert_eq!((b, due), (0, img));
+            assert!(!engine.needs_map(b) || !segs.is_empty());
+            engine.mark_mapped(b);
+            let all: Vec<u8> = engine
+                .segments(b)
+                .iter()
+                .flat_map(|s| segs[s.index as usize].iter().copied())
+                .collect();
             loads.push(all[..img.size as usize].to_vec());
-            engine.loaded();
+            engine.load_started(b).unwrap();
+            engine.loaded(b);
         }
     }
     Ok((loads, peak))
@@ -124,7 +133,7 @@ fn growth_is_lazy_and_bounded() {
     let (loads, peak) = drive(&mut e, &s, 64 << 10).unwrap();
     assert_eq!(loads, imgs);
     let sizes: Vec<u64> = e
-        .segments()
+        .segments(0)
         .iter()
         .map(|b| b.npages as u64 * 4096)
         .collect();
@@ -153,7 +162,7 @@ fn the_hint_sizes_the_first_segment_within_the_cap() {
     // The first image is 1 MiB, so only 1 MiB is allocated for it; the
     // second grows by doubling.
     let sizes: Vec<u64> = e
-        .segments()
+        .segments(0)
         .iter()
         .map(|b| b.npages as u64 * 4096)
         .collect();
@@ -163,7 +172,7 @@ fn the_hint_sizes_the_first_segment_within_the_cap() {
     let s = stream_of(Some(1 << 40), &[image(300 * MIB as usize, 4)]);
     let mut e = LoadEngine::new(LoadConfig::default());
     drive(&mut e, &s, 8 << 20).unwrap();
-    assert_eq!(e.segments()[0].npages as u64 * 4096, 64 * MIB);
+    assert_eq!(e.segments(0)[0].npages as u64 * 4096, 64 * MIB);
 }
 
 #[test]
@@ -190,13 +199,13 @@ fn segments_never_exceed_the_table() {
             WriteStep::Small { .. } => break,
             other => panic!("{other:?}"),
         }
-        if e.pending_load().is_some() {
+        if e.next_due().is_some() {
             break;
         }
     }
     assert!(cap >= MAX_RECORD_SIZE);
-    assert!(e.segments().len() <= MAX_IMAGE_SEGMENTS);
-    assert!(e.segments().len() <= 13, "{}", e.segments().len());
+    assert!(e.segments(0).len() <= MAX_IMAGE_SEGMENTS);
+    assert!(e.segments(0).len() <= 13, "{}", e.segments(0).len());
 }
 
 #[test]
@@ -219,7 +228,7 @@ fn oversized_images_are_refused_before_allocation() {
     );
     assert_eq!(err.errno(), Errno::ENOMEM);
     assert_eq!(e.next_step(), WriteStep::Refuse(Refusal::Failed(err)));
-    assert!(e.segments().is_empty());
+    assert!(e.segments(0).is_empty());
 }
 
 #[test]
@@ -271,13 +280,81 @@ fn a_failed_load_kills_the_file() {
             other => panic!("{other:?}"),
         }
     }
-    // A second report before the LOAD is acknowledged is a caller bug.
-    assert_eq!(e.write_small(&rest[..1]), Err(LoadError::Misuse));
-    e.load_failed();
+    // While that LOAD is due the next record's header still goes in (the
+    // second image buffer will take its payload).
+    assert_eq!(e.write_small(&rest[..1]), Ok((1, None)));
+    e.load_failed(LoadError::LoadFailed);
     assert_eq!(e.error(), Some(LoadError::LoadFailed));
     assert_eq!(
         e.next_step(),
         WriteStep::Refuse(Refusal::Failed(LoadError::LoadFailed))
     );
     assert_eq!(LoadError::LoadFailed.errno(), Errno::EIO);
+}
+
+/// With an asynchronous LOAD the next image is received into the second
+/// buffer while the first is LOADed; a third waits (back-pressure) until a
+/// LOAD completes, and images LOAD in stream order.
+#[test]
+fn the_next_image_arrives_while_the_last_one_loads() {
+    let images = [vec![1u8; 3000], vec![2u8; 5000], vec![3u8; 700]];
+    let stream = stream_of(None, &images);
+    let mut e = LoadEngine::new(LoadConfig::default());
+    let mut pos = 0usize;
+    let mut next_index = 0u16;
+    let mut due = vec![];
+    // Feed until the engine asks to wait.
+    let waited_at = loop {
+        let step = e.next_step();
+        let load = match step {
+            WriteStep::Small { max } => {
+                let n = max.min(stream.len() - pos);
+                let (used, load) = e.write_small(&stream[pos..pos + n]).unwrap();
+                pos += used;
+                load
+            }
+            WriteStep::Grow { npages } => {
+                e.add_segment(BufRef {
+                    index: next_index,
+                    npages,
+                })
+                .unwrap();
+                next_index += 1;
+                None
+            }
+            WriteStep::Payload { len, .. } => {
+                let n = (len as usize).min(stream.len() - pos);
+                pos += n;
+                e.payload_written(n as u64, 0).unwrap()
+            }
+            WriteStep::Wait => break pos,
+            other => panic!("{other:?}"),
+        };
+        if load.is_some() {
+            // An asynchronous platform: the LOAD starts and keeps running.
+            if let Some((b, img)) = e.next_due() {
+                e.load_started(b).unwrap();
+                due.push((b, img));
+            }
+        }
+    };
+    // Image 1 LOADs from buffer 0, image 2 sits complete in buffer 1, and
+    // image 3's payload must wait: no buffer is free.
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].0, 0);
+    assert!(matches!(e.image_state(1), Some(ImageState::Due { .. })));
+    assert!(waited_at < stream.len());
+    assert!(e.is_loading());
+    // Nothing else may start while one LOAD runs.
+    assert_eq!(e.next_due(), None);
+    // The first LOAD completes: image 2 is next (stream order), and buffer
+    // 0 takes image 3.
+    e.loaded(0);
+    let (b, img) = e.next_due().unwrap();
+    assert_eq!((b, img.size), (1, 5000));
+    e.load_started(1).unwrap();
+    assert!(matches!(e.next_step(), WriteStep::Payload { buf, .. } if buf.index == 0));
+    // Both buffers were used, and no third exists.
+    assert!(!e.segments(0).is_empty() && !e.segments(1).is_empty());
+    assert_eq!(e.load_started(0), Err(LoadError::Misuse));
 }

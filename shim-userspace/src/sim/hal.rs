@@ -1,13 +1,14 @@
 //! The [`Hal`] over the simulated firmware: page-aligned buffer memory
 //! registered with the sim's IOMMU, commands executed under a firmware lock,
-//! and SAVE run asynchronously on a firmware thread so chunk k+1 is produced
-//! while the reader copies chunk k.
+//! and SAVE and LOAD run asynchronously on a firmware thread: chunk k+1 is
+//! produced while the reader copies chunk k, and image k+1 is received while
+//! image k is LOADed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, SaveToken};
+use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
 use mlx5vf_core::ifc::mkey::{
     DestroyMkey, Mkey, create_mkey_in_len, decode_create_mkey_out, encode_create_mkey_mtt,
 };
@@ -165,9 +166,18 @@ impl Dma for PoolDma<'_> {
     }
 }
 
-/// Where SAVE completions go: the device's owner installs it once the device
-/// exists.
-pub type Deliver = Arc<dyn Fn(SaveToken, Vec<u8>) + Send + Sync>;
+/// Which asynchronous command completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// A SAVE started with this token.
+    Save(SaveToken),
+    /// A LOAD started with this token.
+    Load(LoadToken),
+}
+
+/// Where SAVE and LOAD completions go: the device's owner installs it once
+/// the device exists.
+pub type Deliver = Arc<dyn Fn(Completion, Vec<u8>) + Send + Sync>;
 
 /// The simulated platform of one device.
 pub struct SimHal {
@@ -207,7 +217,7 @@ impl SimHal {
         })
     }
 
-    /// Installs where SAVE completions go (once).
+    /// Installs where SAVE and LOAD completions go (once).
     pub fn set_deliver(&self, deliver: Deliver) {
         let _ = self.deliver.set(deliver);
     }
@@ -299,12 +309,42 @@ impl Hal for SimHal {
                 timing.cost(u16::from(Opcode::SaveVhcaState), written),
             );
             if let Some(d) = deliver.get() {
-                d(token, out);
+                d(Completion::Save(token), out);
             }
         });
         self.worker
             .submit(Duration::ZERO, job)
             .map_err(|_| HalErrorKind::Other)
+    }
+
+    fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
+        let input = input.to_vec();
+        let fw = Arc::clone(&self.fw);
+        let pool = Arc::clone(&self.pool);
+        let deliver = Arc::clone(&self.deliver);
+        let timing = self.timing;
+        // LOAD moves its `size` bytes (dw7) at the firmware rate.
+        let bytes = u64::from(be32(&input, 28));
+        let job = Box::new(move || {
+            let start = Instant::now();
+            let mut out = vec![0u8; 16];
+            {
+                let mut fw = lock(&fw);
+                if fw.exec(&input, &mut out, &mut PoolDma(&pool)).is_err() {
+                    if let Some(status) = out.first_mut() {
+                        *status = 0x01;
+                    }
+                }
+            }
+            pace(start, timing.cost(u16::from(Opcode::LoadVhcaState), bytes));
+            if let Some(d) = deliver.get() {
+                d(Completion::Load(token), out);
+            }
+        });
+        self.worker
+            .submit(Duration::ZERO, job)
+            .map_err(|_| HalErrorKind::Other)?;
+        Ok(true)
     }
 
     fn alloc_buffer(&mut self, npages: u32, _dir: DmaDirection) -> Result<BufferId, HalErrorKind> {

@@ -40,8 +40,9 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on the device, waiting out [`DeviceError::SaveInFlight`] as
-    /// the kernel sleeps on the SAVE's completion.
+    /// Runs `f` on the device, waiting out [`DeviceError::SaveInFlight`] and
+    /// [`DeviceError::LoadInFlight`] as the kernel sleeps on the command's
+    /// completion.
     pub(crate) fn retry<T>(
         &self,
         mut f: impl FnMut(&mut Device<SimHal>) -> Result<T, DeviceError>,
@@ -49,7 +50,9 @@ impl Shared {
         let mut dev = self.lock();
         loop {
             match f(&mut dev) {
-                Err(DeviceError::SaveInFlight) => dev = self.wait(dev),
+                Err(DeviceError::SaveInFlight | DeviceError::LoadInFlight) => {
+                    dev = self.wait(dev);
+                }
                 other => return other,
             }
         }
@@ -85,11 +88,16 @@ impl SimDevice {
             pool,
         });
         let weak = Arc::downgrade(&shared);
-        shared.lock().hal().set_deliver(Arc::new(move |token, out| {
+        shared.lock().hal().set_deliver(Arc::new(move |done, out| {
             if let Some(sh) = weak.upgrade() {
                 // A stale completion is refused by the device and changes
                 // nothing; there is no one to report it to.
-                let _ = sh.lock().handle_save_completion(token, &out);
+                let mut dev = sh.lock();
+                let _ = match done {
+                    hal::Completion::Save(token) => dev.handle_save_completion(token, &out),
+                    hal::Completion::Load(token) => dev.handle_load_completion(token, &out),
+                };
+                drop(dev);
                 sh.changed.notify_all();
             }
         }));

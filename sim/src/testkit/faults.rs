@@ -9,7 +9,7 @@
 //!
 //! [`TestHal`]: super::TestHal
 
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalError, HalErrorKind, SaveToken};
+use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalError, HalErrorKind, LoadToken, SaveToken};
 use mlx5vf_core::ifc::mkey::Mkey;
 use mlx5vf_core::ifc::pd::Pd;
 
@@ -260,6 +260,12 @@ impl<H: Hal> Hal for FaultInjector<H> {
     fn start_save(&mut self, input: &[u8], token: SaveToken) -> Result<(), HalErrorKind> {
         self.knobs.on_start_save()?;
         kind(self.inner.start_save(input, token))
+    }
+
+    fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
+        // A LOAD is a command like any other: the exec knobs apply.
+        self.knobs.on_exec(input)?;
+        kind(self.inner.start_load(input, token))
     }
 
     fn alloc_buffer(&mut self, npages: u32, dir: DmaDirection) -> Result<BufferId, HalErrorKind> {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::vec;
 use std::vec::Vec;
 
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, SaveToken};
+use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
 use mlx5vf_core::ifc::Command;
 use mlx5vf_core::ifc::mkey::{
     DestroyMkey, Mkey, create_mkey_in_len, decode_create_mkey_out, encode_create_mkey_mtt,
@@ -34,6 +34,16 @@ pub struct PendingSave {
     pub input: Vec<u8>,
 }
 
+/// A LOAD started and not yet executed (platforms with
+/// [`TestHal::async_load`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingLoad {
+    /// The token the device gave it.
+    pub token: LoadToken,
+    /// The LOAD_VHCA_STATE input bytes.
+    pub input: Vec<u8>,
+}
+
 /// The platform of one device.
 ///
 /// Every check of the [`Hal`] contract the core must honour is an assertion
@@ -58,6 +68,12 @@ pub struct TestHal {
     pub pending: VecDeque<PendingSave>,
     /// SAVEs started so far.
     pub saves_started: u32,
+    /// LOADs run asynchronously: `start_load` queues them in
+    /// [`TestHal::pending_loads`] until the test runs them. Off by default
+    /// (the core then LOADs synchronously through `exec`).
+    pub async_load: bool,
+    /// LOADs started and not yet executed (the device allows at most one).
+    pub pending_loads: VecDeque<PendingLoad>,
     /// `(actual_image_size, next_required_umem_size)` of every successful
     /// SAVE run.
     pub save_log: Vec<(u32, u32)>,
@@ -104,12 +120,30 @@ impl TestHal {
             alloc_limit: u64::MAX,
             pending: VecDeque::new(),
             saves_started: 0,
+            async_load: false,
+            pending_loads: VecDeque::new(),
             save_log: Vec::new(),
             live_buffers: 0,
             live_bytes: 0,
             knobs: Knobs::default(),
             taint: Taint::default(),
         })
+    }
+
+    /// This platform, LOADing asynchronously.
+    #[must_use]
+    pub fn with_async_load(mut self) -> Self {
+        self.async_load = true;
+        self
+    }
+
+    /// Executes the oldest pending LOAD; returns its token and output.
+    pub fn run_load(&mut self) -> Option<(LoadToken, Vec<u8>)> {
+        let p = self.pending_loads.pop_front()?;
+        let mut out = vec![0u8; 16];
+        let result = self.fw.exec(&p.input, &mut out, &mut self.mem);
+        assert!(result.is_ok(), "LOAD output of 16 bytes refused");
+        Some((p.token, out))
     }
 
     /// This platform, refusing buffers above `bytes`.
@@ -251,6 +285,26 @@ impl Hal for TestHal {
             input: input.to_vec(),
         });
         Ok(())
+    }
+
+    fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
+        if !self.async_load {
+            return Ok(false);
+        }
+        assert!(
+            self.pending_loads.is_empty(),
+            "a second LOAD started while one is in flight"
+        );
+        assert!(
+            self.pending.is_empty(),
+            "a LOAD started while a SAVE is in flight"
+        );
+        self.knobs.on_exec(input)?;
+        self.pending_loads.push_back(PendingLoad {
+            token,
+            input: input.to_vec(),
+        });
+        Ok(true)
     }
 
     fn alloc_buffer(&mut self, npages: u32, _dir: DmaDirection) -> Result<BufferId, HalErrorKind> {

@@ -40,7 +40,7 @@ use mlx5vf_core::hal::Hal;
 use mlx5vf_core::vfio::MigState;
 
 pub use faults::{ExecCorruption, FailAfter, FailOpcode, FaultInjector, Knobs, Taint, opcode_of};
-pub use hal::{PAGE, PendingSave, TestHal, firmware_config};
+pub use hal::{PAGE, PendingLoad, PendingSave, TestHal, firmware_config};
 pub use ports::{read, write, write_waiting};
 
 /// A `Hal` built on a [`TestHal`], so the helpers reach its firmware,
@@ -77,16 +77,21 @@ pub fn device(spec: &str, cfg: Config) -> Device<TestHal> {
     dev
 }
 
-/// Executes the oldest pending SAVE of `dev` and hands its output to the
-/// device; `false` if none was pending.
+/// Executes the oldest pending SAVE of `dev` (or, with none, its pending
+/// LOAD) and hands its output to the device; `false` if nothing was pending.
 ///
 /// # Panics
-/// When the device refuses the completion of the SAVE it started.
+/// When the device refuses the completion of the command it started.
 pub fn complete_one<H: Platform>(dev: &mut Device<H>) -> bool {
-    match dev.hal_mut().test_hal_mut().run_save() {
+    if let Some((token, out)) = dev.hal_mut().test_hal_mut().run_save() {
+        let r = dev.handle_save_completion(token, &out);
+        assert!(r.is_ok(), "completion of the SAVE in flight refused: {r:?}");
+        return true;
+    }
+    match dev.hal_mut().test_hal_mut().run_load() {
         Some((token, out)) => {
-            let r = dev.handle_save_completion(token, &out);
-            assert!(r.is_ok(), "completion of the SAVE in flight refused: {r:?}");
+            let r = dev.handle_load_completion(token, &out);
+            assert!(r.is_ok(), "completion of the LOAD in flight refused: {r:?}");
             true
         }
         None => false,
@@ -120,7 +125,12 @@ pub fn set_state<H: Platform>(
     let mut waits = 0;
     loop {
         match dev.set_state(target) {
-            Err(e) if e.error == DeviceError::SaveInFlight && waits < max_waits => {
+            Err(e)
+                if matches!(
+                    e.error,
+                    DeviceError::SaveInFlight | DeviceError::LoadInFlight
+                ) && waits < max_waits =>
+            {
                 assert!(
                     complete_one(dev),
                     "set_state({target}) waits for a SAVE that was never started"

@@ -237,11 +237,17 @@ impl<H: Platform, S: WriteStyle> WritePort<H> for Writer<'_, '_, H, S> {
         Ok(n)
     }
 
-    fn wait(&mut self, _why: WaitFor) -> bool {
-        if self.on_wait == OnWait::Fail {
+    fn wait(&mut self, why: WaitFor) -> bool {
+        // A blocking writer sleeps until firmware finishes a LOAD it started
+        // itself (no test decides that); waiting for a SAVE is the test's
+        // choice.
+        if self.on_wait == OnWait::Fail && why != WaitFor::LoadCompletion {
             return false;
         }
-        assert!(complete_one(self.dev), "asked to wait for no SAVE");
+        assert!(
+            complete_one(self.dev),
+            "asked to wait for nothing in flight ({why:?})"
+        );
         self.waits += 1;
         true
     }
@@ -328,13 +334,17 @@ pub fn write_styled<H: Platform>(
             IoOutcome::Done(n) => n,
             // Nothing was consumed in this call: the LOAD of an image waits
             // for a SAVE in flight. A port that sleeps does so itself.
-            IoOutcome::Wait(_) => {
+            IoOutcome::Wait(why) => {
                 assert_eq!(
                     on_wait,
                     OnWait::Fail,
                     "write() returned Wait to a port that waits"
                 );
-                return Err(DeviceError::SaveInFlight);
+                return Err(if why == WaitFor::LoadCompletion {
+                    DeviceError::LoadInFlight
+                } else {
+                    DeviceError::SaveInFlight
+                });
             }
             IoOutcome::Failed(IoError::Device(e)) => return Err(e),
             // An abandoned copy (a fault before the first byte of the
