@@ -35,6 +35,7 @@
 pub mod backend;
 pub mod cli;
 pub mod pipe;
+pub mod recognise;
 pub mod sim;
 pub mod transfer;
 pub mod vfio;
