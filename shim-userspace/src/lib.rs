@@ -34,6 +34,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod interrupt;
 pub mod pipe;
 pub mod recognise;
 pub mod sim;
