@@ -285,6 +285,8 @@ pub enum Aftermath {
     Reset(MigState),
     /// The way out failed; the state the device reported last, if any.
     Stuck(Option<MigState>),
+    /// The device's state could not be read (nothing was tried).
+    Unknown,
 }
 
 impl fmt::Display for Aftermath {
@@ -295,6 +297,7 @@ impl fmt::Display for Aftermath {
             Self::Reset(s) => write!(f, "device reset (VFIO_DEVICE_RESET), now {s}"),
             Self::Stuck(Some(s)) => write!(f, "device left in {s}: the way out failed"),
             Self::Stuck(None) => f.write_str("device state unknown: the way out failed"),
+            Self::Unknown => f.write_str("device state unknown: GET MIG_DEVICE_STATE failed"),
         }
     }
 }
@@ -424,7 +427,7 @@ pub fn describe_driver_error(e: &DeviceError) -> String {
 pub fn settle(dev: &mut dyn MigrationDevice) -> Result<Option<Recovery>, TransferError> {
     let unknown = |what, error| TransferError {
         failure: Failure::Device { what, error },
-        device: Aftermath::Stuck(None),
+        device: Aftermath::Unknown,
     };
     let found = dev
         .state()
@@ -542,7 +545,7 @@ pub fn save(
             what: "GET MIG_DEVICE_STATE",
             error: e,
         },
-        device: Aftermath::Stuck(None),
+        device: Aftermath::Unknown,
     })?;
     let mut report = SaveReport {
         recovered,
@@ -756,7 +759,7 @@ pub fn load(
             what: "GET MIG_DEVICE_STATE",
             error: e,
         },
-        device: Aftermath::Stuck(None),
+        device: Aftermath::Unknown,
     })?;
     let untouched = |failure| TransferError {
         failure,

@@ -388,3 +388,38 @@ fn sigterm_mid_save_returns_the_source_to_running() {
     let line = r.fails(1, "interrupted by SIGTERM in stop-copy after ");
     assert!(line.ends_with("bytes; device back in RUNNING"), "{line}");
 }
+
+/// Issue 15: `load`, `save` and `migrate` say in their help where a device
+/// is left after each kind of failure.
+#[test]
+fn help_says_where_a_failed_transfer_leaves_the_device() {
+    let load = run(&["load", "--help"]);
+    let text = load.ok();
+    for needle in [
+        "Where the device is left.",
+        "empty stream",
+        "untouched",
+        "reset with VFIO_DEVICE_RESET, the uAPI's only way out of RESUMING",
+        "SIGINT/SIGTERM/SIGHUP",
+        "a RESUMING left by a killed load is reset",
+    ] {
+        assert!(
+            text.contains(needle),
+            "load --help lacks {needle:?}:\n{text}"
+        );
+    }
+    let migrate = run(&["migrate", "--help"]);
+    let text = migrate.ok();
+    for needle in [
+        "Where the devices are left.",
+        "the source goes back to the state it was in",
+        "the destination is reset out of RESUMING",
+    ] {
+        assert!(
+            text.contains(needle),
+            "migrate --help lacks {needle:?}:\n{text}"
+        );
+    }
+    let save = run(&["save", "--help"]);
+    assert!(save.ok().contains("Where the device is left."));
+}

@@ -322,7 +322,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
         let saved = saver.join().unwrap_or_else(|_| {
             Err(TransferError {
                 failure: Failure::Output(io::Error::other("saving thread panicked")),
-                device: Aftermath::Stuck(None),
+                device: Aftermath::Unknown,
             })
         });
         (saved, loaded)
