@@ -18,6 +18,8 @@ use mlx5vf_core::errno::Errno;
 use mlx5vf_core::save::PrecopyInfo;
 use mlx5vf_core::vfio::{MigState, MigrationFlags};
 
+pub use crate::recognise::StreamFormat;
+
 /// A migratable device.
 pub trait MigrationDevice: Send {
     /// What it is, for summaries (e.g. the spec).
@@ -47,6 +49,11 @@ pub trait MigrationDevice: Send {
     /// # Errors
     /// The reset failed.
     fn reset(&mut self) -> io::Result<()>;
+    /// What the device's driver expects on its data fd: [`StreamFormat::Opaque`]
+    /// unless the backend knows the driver speaks mlx5 records.
+    fn stream_format(&self) -> StreamFormat {
+        StreamFormat::Opaque
+    }
     /// A digest of the device state, when the backend can compute one (the
     /// simulated device can; real hardware cannot).
     fn digest(&self) -> Option<String>;

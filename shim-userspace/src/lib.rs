@@ -34,7 +34,9 @@
 
 pub mod backend;
 pub mod cli;
+pub mod interrupt;
 pub mod pipe;
+pub mod recognise;
 pub mod sim;
 pub mod transfer;
 pub mod vfio;

@@ -132,12 +132,39 @@ fn reads_a_file_argument() {
         .fails(1, "mlx5vf: inspect: cannot open /nonexistent/mlx5vf.bin");
 }
 
+/// No bytes are no stream: said plainly, not summarised as zero records.
 #[test]
-fn empty_stream_is_a_complete_linux_stream() {
+fn empty_input_is_not_a_stream() {
     let out = run_stdin(&["inspect"], &[]);
-    assert_eq!(
-        out.ok(),
-        "summary records=0 fw_data_records=0 fw_data_bytes=0 total_bytes=0 integrity=absent\n"
+    out.fails(
+        1,
+        "inspect: not an mlx5 migration stream: it starts with no bytes",
+    );
+    assert_eq!(out.stdout, "");
+}
+
+/// Text, zeros or another driver's format: not an mlx5 stream, with what
+/// the first bytes look like, instead of a record of exabytes.
+#[test]
+fn other_bytes_are_not_a_stream() {
+    let text = b"mlx5vf migration notes: these lines are not a stream\n".repeat(100);
+    let out = run_stdin(&["inspect"], &text);
+    out.fails(
+        1,
+        "inspect: not an mlx5 migration stream: it starts with text \"mlx5vf migration\"",
+    );
+    assert_eq!(out.stdout, "");
+    let out = run_stdin(&["inspect"], &[0u8; 1 << 20]);
+    out.fails(1, "it starts with 16 zero bytes");
+    let out = run_stdin(
+        &["inspect", "--json"],
+        &[0x7f, b'E', b'L', b'F', 2, 1, 1, 0],
+    );
+    out.fails(1, "it starts with bytes 7f 45 4c 46 02 01 01 00");
+    assert!(
+        out.stdout.starts_with("{\"type\":\"error\",\"offset\":0,"),
+        "{}",
+        out.stdout
     );
 }
 
@@ -289,13 +316,13 @@ fn oversized_record() {
         "bad record at byte 24: record of 4294967296 bytes exceeds the 4 GiB - 1 limit",
         1,
     );
-    // Even an optional record of an unknown tag.
-    let mut s = Vec::new();
+    // Even an optional record of an unknown tag, after the first record.
+    let mut s = linux_stream()[..24].to_vec();
     s.extend(header(u64::MAX, 1, 0x99));
     rejects(
         &s,
-        "bad record at byte 0: record of 18446744073709551615 bytes exceeds the 4 GiB - 1 limit",
-        0,
+        "bad record at byte 24: record of 18446744073709551615 bytes exceeds the 4 GiB - 1 limit",
+        1,
     );
 }
 

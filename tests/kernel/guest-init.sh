@@ -61,6 +61,37 @@ truncated_refused() {
 	grep -q 'the stream is truncated' /tmp/err
 }
 
+# A load that gets no state fails (exit 1) naming why, before the VF sees a
+# byte.
+no_state_refused() {
+	: > /tmp/empty.bin
+	mlx5vf load --device $D1 -i /tmp/empty.bin 2> /tmp/err
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "empty: exit status $rc, expected 1"; return 1; }
+	grep -q 'empty stream' /tmp/err || return 1
+	echo 'These lines are notes, not a migration stream.' > /tmp/text.bin
+	mlx5vf load --device $D1 -i /tmp/text.bin 2> /tmp/err
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "text: exit status $rc, expected 1"; return 1; }
+	grep -q 'not a migration stream: it starts with text' /tmp/err
+}
+
+# SIGTERM while a load waits for the rest of its stream: exit 1, the VF
+# reset out of RESUMING (the next step loads into it).
+interrupted_load() {
+	(head -c 3000000 /tmp/s.bin; sleep 5) | mlx5vf load --device $D1 2> /tmp/err &
+	pid=$!
+	sleep 2
+	kill -TERM $pid
+	wait $pid
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "exit status $rc, expected 1"; return 1; }
+	grep -q 'interrupted by SIGTERM' /tmp/err && grep -q 'device reset' /tmp/err
+}
+
 # Kill a saving process mid-stream: the kernel closes its fds for it.
 killed_mid_stream() {
 	mlx5vf save --device $D0 -o /dev/null &
@@ -88,7 +119,13 @@ step inspect mlx5vf inspect /tmp/s.bin
 step load mlx5vf load --device $D1 -i /tmp/s.bin --json
 step digests-equal-after-load digests_equal
 step truncated-refused truncated_refused
-rm -f /tmp/s.bin /tmp/t.bin
+step load-after-failed-load mlx5vf load --device $D1 -i /tmp/s.bin --json
+step digests-equal-after-failed-load digests_equal
+step no-state-refused no_state_refused
+step interrupted-load interrupted_load
+step load-after-interrupted-load mlx5vf load --device $D1 -i /tmp/s.bin --json
+step digests-equal-after-interrupted-load digests_equal
+rm -f /tmp/s.bin /tmp/t.bin /tmp/empty.bin /tmp/text.bin
 step killed-mid-stream killed_mid_stream
 step nothing-live nothing_live
 step rmmod rmmod mlx5vf_sim

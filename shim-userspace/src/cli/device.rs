@@ -5,16 +5,22 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::DriverOptions;
+use crate::interrupt::{Interrupt, Interruptible};
 use crate::transfer::{Observer, Phase};
 
 /// The default device.
 pub const DEFAULT_DEVICE: &str = "sim:state=1G";
+/// The default device a stream is loaded into: a state no default `save`
+/// produces (another size and seed), so a load that changed nothing cannot
+/// print the digest of a default save.
+pub const DEFAULT_DESTINATION: &str = "sim:state=4M,seed=99";
 
 /// Driver policy flags (simulated devices run the driver in this process).
 #[derive(Clone, Debug, Args)]
@@ -71,13 +77,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size like 8M, 512K or 4096"))
 }
 
-/// Opens where a stream goes: `-` (stdout), `tcp://HOST:PORT`, or a file path.
+/// Opens where a stream goes: `-` (stdout), `tcp://HOST:PORT`, or a file
+/// path. A write that waits on a stalled reader ends when `interrupt` is
+/// raised.
 ///
 /// # Errors
 /// The file cannot be created or the peer is unreachable.
-pub fn open_output(spec: &str) -> io::Result<Box<dyn Write + Send>> {
+pub fn open_output(spec: &str, interrupt: &Interrupt) -> io::Result<Box<dyn Write + Send>> {
     if spec == "-" {
-        return Ok(Box::new(BufWriter::with_capacity(1 << 20, io::stdout())));
+        let stdout = unbuffered(io::stdout().as_fd())?;
+        return Ok(Box::new(BufWriter::with_capacity(
+            1 << 20,
+            Interruptible::new(stdout, interrupt.clone()),
+        )));
     }
     if let Some(addr) = spec.strip_prefix("tcp://") {
         // The loading side may still be starting: retry for a few seconds.
@@ -100,34 +112,55 @@ pub fn open_output(spec: &str) -> io::Result<Box<dyn Write + Send>> {
             }
         };
         stream.set_nodelay(true)?;
-        return Ok(Box::new(BufWriter::with_capacity(1 << 20, stream)));
+        return Ok(Box::new(BufWriter::with_capacity(
+            1 << 20,
+            Interruptible::new(stream, interrupt.clone()),
+        )));
     }
     let f = File::create(spec).map_err(|e| io::Error::new(e.kind(), format!("{spec}: {e}")))?;
     Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
 }
 
+/// The standard stream `fd` as a file of its own, bypassing std's buffer:
+/// what std buffers for stdout it flushes at exit, and that flush would wait
+/// forever on a reader that stopped (after a signal, say); what it buffers
+/// for stdin a `poll()` of the descriptor cannot see.
+fn unbuffered(fd: BorrowedFd<'_>) -> io::Result<File> {
+    fd.try_clone_to_owned().map(File::from)
+}
+
 /// Opens where a stream comes from: `-` (stdin), `tcp-listen://ADDR:PORT`
-/// (accepts one connection), or a file path.
+/// (accepts one connection), or a file path. A read that waits on a
+/// stalled writer ends when `interrupt` is raised.
 ///
 /// # Errors
 /// The file cannot be opened or the address cannot be bound.
-pub fn open_input(spec: &str) -> io::Result<Box<dyn BufRead + Send>> {
+pub fn open_input(spec: &str, interrupt: &Interrupt) -> io::Result<Box<dyn BufRead + Send>> {
     if spec == "-" {
-        return Ok(Box::new(BufReader::with_capacity(1 << 20, io::stdin())));
+        let stdin = unbuffered(io::stdin().as_fd())?;
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 20,
+            Interruptible::new(stdin, interrupt.clone()),
+        )));
     }
     if let Some(addr) = spec.strip_prefix("tcp-listen://") {
         let listener = TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
         let (stream, _) = listener.accept()?;
-        return Ok(Box::new(BufReader::with_capacity(1 << 20, stream)));
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 20,
+            Interruptible::new(stream, interrupt.clone()),
+        )));
     }
     let f = File::open(spec).map_err(|e| io::Error::new(e.kind(), format!("{spec}: {e}")))?;
     Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
 }
 
-/// A progress bar on stderr when it is a terminal; silent otherwise.
+/// A progress bar on stderr when it is a terminal; silent otherwise. It
+/// also carries the stop request of a transfer.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    interrupt: Option<Interrupt>,
 }
 
 impl Progress {
@@ -147,7 +180,18 @@ impl Progress {
             bar.set_style(style);
             bar
         });
-        Self { bar }
+        Self {
+            bar,
+            interrupt: None,
+        }
+    }
+
+    /// The same bar, telling the transfer to stop when `interrupt` is raised.
+    pub fn interrupted_by(self, interrupt: Interrupt) -> Self {
+        Self {
+            interrupt: Some(interrupt),
+            ..self
+        }
     }
 
     /// Removes the bar.
@@ -166,6 +210,10 @@ impl Observer for Progress {
                 b.set_message(phase.to_string());
             }
         }
+    }
+
+    fn interrupted_by(&self) -> Option<i32> {
+        self.interrupt.as_ref().and_then(Interrupt::signal)
     }
 }
 

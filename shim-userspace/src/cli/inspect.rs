@@ -20,6 +20,7 @@ use mlx5vf_core::stream::{
 };
 
 use super::Error;
+use crate::recognise::{Opening, describe_start};
 
 /// Bytes read from the input at a time (what QEMU reads from a data fd).
 pub const READ_CHUNK: usize = 1 << 20;
@@ -32,6 +33,12 @@ pub const LONG_ABOUT: &str = "List the records of a migration stream, one line e
                   `verified` when the stream carries an mlx5vf end record that matched (record \
                   count, byte count and CRC-32C of the FW_DATA payloads), `absent` for a stream \
                   in the Linux format, which has none.\n\n\
+                  An mlx5 stream is recognised by its first record header: a STOP_COPY_SIZE \
+                  record (optional, 8 bytes), a FW_DATA record (mandatory, 1 byte to 4 GiB - 1) \
+                  or an mlx5vf stream-info record (optional, 64 bytes). Anything else, an empty \
+                  file included, is not an mlx5 migration stream (other VFIO drivers write their \
+                  own formats): inspect says so, with what the first bytes look like, and exits \
+                  1.\n\n\
                   The stream is read in 1 MiB pieces and never held in memory. A malformed \
                   stream (truncated header or payload, a record over 4 GiB - 1, an unknown \
                   mandatory tag, an integrity mismatch, a missing end record after a \
@@ -136,6 +143,12 @@ pub enum InspectError {
         /// Records it held.
         records: u64,
     },
+    /// The input is not an mlx5 migration stream (see
+    /// [`crate::recognise`]): empty, or its first bytes open no record.
+    NotAStream {
+        /// The first bytes, in words.
+        start: String,
+    },
     /// The reader consumed nothing from non-empty input (a reader bug;
     /// reported instead of looping forever).
     Stalled {
@@ -153,6 +166,7 @@ impl InspectError {
             | Self::TruncatedRecord { offset, .. }
             | Self::MissingEnd { offset, .. }
             | Self::Stalled { offset } => Some(*offset),
+            Self::NotAStream { .. } => Some(0),
             Self::Open { .. } | Self::Read(_) | Self::Output(_) => None,
         }
     }
@@ -189,6 +203,11 @@ impl fmt::Display for InspectError {
                 f,
                 "stream-end record missing: the stream starts with a stream-info record \
                  but ends at byte {offset} after {records} records without one"
+            ),
+            Self::NotAStream { start } => write!(
+                f,
+                "not an mlx5 migration stream: it starts with {start} (an mlx5 stream opens \
+                 with a STOP_COPY_SIZE, FW_DATA or mlx5vf stream-info record)"
             ),
             Self::Stalled { offset } => {
                 write!(f, "stream reader made no progress at byte {offset}")
@@ -273,11 +292,31 @@ fn walk(
     out: &mut dyn Write,
     opts: &Options,
 ) -> Result<Summary, InspectError> {
-    use mlx5vf_core::stream::Event;
-
-    let mut buf = vec![0u8; opts.chunk.max(1)];
     let mut reader = Reader::new();
     let mut pending: Option<Pending> = None;
+    // The first bytes decide whether this is an mlx5 stream at all, before
+    // any of them is read as a record.
+    let mut first = [0u8; HEADER_LEN];
+    let mut have = 0;
+    while have < HEADER_LEN {
+        match input.read(first.get_mut(have..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(InspectError::Read(e)),
+        }
+    }
+    let first = first.get(..have).unwrap_or_default();
+    match Opening::of(first) {
+        Opening::Empty | Opening::NotMlx5 => {
+            return Err(InspectError::NotAStream {
+                start: describe_start(first),
+            });
+        }
+        Opening::PartialHeader | Opening::Mlx5(_) => {}
+    }
+    feed(&mut reader, first, &mut pending, out, opts)?;
+    let mut buf = vec![0u8; opts.chunk.max(1)];
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -285,38 +324,13 @@ fn walk(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(InspectError::Read(e)),
         };
-        let mut rest = buf.get(..n).unwrap_or_default();
-        while !rest.is_empty() {
-            let step = reader.feed(rest).map_err(InspectError::Malformed)?;
-            if step.consumed == 0 {
-                return Err(InspectError::Stalled {
-                    offset: reader.position(),
-                });
-            }
-            for event in &step.events {
-                match *event {
-                    Event::RecordStart { offset, header } => {
-                        pending = Some(Pending {
-                            offset,
-                            header,
-                            content: None,
-                        });
-                    }
-                    Event::StopCopySize(v) => set_content(&mut pending, Content::StopCopySize(v)),
-                    Event::StreamInfo(info) => set_content(&mut pending, Content::Info(info)),
-                    Event::StreamEnd(end) => set_content(&mut pending, Content::End(end)),
-                    Event::RecordEnd { offset, header } => {
-                        let content = pending
-                            .take()
-                            .filter(|p| p.offset == offset)
-                            .and_then(|p| p.content);
-                        let line = record_line(offset, &header, content, opts.json);
-                        writeln!(out, "{line}").map_err(InspectError::Output)?;
-                    }
-                }
-            }
-            rest = rest.get(step.consumed..).unwrap_or_default();
-        }
+        feed(
+            &mut reader,
+            buf.get(..n).unwrap_or_default(),
+            &mut pending,
+            out,
+            opts,
+        )?;
     }
     let verified = match reader.verdict() {
         Verdict::Complete { verified } => verified,
@@ -365,6 +379,52 @@ fn walk(
     };
     writeln!(out, "{}", summary_line(&summary, opts.json)).map_err(InspectError::Output)?;
     Ok(summary)
+}
+
+/// Parses `bytes` (the stream's next bytes), printing each record as it
+/// completes.
+fn feed(
+    reader: &mut Reader,
+    bytes: &[u8],
+    pending: &mut Option<Pending>,
+    out: &mut dyn Write,
+    opts: &Options,
+) -> Result<(), InspectError> {
+    use mlx5vf_core::stream::Event;
+
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let step = reader.feed(rest).map_err(InspectError::Malformed)?;
+        if step.consumed == 0 {
+            return Err(InspectError::Stalled {
+                offset: reader.position(),
+            });
+        }
+        for event in &step.events {
+            match *event {
+                Event::RecordStart { offset, header } => {
+                    *pending = Some(Pending {
+                        offset,
+                        header,
+                        content: None,
+                    });
+                }
+                Event::StopCopySize(v) => set_content(pending, Content::StopCopySize(v)),
+                Event::StreamInfo(info) => set_content(pending, Content::Info(info)),
+                Event::StreamEnd(end) => set_content(pending, Content::End(end)),
+                Event::RecordEnd { offset, header } => {
+                    let content = pending
+                        .take()
+                        .filter(|p| p.offset == offset)
+                        .and_then(|p| p.content);
+                    let line = record_line(offset, &header, content, opts.json);
+                    writeln!(out, "{line}").map_err(InspectError::Output)?;
+                }
+            }
+        }
+        rest = rest.get(step.consumed..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 fn set_content(pending: &mut Option<Pending>, content: Content) {

@@ -63,8 +63,10 @@ pub enum Command {
     #[command(long_about = MIGRATE_ABOUT)]
     Migrate(transfer_cmds::MigrateArgs),
     /// Save a VF's state to a file, a pipe or a TCP peer.
+    #[command(long_about = SAVE_ABOUT)]
     Save(transfer_cmds::SaveArgs),
     /// Load a VF's state from a file, a pipe or a TCP connection.
+    #[command(long_about = LOAD_ABOUT)]
     Load(transfer_cmds::LoadArgs),
     /// Check a device against the VFIO migration uAPI (arcs, EOF, ENOMSG, EAGAIN, reset).
     #[command(long_about = check::LONG_ABOUT)]
@@ -80,7 +82,51 @@ const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in 
     if the destination's state digest equals the source's.\n\n\
     Devices are named by spec strings: sim[:key=value,...] is the built-in simulated mlx5 PF \
     with one VF (keys: state=SIZE, seed=N, chunks=on|off, precopy=on|off, object=MIN-MAX, \
-    dirty=SIZE, fw-rate=SIZE/s, latency=DURATION, migratable=on|off).";
+    dirty=SIZE, fw-rate=SIZE/s, latency=DURATION, migratable=on|off).\n\n\
+    Where the devices are left. On success: the source in STOP (its state is out), the \
+    destination RUNNING with it. On a failure (exit 1, one line naming the side that failed \
+    first and how each side was left): the source goes back to the state it was in, RUNNING \
+    usually (by VFIO_DEVICE_RESET if the arcs back fail), as a VMM resumes the source when a \
+    migration fails; the destination is reset out of RESUMING with VFIO_DEVICE_RESET (the uAPI's \
+    only way out of RESUMING) and is RUNNING afterwards. SIGINT, SIGTERM and SIGHUP are \
+    failures like any other (a second signal exits at once; the next save or load then finds \
+    the device mid-session and recovers it first). On a digest mismatch the source is left \
+    in STOP and the destination RUNNING.";
+
+const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a TCP peer: PRE_COPY rounds if \
+    --precopy, then STOP_COPY to end of stream, as QEMU drives a VFIO device. Prints bytes, the \
+    stream's format (mlx5vf, linux-mlx5, or opaque for another driver's stream, reported as \
+    bytes only), records for an mlx5 stream, times, and the digest of a simulated device on \
+    stderr.\n\n\
+    Where the device is left. A device found mid-session (left by an earlier user) is first \
+    brought out: RESUMING or ERROR by VFIO_DEVICE_RESET, STOP_COPY walked to STOP, PRE_COPY to \
+    RUNNING, PRE_COPY_P2P to RUNNING_P2P (summary: recovered=...). On success: STOP (its state \
+    is out; running it would make the copy stale). On any failure (exit 1, one line ending with \
+    how the device was left): the device refused or failed, the output failed, a stream of no \
+    bytes, SIGINT/SIGTERM/SIGHUP: back to the state it was in, RUNNING usually, by arcs, or by \
+    VFIO_DEVICE_RESET if they fail.";
+
+const LOAD_ABOUT: &str = "Load a VF's state from a file, a pipe or a TCP connection: RESUMING, \
+    every byte of the stream in order, STOP (where the driver judges the stream), RUNNING. \
+    Prints bytes, the stream's format, records for an mlx5 stream, and the digest of a \
+    simulated device on stderr.\n\n\
+    A load that carries no state fails (exit 1, one line naming why): an empty stream; for a \
+    device that speaks mlx5 (sim, mlx5_vfio_pci, the mlx5vf_sim module), bytes that are not an \
+    mlx5 stream (the line shows what the first bytes look like) and an mlx5 stream with no \
+    firmware image. An mlx5 stream is recognised by its first record: STOP_COPY_SIZE, FW_DATA \
+    or mlx5vf stream-info. Other drivers' streams are opaque: the tool passes them on and the \
+    driver judges them. A refusal says the device refused the stream, at which byte (or on \
+    leaving RESUMING), with the errno.\n\n\
+    Where the device is left. A device found mid-session is first brought out as `save` does \
+    (a RESUMING left by a killed load is reset), so a failed load never blocks the next one. \
+    On success: RUNNING, with the loaded state. An empty stream, or bytes that are not an \
+    mlx5 stream: untouched (refused before the device sees a byte). Any failure after RESUMING \
+    was entered (the device refused the data on a write or on RESUMING -> STOP, no firmware \
+    image, the input failed, SIGINT/SIGTERM/SIGHUP): reset with VFIO_DEVICE_RESET, the uAPI's \
+    only way out of RESUMING; it is RUNNING afterwards, holding whatever the reset leaves \
+    (part of the stream may have been loaded). Entering RESUMING failed: walked back to the \
+    state it was in. If the reset itself fails, the line says so and names the last state \
+    seen. A second signal exits at once; the next load recovers the device.";
 
 /// Runs one subcommand, writing its results to `out`, which is flushed
 /// before returning (so a caller printing an error afterwards prints it after

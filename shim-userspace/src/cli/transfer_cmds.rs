@@ -4,13 +4,19 @@ use std::io;
 use std::time::Instant;
 
 use clap::Args;
+use mlx5vf_core::vfio::MigState;
 
 use super::device::{
-    DEFAULT_DEVICE, DriverArgs, Progress, Summary, Value, open_input, open_output, rate,
+    DEFAULT_DESTINATION, DEFAULT_DEVICE, DriverArgs, Progress, Summary, Value, open_input,
+    open_output, rate,
 };
 use crate::backend::{self, MigrationDevice, OpenError};
+use crate::interrupt::Interrupt;
 use crate::pipe::pipe;
-use crate::transfer::{self, LoadReport, Quiet, SaveOptions, SaveReport, TransferError};
+use crate::recognise::RecordCounts;
+use crate::transfer::{
+    self, Aftermath, Failure, LoadReport, Recovery, SaveOptions, SaveReport, TransferError,
+};
 
 /// Arguments of `mlx5vf save`.
 #[derive(Clone, Debug, Args)]
@@ -44,8 +50,9 @@ pub struct SaveArgs {
 /// Arguments of `mlx5vf load`.
 #[derive(Clone, Debug, Args)]
 pub struct LoadArgs {
-    /// The device to load into.
-    #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
+    /// The device to load into (the default starts with a state no default
+    /// `save` produces, so a load that changed nothing shows in the digest).
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_DESTINATION)]
     pub device: String,
     /// Where the stream comes from: a file, `-` for stdin, or
     /// `tcp-listen://ADDR:PORT` (accepts one connection).
@@ -71,7 +78,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
     pub from: String,
     /// The destination device (its own state is replaced).
-    #[arg(long, value_name = "SPEC", default_value = "sim:state=4M,seed=99")]
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_DESTINATION)]
     pub to: String,
     /// Run PRE_COPY rounds before stopping the source.
     #[arg(long)]
@@ -88,6 +95,24 @@ pub struct MigrateArgs {
     pub driver: DriverArgs,
 }
 
+/// Which side of a migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The saving side (`--from`).
+    Source,
+    /// The loading side (`--to`).
+    Destination,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Source => "source",
+            Self::Destination => "destination",
+        })
+    }
+}
+
 /// Why a device-backed subcommand failed.
 #[derive(Debug)]
 pub enum TransferCmdError {
@@ -97,6 +122,15 @@ pub enum TransferCmdError {
     Endpoint(io::Error),
     /// The transfer failed.
     Transfer(TransferError),
+    /// A migration failed on one side; the other side was put back too.
+    Migration {
+        /// The side whose failure is the cause.
+        side: Side,
+        /// Its error (with how its device was left).
+        error: TransferError,
+        /// How the other side's device was left.
+        other: Aftermath,
+    },
     /// The destination's state differs from the source's.
     DigestMismatch {
         /// Source digest.
@@ -112,6 +146,13 @@ impl std::fmt::Display for TransferCmdError {
             Self::Open(e) => e.fmt(f),
             Self::Endpoint(e) => e.fmt(f),
             Self::Transfer(e) => e.fmt(f),
+            Self::Migration { side, error, other } => {
+                let other_side = match side {
+                    Side::Source => Side::Destination,
+                    Side::Destination => Side::Source,
+                };
+                write!(f, "{side}: {error}; {other_side}: {other}")
+            }
             Self::DigestMismatch {
                 source,
                 destination,
@@ -126,7 +167,8 @@ impl std::fmt::Display for TransferCmdError {
 impl std::error::Error for TransferCmdError {}
 
 impl TransferCmdError {
-    /// Exit status: 2 for a bad device spec, 1 otherwise.
+    /// Exit status: 2 for a bad device spec, 1 otherwise (an interrupted
+    /// transfer too: it failed, and its device was put back).
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Open(OpenError::Spec(_)) => super::EXIT_USAGE,
@@ -139,12 +181,36 @@ fn open(spec: &str, driver: &DriverArgs) -> Result<Box<dyn MigrationDevice>, Tra
     backend::open(spec, &driver.options()).map_err(TransferCmdError::Open)
 }
 
+/// Stops a transfer on SIGINT/SIGTERM/SIGHUP; without handlers (they could
+/// not be installed) the signals keep their default action.
+fn interrupt_on_signals() -> Interrupt {
+    Interrupt::on_signals().unwrap_or_default()
+}
+
+fn add_stream(
+    s: &mut Summary,
+    bytes: u64,
+    format: &'static str,
+    records: Option<RecordCounts>,
+    recovered: Option<Recovery>,
+) {
+    s.add("bytes", Value::Int(bytes))
+        .add("stream_format", Value::Text(format.into()));
+    // Record figures only for a stream recognised as mlx5: an opaque
+    // stream's bytes mean nothing as record headers.
+    if let Some(r) = records {
+        s.add("records", Value::Int(r.records))
+            .add("fw_data_records", Value::Int(r.fw_data))
+            .add("fw_data_bytes", Value::Int(r.fw_data_bytes));
+    }
+    if let Some(r) = recovered {
+        s.add("recovered", Value::Text(r.to_string()));
+    }
+}
+
 fn add_save(s: &mut Summary, r: &SaveReport) {
-    s.add("bytes", Value::Int(r.bytes))
-        .add("records", Value::Int(r.records.records))
-        .add("fw_data_records", Value::Int(r.records.fw_data))
-        .add("fw_data_bytes", Value::Int(r.records.fw_data_bytes))
-        .add("precopy_rounds", Value::Int(u64::from(r.precopy_rounds)))
+    add_stream(s, r.bytes, r.format, r.records, r.recovered);
+    s.add("precopy_rounds", Value::Int(u64::from(r.precopy_rounds)))
         .add("precopy_bytes", Value::Int(r.precopy_bytes))
         .add(
             "stop_copy_bytes",
@@ -165,10 +231,11 @@ fn add_save(s: &mut Summary, r: &SaveReport) {
 /// # Errors
 /// [`TransferCmdError`].
 pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
+    let interrupt = interrupt_on_signals();
     let mut dev = open(&args.device, &args.driver)?;
     let total = dev.data_size().unwrap_or(0);
-    let mut out = open_output(&args.output).map_err(TransferCmdError::Endpoint)?;
-    let progress = Progress::new(total, true);
+    let mut out = open_output(&args.output, &interrupt).map_err(TransferCmdError::Endpoint)?;
+    let progress = Progress::new(total, true).interrupted_by(interrupt);
     let opts = SaveOptions {
         precopy: args.precopy,
         downtime_limit: args.downtime_limit,
@@ -194,10 +261,8 @@ pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
 }
 
 fn add_load(s: &mut Summary, r: &LoadReport) {
-    s.add("bytes", Value::Int(r.bytes))
-        .add("records", Value::Int(r.records.records))
-        .add("fw_data_records", Value::Int(r.records.fw_data))
-        .add("seconds", Value::Float(r.total_time.as_secs_f64()))
+    add_stream(s, r.bytes, r.format, r.records, r.recovered);
+    s.add("seconds", Value::Float(r.total_time.as_secs_f64()))
         .add("bytes_per_sec", Value::Float(rate(r.bytes, r.total_time)));
 }
 
@@ -206,9 +271,10 @@ fn add_load(s: &mut Summary, r: &LoadReport) {
 /// # Errors
 /// [`TransferCmdError`].
 pub fn load(args: &LoadArgs) -> Result<Summary, TransferCmdError> {
+    let interrupt = interrupt_on_signals();
     let mut dev = open(&args.device, &args.driver)?;
-    let mut input = open_input(&args.input).map_err(TransferCmdError::Endpoint)?;
-    let progress = Progress::new(0, true);
+    let mut input = open_input(&args.input, &interrupt).map_err(TransferCmdError::Endpoint)?;
+    let progress = Progress::new(0, true).interrupted_by(interrupt);
     let r = transfer::load(dev.as_mut(), &mut input, &progress);
     progress.finish();
     let r = r.map_err(TransferCmdError::Transfer)?;
@@ -226,17 +292,31 @@ pub fn load(args: &LoadArgs) -> Result<Summary, TransferCmdError> {
     Ok(s)
 }
 
+/// The state a migration's source goes back to when the migration fails:
+/// where it was (a running VM goes on running), or RUNNING if it was found
+/// mid-session.
+fn resting_state(dev: &mut dyn MigrationDevice) -> MigState {
+    match dev.state() {
+        Ok(s @ (MigState::Running | MigState::RunningP2p | MigState::Stop)) => s,
+        _ => MigState::Running,
+    }
+}
+
 /// `mlx5vf migrate`: saves one device into another in this process, the two
 /// sides running concurrently through a bounded pipe, and compares digests.
 ///
 /// # Errors
-/// [`TransferCmdError`]; [`TransferCmdError::DigestMismatch`] when the
+/// [`TransferCmdError`]; [`TransferCmdError::Migration`] when a side failed
+/// (the source then goes back to the state it was in, the destination is
+/// reset out of RESUMING); [`TransferCmdError::DigestMismatch`] when the
 /// destination does not end with the source's state.
 pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
+    let interrupt = interrupt_on_signals();
     let mut src = open(&args.from, &args.driver)?;
     let mut dst = open(&args.to, &args.driver)?;
+    let source_resting = resting_state(src.as_mut());
     let total = src.data_size().unwrap_or(0);
-    let progress = Progress::new(total, true);
+    let progress = Progress::new(total, true).interrupted_by(interrupt.clone());
     let opts = SaveOptions {
         precopy: args.precopy,
         downtime_limit: args.downtime_limit,
@@ -251,26 +331,63 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
             drop(w);
             rep
         });
-        let loaded = transfer::load(dst.as_mut(), &mut r, &Quiet);
+        let loaded = transfer::load(dst.as_mut(), &mut r, &interrupt);
         drop(r);
         let saved = saver.join().unwrap_or_else(|_| {
-            Err(TransferError::Output(io::Error::other(
-                "saving thread panicked",
-            )))
+            Err(TransferError {
+                failure: Failure::Output(io::Error::other("saving thread panicked")),
+                device: Aftermath::Unknown,
+            })
         });
         (saved, loaded)
     });
     let wall = start.elapsed();
     progress.finish();
-    // The saving side's error is the cause when both fail (the loader then
-    // sees a truncated stream).
-    let saved = saved.map_err(TransferCmdError::Transfer)?;
-    let loaded = loaded.map_err(TransferCmdError::Transfer)?;
+    let (saved, loaded) = match (saved, loaded) {
+        (Ok(s), Ok(l)) => (s, l),
+        // The destination stopped first; the source then found the pipe
+        // closed: the destination's failure is the cause.
+        (Err(e), Err(cause)) if matches!(e.failure, Failure::Output(_)) => {
+            return Err(TransferCmdError::Migration {
+                side: Side::Destination,
+                error: cause,
+                other: e.device,
+            });
+        }
+        // The source failed: the destination saw a cut stream (or none).
+        (Err(cause), Err(e)) => {
+            return Err(TransferCmdError::Migration {
+                side: Side::Source,
+                error: cause,
+                other: e.device,
+            });
+        }
+        (Err(cause), Ok(_)) => {
+            return Err(TransferCmdError::Migration {
+                side: Side::Source,
+                error: cause,
+                other: transfer::restore(dst.as_mut(), MigState::Running),
+            });
+        }
+        // The source saved (and stopped); the destination could not take
+        // it: the source goes back to running, as after any failed
+        // migration.
+        (Ok(_), Err(cause)) => {
+            return Err(TransferCmdError::Migration {
+                side: Side::Destination,
+                error: cause,
+                other: transfer::restore(src.as_mut(), source_resting),
+            });
+        }
+    };
     let mut s = Summary::default();
     s.add("command", Value::Text("migrate".into()))
         .add("from", Value::Text(src.describe()))
         .add("to", Value::Text(dst.describe()));
     add_save(&mut s, &saved);
+    if let Some(r) = loaded.recovered {
+        s.add("destination_recovered", Value::Text(r.to_string()));
+    }
     let downtime = match (saved.stopped_at, loaded.running_at) {
         (Some(a), Some(b)) => b.saturating_duration_since(a),
         _ => wall,
@@ -311,4 +428,34 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn device_of(args: &[&str]) -> String {
+        match Cli::parse_from(args).command {
+            Command::Save(a) => a.device,
+            Command::Load(a) => a.device,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 14: a load that changes nothing must not print the digest a
+    /// default save prints, so the default destination starts elsewhere.
+    #[test]
+    fn the_default_destination_differs_from_the_default_source() {
+        let save = device_of(&["mlx5vf", "save"]);
+        let load = device_of(&["mlx5vf", "load"]);
+        let digest = |spec: &str| {
+            backend::open(spec, &crate::backend::DriverOptions::default())
+                .unwrap()
+                .digest()
+                .unwrap()
+        };
+        assert_ne!(digest(&save), digest(&load), "{save} vs {load}");
+    }
 }

@@ -14,7 +14,7 @@ use mlx5vf_sim::firmware::{Firmware, FirmwareConfig};
 use mlx5vf_sim::spec::SimSpec;
 use mlx5vf_sim::timing::TimingModel;
 
-use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, io_error};
+use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, StreamFormat, io_error};
 pub use file::SimFile;
 use hal::SimHal;
 
@@ -159,6 +159,10 @@ impl MigrationDevice for SimDevice {
         drop(dev);
         self.shared.changed.notify_all();
         Ok(())
+    }
+
+    fn stream_format(&self) -> StreamFormat {
+        StreamFormat::Mlx5
     }
 
     fn digest(&self) -> Option<String> {

@@ -24,8 +24,18 @@
 //! of data, as QEMU treats it.
 //!
 //! The device state lives as long as this process holds the device fd: when
-//! it closes, the kernel's `close_device` ends any data session, and the
-//! next open starts RUNNING (vfio-pci resets the function on open).
+//! it closes, the kernel's `close_device` ends any data session, and with
+//! vfio-pci the next open starts RUNNING (it resets the function on open).
+//! Other drivers may keep their migration state across close (a device
+//! left in RESUMING by a killed `load`); `save` and `load` bring such a
+//! device out of it first ([`crate::transfer::settle`]).
+//!
+//! # Stream format
+//! The uAPI's stream is opaque. A device whose driver is `mlx5_vfio_pci` or
+//! our `mlx5vf_sim` module speaks mlx5 records
+//! ([`StreamFormat::Mlx5`]): `load` refuses bytes that are not an mlx5
+//! stream before the device sees them. Any other driver gets the bytes as
+//! they are and judges them itself.
 
 mod sys;
 
@@ -40,7 +50,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::OFlags;
 use std::time::Duration;
 
-use crate::backend::{DataFile, MigrationDevice, Stats};
+use crate::backend::{DataFile, MigrationDevice, Stats, StreamFormat};
 
 /// Buses searched for a bare device name, in order.
 const BUSES: [&str; 3] = ["pci", "platform", "mdev"];
@@ -206,6 +216,25 @@ pub struct VfioDevice {
     device: File,
     context: IommuContext,
     flags: MigrationFlags,
+    format: StreamFormat,
+}
+
+/// Drivers whose data fd carries mlx5 records: Linux's `mlx5-vfio-pci` and
+/// our `mlx5vf_sim` module (which also publishes `<sysfs>/mlx5vf/`).
+const MLX5_DRIVERS: [&str; 2] = ["mlx5_vfio_pci", "mlx5vf-sim"];
+
+/// What the driver bound to the device at `sysfs` writes on its data fd,
+/// known by the driver's name; any other driver's stream is opaque.
+fn driver_stream_format(sysfs: &Path) -> StreamFormat {
+    let driver = fs::read_link(sysfs.join("driver"))
+        .ok()
+        .and_then(|p| file_name(&p).ok());
+    let ours = sysfs.join("mlx5vf").is_dir();
+    if ours || driver.is_some_and(|d| MLX5_DRIVERS.contains(&d.as_str())) {
+        StreamFormat::Mlx5
+    } else {
+        StreamFormat::Opaque
+    }
 }
 
 impl VfioDevice {
@@ -255,12 +284,14 @@ impl VfioDevice {
                 ),
             ));
         }
+        let format = driver_stream_format(&sysfs);
         Ok(Self {
             spec: spec.to_owned(),
             sysfs,
             device,
             context: iommu,
             flags,
+            format,
         })
     }
 
@@ -412,6 +443,10 @@ impl MigrationDevice for VfioDevice {
 
     fn reset(&mut self) -> io::Result<()> {
         sys::device_reset(&self.device)
+    }
+
+    fn stream_format(&self) -> StreamFormat {
+        self.format
     }
 
     fn digest(&self) -> Option<String> {

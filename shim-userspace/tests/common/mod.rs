@@ -1,6 +1,8 @@
 //! Running the built `mlx5vf` binary from integration tests.
 #![allow(dead_code)]
 
+pub(crate) mod foreign;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
