@@ -23,7 +23,7 @@
 use core::fmt;
 
 use crate::image::{IMAGE_HEADER_LEN, RECORD_HEADER_LEN};
-use crate::sha256::Sha256;
+use sha2::{Digest as _, Sha256};
 
 /// Most objects one VF state may have.
 ///
@@ -382,15 +382,15 @@ impl ObjectStore {
         let mut h = Sha256::new();
         h.update(b"mlx5vf-sim digest v1\0");
         for v in [p.seed, p.state_size, p.object_min, p.object_max] {
-            h.update(&v.to_le_bytes());
+            h.update(v.to_le_bytes());
         }
-        h.update(&self.layout.count.to_le_bytes());
+        h.update(self.layout.count.to_le_bytes());
         let count = usize::try_from(self.layout.count).unwrap_or(0);
         for v in self.versions.iter().take(count) {
-            h.update(&v.to_le_bytes());
+            h.update(v.to_le_bytes());
         }
-        h.update(&[u8::from(complete)]);
-        Digest(h.finish())
+        h.update([u8::from(complete)]);
+        Digest(h.finalize().into())
     }
 }
 
