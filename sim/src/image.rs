@@ -609,6 +609,16 @@ mod tests {
         }
     }
 
+    /// The header checksum is part of the image format: images written by
+    /// any build must verify. Values from an independent FNV-1a 64 and
+    /// splitmix64 finaliser (Python).
+    #[test]
+    fn checksum_known_answers() {
+        assert_eq!(checksum(b""), 0xf52a_15e9_a9b5_e89b);
+        let header: std::vec::Vec<u8> = (0..72).collect();
+        assert_eq!(checksum(&header), 0xd432_dbd1_fcbb_1442);
+    }
+
     #[test]
     fn full_image_is_state_size_and_verifies() {
         let src = store();
