@@ -40,6 +40,9 @@
 //! [`crate::firmware`].
 
 use core::fmt;
+use core::hash::Hasher;
+
+use fnv::FnvHasher;
 
 use crate::objects::{
     GenParams, Layout, ObjectStore, content_key, content_matches, fill_content, mix64,
@@ -134,10 +137,9 @@ fn le64(buf: &[u8], at: usize) -> u64 {
 /// `bytes` (header bytes 0..72), then splitmix64's finaliser.
 #[must_use]
 pub fn checksum(bytes: &[u8]) -> u64 {
-    let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    mix64(fnv)
+    let mut fnv = FnvHasher::default();
+    fnv.write(bytes);
+    mix64(fnv.finish())
 }
 
 /// A record header's check value.
