@@ -93,12 +93,18 @@ fi
 step "panic paths"
 # Panic entry points: core::panicking::*, the *_fail helpers of slices,
 # strings and Option/Result, the panic handler. Relocations to local
-# symbols name their section (.text.<mangled>), so match on the mangled
-# and demangled spellings both. `core` must be the crate itself (`N4core`
-# mangled, `core::` at a word start demangled), not a crate whose name ends
-# in it (`mlx5vf_core::...::handle_save_failed` is not a panic path).
-panic_re='((ZN4core|(^|[^_[:alnum:]])core::)[^ ]*(panick|_fail|failed))|rust_begin_unwind'
-objdump -dr --no-show-raw-insn -C "$obj" >"$work/dis.txt"
+# symbols name their section (.text.<mangled>), which objdump -C leaves
+# mangled. The precompiled `core` uses v0 mangling (`_RNv...4core9panicking
+# 18panic_bounds_check`), which the legacy pattern below never matched, so
+# those section names are cut out and demangled (c++filt knows v0:
+# `core[bb170dea1013a3a3]::panicking::panic_bounds_check`); legacy ones are
+# matched mangled. `core` must be the crate itself (`N4core` mangled,
+# `core::` or `core[hash]::` at a word start demangled), not a crate whose
+# name ends in it (`mlx5vf_core::...::handle_save_failed` is not a panic
+# path).
+panic_re='((ZN4core|(^|[^_[:alnum:]])core([[][0-9a-f]+[]])?::)[^ ]*(panick|_fail|failed))|rust_begin_unwind'
+objdump -dr --no-show-raw-insn -C "$obj" |
+	sed -E 's/\.text(\.[a-z]+)?\.(_R[0-9A-Za-z_]+)/\2/g' | c++filt >"$work/dis.txt"
 awk -v re="$panic_re" '
 	/^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn); next }
 	/R_X86_64_/ && $NF ~ re && fn !~ re { print fn }

@@ -1,4 +1,10 @@
 //! A fixed-capacity set of object indices (one bit per object).
+//!
+//! Hand-written because the crates need what the sim cannot have (it is
+//! `no_std` and allocation-free, and links into a kernel module):
+//! `fixedbitset` and `bit-set` allocate; `bitmaps` stops at 1024 bits (we
+//! need `MAX_OBJECTS` = 8192); `bitvec`'s `BitArray` would fit but brings
+//! four crates for a word array and a count.
 
 use crate::objects::MAX_OBJECTS;
 

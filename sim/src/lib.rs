@@ -74,7 +74,6 @@
 extern crate std;
 
 mod bitset;
-mod sha256;
 
 pub mod fault;
 pub mod firmware;

@@ -291,6 +291,12 @@ impl Seen {
 const SUFFIXES: [(char, u64); 4] = [('T', 1024 * GIB), ('G', GIB), ('M', MIB), ('K', KIB)];
 
 /// Parse `digits [K|M|G|T]` (binary, case-insensitive).
+///
+/// Hand-written because the grammar is the documented spec's and must stay
+/// exactly that: `parse-size` (no_std) also accepts `1.5G`, `20 MB` and
+/// `20MiB`, with powers of 1000 unless configured, so a spec would mean more
+/// than the README says; `bytesize`'s parser allocates (its errors are
+/// `String`s) and the sim is allocation-free.
 #[must_use]
 pub fn parse_size(text: &str) -> Option<u64> {
     let (digits, mult) = match text.chars().last() {
@@ -317,6 +323,9 @@ fn parse_onoff(text: &str) -> Option<bool> {
 }
 
 /// Parse `0` or `digits (ns|us|ms|s)`.
+///
+/// Hand-written because `humantime`, the usual crate, needs `std`, and the
+/// spec is parsed inside the kernel module too.
 #[must_use]
 pub fn parse_duration(text: &str) -> Option<Duration> {
     if text == "0" {
