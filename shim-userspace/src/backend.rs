@@ -169,6 +169,9 @@ pub struct DriverOptions {
     /// Account PRE_COPY as the Linux driver does (one chunk per
     /// precopy-info call) instead of chunked PRE_COPY.
     pub linux_precopy: bool,
+    /// LOAD each image before receiving the next, as the Linux driver does
+    /// (the simulated device otherwise LOADs asynchronously, pipelined).
+    pub sync_load: bool,
 }
 
 impl Default for DriverOptions {
@@ -179,6 +182,7 @@ impl Default for DriverOptions {
             legacy: false,
             integrity: true,
             linux_precopy: false,
+            sync_load: false,
         }
     }
 }

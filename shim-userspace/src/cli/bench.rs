@@ -202,6 +202,7 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     let linux = DriverOptions {
         integrity: false,
         linux_precopy: true,
+        sync_load: true,
         ..DriverOptions::default()
     };
     let ours = DriverOptions::default();
@@ -280,6 +281,7 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             legacy,
             integrity: true,
             linux_precopy: false,
+            sync_load: false,
         };
         let (downtime, peak, bytes) = migrate_once(&from, &to, &opts)?;
         let mut s = Summary::default();

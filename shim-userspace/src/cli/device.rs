@@ -42,6 +42,10 @@ pub struct DriverArgs {
     /// baseline of `bench downtime`).
     #[arg(long)]
     pub linux_precopy: bool,
+    /// Simulated devices: LOAD each image before receiving the next, as the
+    /// Linux driver does, instead of receiving image k+1 while image k LOADs.
+    #[arg(long)]
+    pub sync_load: bool,
 }
 
 impl DriverArgs {
@@ -53,6 +57,7 @@ impl DriverArgs {
             legacy: self.legacy,
             integrity: !self.no_integrity,
             linux_precopy: self.linux_precopy,
+            sync_load: self.sync_load,
         }
     }
 }

@@ -186,6 +186,8 @@ pub struct SimHal {
     worker: Worker,
     timing: TimingModel,
     deliver: Arc<std::sync::OnceLock<Deliver>>,
+    /// LOADs run on the firmware thread (`false`: through `exec`).
+    async_load: bool,
     next_iova: u64,
     /// Memory keys mapping each buffer (by IOVA).
     maps: HashMap<u64, u32>,
@@ -211,10 +213,18 @@ impl SimHal {
             worker: Worker::new(timing)?,
             timing,
             deliver: Arc::new(std::sync::OnceLock::new()),
+            async_load: true,
             // Start high so an IOVA is never mistaken for a small number.
             next_iova: 0x10_0000_0000,
             maps: HashMap::new(),
         })
+    }
+
+    /// LOAD synchronously, through `exec`, as the Linux driver does.
+    #[must_use]
+    pub fn with_sync_load(mut self) -> Self {
+        self.async_load = false;
+        self
     }
 
     /// Installs where SAVE and LOAD completions go (once).
@@ -318,6 +328,9 @@ impl Hal for SimHal {
     }
 
     fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
+        if !self.async_load {
+            return Ok(false);
+        }
         let input = input.to_vec();
         let fw = Arc::clone(&self.fw);
         let pool = Arc::clone(&self.pool);

@@ -77,7 +77,10 @@ impl SimDevice {
         let fw = Firmware::new(&FirmwareConfig::from_spec(parsed))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("sim: {e}")))?;
         let fw = Arc::new(Mutex::new(fw));
-        let hal = SimHal::new(Arc::clone(&fw), TimingModel::from_spec(parsed))?;
+        let mut hal = SimHal::new(Arc::clone(&fw), TimingModel::from_spec(parsed))?;
+        if opts.sync_load {
+            hal = hal.with_sync_load();
+        }
         let pool = hal.pool();
         let mut dev = Device::new(hal, opts.config());
         let mut scratch = vec![0u8; PROBE_SCRATCH_LEN];
