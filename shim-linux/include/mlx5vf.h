@@ -18,7 +18,8 @@
  *     mlx5vf_device_init (inline: checks the ABI)/probe/fini, mlx5vf_set_state, mlx5vf_get_state,
  *     mlx5vf_get_data_size, mlx5vf_migration_flags, mlx5vf_reset_done,
  *     mlx5vf_vf_detach/attach, mlx5vf_open_device/close_device, and
- *     mlx5vf_save_complete from the SAVE completion's work item;
+ *     mlx5vf_save_complete / mlx5vf_load_complete from the SAVE's (LOAD's)
+ *     completion work item;
  *   - file functions, mirroring the data fd's file_operations:
  *     mlx5vf_file_read/write/poll/ioctl/release.
  *
@@ -49,8 +50,9 @@
  *       mlx5vf_device_probe, mlx5vf_device_probe_info, mlx5vf_set_state,
  *       mlx5vf_get_state, mlx5vf_get_data_size, mlx5vf_vf_detach,
  *       mlx5vf_vf_attach, mlx5vf_close_device, mlx5vf_open_device,
- *       mlx5vf_save_complete (from a work item, never hard-irq/atomic
- *       context: it takes a sleeping lock and calls back into the platform).
+ *       mlx5vf_save_complete, mlx5vf_load_complete (from a work item,
+ *       never hard-irq/atomic context: they take a sleeping lock and call
+ *       back into the platform).
  * (S) Take the lock themselves - call WITHOUT it (as the VFS calls fops):
  *       mlx5vf_file_read, mlx5vf_file_write, mlx5vf_file_poll,
  *       mlx5vf_file_ioctl, mlx5vf_file_release, mlx5vf_device_fini.
@@ -232,6 +234,10 @@
  *           context; its callback queues a work item that does lock;
  *           mlx5vf_save_complete(dev, token, status, out, sizeof(out));
  *           unlock.
+ *   ops->start_load (optional; NULL LOADs through ops->exec): the same
+ *           with mlx5vf_load_complete(), so image k+1 arrives while
+ *           image k LOADs; writes and RESUMING -> STOP then return
+ *           MLX5VF_RETRY while both image buffers wait for LOADs.
  */
 
 
@@ -780,6 +786,16 @@ struct mlx5vf_platform_ops {
          * after `mlx5vf_events()` moved.
          */
         void (*wake)(void *ctx);
+        /**
+         * OPTIONAL (may be `NULL`: LOADs then run synchronously through
+         * `exec`). Starts LOAD_VHCA_STATE (`input`, `in_len` bytes; copy them if
+         * needed after returning) asynchronously, so the next image arrives
+         * while firmware LOADs this one. Its completion must later reach
+         * `mlx5vf_load_complete()` with `token`, exactly once, from a context
+         * that can take the device lock (a work item), even if the file closed
+         * meanwhile. Return 0 if started; on an error nothing may complete.
+         */
+        int (*start_load)(void *ctx, const void *input, size_t in_len, uint64_t token);
 };
 
 /**
@@ -1115,6 +1131,29 @@ void mlx5vf_open_device(struct mlx5vf_device *dev);
  * bytes of reads.
  */
 int mlx5vf_save_complete(struct mlx5vf_device *dev,
+                         uint64_t token,
+                         int status,
+                         const void *out,
+                         size_t out_len);
+
+/**
+ * Delivers the completion of the LOAD started with `token` (by the
+ * optional `start_load`), as `mlx5vf_save_complete()` does for SAVEs: from
+ * the completion's **work item, with the lock held**; `status` 0 with
+ * `out`/`out_len` the `load_vhca_state_out` firmware wrote, or the negative
+ * errno of a command that did not complete. A refused LOAD fails the
+ * resuming file (the next write and RESUMING -> STOP report firmware's
+ * status). Deliver every started LOAD exactly once, even after its file
+ * closed (its memory is freed here then).
+ *
+ * Returns 0, or `-EINVAL` for a token that names no LOAD in flight
+ * (nothing changes).
+ *
+ * # Safety
+ * `dev` is null or device storage; `out` is null or valid for `out_len`
+ * bytes of reads.
+ */
+int mlx5vf_load_complete(struct mlx5vf_device *dev,
                          uint64_t token,
                          int status,
                          const void *out,

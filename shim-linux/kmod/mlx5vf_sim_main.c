@@ -67,7 +67,7 @@ static int npdevs;
 static atomic_t live_buffers = ATOMIC_INIT(0);
 static atomic64_t live_buffer_bytes = ATOMIC64_INIT(0);
 static atomic_t live_files = ATOMIC_INIT(0);
-static atomic_t live_saves = ATOMIC_INIT(0);
+static atomic_t live_saves = ATOMIC_INIT(0); /* SAVEs and LOADs in flight */
 static atomic_t live_devices = ATOMIC_INIT(0);
 /* Per VF (kept outside the device, which sysfs readers must not chase). */
 static atomic64_t vf_buffer_bytes[MVS_MAX_VFS];
@@ -94,9 +94,11 @@ struct mvs_file {
 	struct mlx5vf_file mf;
 };
 
+/* An asynchronous SAVE or LOAD: its input, run by a work item. */
 struct mvs_save {
 	struct work_struct work;
 	struct mvs_dev *d;
+	bool load;
 	u64 token;
 	size_t in_len;
 	u8 in[MVS_SAVE_IN_MAX];
@@ -144,22 +146,25 @@ static void mvs_save_work(struct work_struct *work)
 	u8 out[MLX5VF_SAVE_OUT_LEN];
 	int rc;
 
-	if (save_delay_us)
+	if (!s->load && save_delay_us)
 		usleep_range(save_delay_us, save_delay_us + save_delay_us / 8 + 1);
 	memset(out, 0, sizeof(out));
 	rc = ksim_exec(s->in, s->in_len, out, sizeof(out));
 	mlx5vf_lock(&d->mig);
-	rc = mlx5vf_save_complete(&d->mig, s->token, rc, out, sizeof(out));
+	if (s->load)
+		rc = mlx5vf_load_complete(&d->mig, s->token, rc, out, sizeof(out));
+	else
+		rc = mlx5vf_save_complete(&d->mig, s->token, rc, out, sizeof(out));
 	mlx5vf_unlock(&d->mig);
-	WARN_ONCE(rc, MVS_NAME ": SAVE completion refused: %d\n", rc);
+	WARN_ONCE(rc, MVS_NAME ": %s completion refused: %d\n", s->load ? "LOAD" : "SAVE", rc);
 	kfree(s);
 	atomic_dec(&live_saves);
 }
 
-/* The firmware's asynchronous SAVE: a work item runs it, then delivers. */
-static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t token)
+/* The firmware's asynchronous commands: a work item runs one, then delivers. */
+static int mvs_start_async(struct mvs_dev *d, const void *in, size_t in_len, uint64_t token,
+			   bool load)
 {
-	struct mvs_dev *d = ctx;
 	struct mvs_save *s;
 
 	if (in_len > MVS_SAVE_IN_MAX)
@@ -169,12 +174,24 @@ static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t toke
 		return -ENOMEM;
 	INIT_WORK(&s->work, mvs_save_work);
 	s->d = d;
+	s->load = load;
 	s->token = token;
 	s->in_len = in_len;
 	memcpy(s->in, in, in_len);
 	atomic_inc(&live_saves);
 	queue_work(save_wq, &s->work);
 	return 0;
+}
+
+static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t token)
+{
+	return mvs_start_async(ctx, in, in_len, token, false);
+}
+
+/* LOADs run asynchronously too: image k+1 arrives while image k LOADs. */
+static int op_start_load(void *ctx, const void *in, size_t in_len, uint64_t token)
+{
+	return mvs_start_async(ctx, in, in_len, token, true);
 }
 
 static int op_alloc_buffer(void *ctx, uint32_t npages, uint32_t dir, uint64_t *buffer)
@@ -392,6 +409,7 @@ static const struct mlx5vf_platform_ops mvs_platform_ops = {
 	.trylock = op_trylock,
 	.unlock = op_unlock,
 	.wake = op_wake,
+	.start_load = op_start_load,
 };
 
 /* ------------------------------------------------------------------------ */

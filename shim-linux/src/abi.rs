@@ -489,6 +489,21 @@ pub struct mlx5vf_platform_ops {
     /// `MLX5VF_RETRY` loops sleep on); called with the device lock held,
     /// after `mlx5vf_events()` moved.
     pub wake: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
+    /// OPTIONAL (may be `NULL`: LOADs then run synchronously through
+    /// `exec`). Starts LOAD_VHCA_STATE (`input`, `in_len` bytes; copy them if
+    /// needed after returning) asynchronously, so the next image arrives
+    /// while firmware LOADs this one. Its completion must later reach
+    /// `mlx5vf_load_complete()` with `token`, exactly once, from a context
+    /// that can take the device lock (a work item), even if the file closed
+    /// meanwhile. Return 0 if started; on an error nothing may complete.
+    pub start_load: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            input: *const c_void,
+            in_len: usize,
+            token: u64,
+        ) -> c_int,
+    >,
 }
 
 // ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ use core::ptr::{self, addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use mlx5vf_core::device::{Config, Device, DeviceError};
-use mlx5vf_core::hal::SaveToken;
+use mlx5vf_core::hal::{LoadToken, SaveToken};
 use mlx5vf_core::load::LoadConfig;
 use mlx5vf_core::save::{MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
 use mlx5vf_core::stream::MAX_RECORD_SIZE;
@@ -345,8 +345,8 @@ pub unsafe extern "C" fn mlx5vf_device_fini(dev: *mut mlx5vf_device) -> c_int {
         let d = unsafe { c.device() };
         d.close();
         if !d.is_idle() {
-            // Only the SAVE in flight keeps it busy (no file is live): its
-            // completion moves the event counter.
+            // Only the SAVE or LOAD in flight keeps it busy (no file is
+            // live): its completion moves the event counter.
             c.unlock();
             return MLX5VF_RETRY;
         }
@@ -748,6 +748,51 @@ pub unsafe extern "C" fn mlx5vf_save_complete(
     };
     // SAFETY: the caller holds the lock.
     let result = unsafe { c.device() }.handle_save_completion(SaveToken::from_bits(token), output);
+    match result {
+        Ok(()) => {
+            c.notify();
+            0
+        }
+        Err(e) => errno(&e),
+    }
+}
+
+/// Delivers the completion of the LOAD started with `token` (by the
+/// optional `start_load`), as `mlx5vf_save_complete()` does for SAVEs: from
+/// the completion's **work item, with the lock held**; `status` 0 with
+/// `out`/`out_len` the `load_vhca_state_out` firmware wrote, or the negative
+/// errno of a command that did not complete. A refused LOAD fails the
+/// resuming file (the next write and RESUMING -> STOP report firmware's
+/// status). Deliver every started LOAD exactly once, even after its file
+/// closed (its memory is freed here then).
+///
+/// Returns 0, or `-EINVAL` for a token that names no LOAD in flight
+/// (nothing changes).
+///
+/// # Safety
+/// `dev` is null or device storage; `out` is null or valid for `out_len`
+/// bytes of reads.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_load_complete(
+    dev: *mut mlx5vf_device,
+    token: u64,
+    status: c_int,
+    out: *const c_void,
+    out_len: usize,
+) -> c_int {
+    // SAFETY: `dev` is null or device storage (caller).
+    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
+        return -MLX5VF_EINVAL;
+    };
+    let output: &[u8] = if status != 0 || out.is_null() {
+        // The core treats a missing output as a failed LOAD.
+        &[]
+    } else {
+        // SAFETY: `out` is valid for `out_len` bytes of reads (caller).
+        unsafe { core::slice::from_raw_parts(out.cast::<u8>(), out_len) }
+    };
+    // SAFETY: the caller holds the lock.
+    let result = unsafe { c.device() }.handle_load_completion(LoadToken::from_bits(token), output);
     match result {
         Ok(()) => {
             c.notify();

@@ -3,7 +3,7 @@
 use core::ffi::{c_int, c_void};
 
 use mlx5vf_core::device::MAX_BUFFERS;
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, SaveToken};
+use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
 use mlx5vf_core::ifc::mkey::Mkey;
 use mlx5vf_core::ifc::pd::Pd;
 
@@ -48,10 +48,12 @@ pub(crate) struct Ops {
     pub(crate) trylock: TryLockFn,
     pub(crate) unlock: LockFn,
     pub(crate) wake: LockFn,
+    /// `NULL` in the table: LOADs run through `exec`.
+    pub(crate) start_load: Option<StartSaveFn>,
 }
 
 impl Ops {
-    /// The table, if no entry is `NULL`.
+    /// The table, if no required entry is `NULL`.
     pub(crate) fn from_table(t: &mlx5vf_platform_ops) -> Option<Self> {
         Some(Self {
             exec: t.exec?,
@@ -69,6 +71,7 @@ impl Ops {
             trylock: t.trylock?,
             unlock: t.unlock?,
             wake: t.wake?,
+            start_load: t.start_load,
         })
     }
 }
@@ -142,6 +145,22 @@ impl Hal for CHal {
             )
         };
         check(rc)
+    }
+
+    fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
+        let Some(start_load) = self.ops.start_load else {
+            return Ok(false);
+        };
+        // SAFETY: as in `start_save`.
+        let rc = unsafe {
+            start_load(
+                self.ctx,
+                input.as_ptr().cast(),
+                input.len(),
+                token.to_bits(),
+            )
+        };
+        check(rc).map(|()| true)
     }
 
     fn alloc_buffer(&mut self, npages: u32, dir: DmaDirection) -> Result<BufferId, HalErrorKind> {

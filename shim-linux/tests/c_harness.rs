@@ -202,6 +202,7 @@ c_tests!(
     next_state,
     roundtrip_chunked,
     roundtrip_legacy,
+    roundtrip_async_load,
     roundtrip_short_copies,
     precopy,
     enomsg_first_segment_only,

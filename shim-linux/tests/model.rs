@@ -350,6 +350,8 @@ const OPS: mlx5vf_platform_ops = mlx5vf_platform_ops {
     trylock: Some(op_trylock),
     unlock: Some(op_unlock),
     wake: Some(op_wake),
+    // LOADs through exec: the model checks the SAVE side's lock protocol.
+    start_load: None,
 };
 
 /// One device and its platform, shared by the model's threads.

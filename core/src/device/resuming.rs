@@ -350,16 +350,7 @@ impl<H: Hal> Device<H> {
                 .as_ref()
                 .is_some_and(|f| f.session == l.session);
         if !live {
-            // The file closed while firmware read: its key, then its
-            // segments (doomed by the close) go now.
-            let mut ids = [BufferId(0); MAX_IMAGE_SEGMENTS];
-            for (dst, &i) in ids.iter_mut().zip(segs) {
-                *dst = self.res.get(i).map_or(BufferId(0), |b| b.id);
-            }
-            self.unmap(l.mkey, ids.get(..l.nsegs).unwrap_or_default());
-            for &i in segs {
-                self.free_buffer(i);
-            }
+            self.release_orphaned_load(&l);
             return Ok(());
         }
         trace!(
@@ -376,6 +367,22 @@ impl<H: Hal> Device<H> {
         // A failure here has failed the file; the writer sees it.
         let _ = self.start_due_loads();
         Ok(())
+    }
+
+    /// The file closed while firmware read: the LOAD's key, then its
+    /// segments (doomed by the close) go now.
+    // Out of line: its id array stays out of the completion path's frame.
+    #[inline(never)]
+    fn release_orphaned_load(&mut self, l: &InFlightLoad) {
+        let segs = l.segs.get(..l.nsegs).unwrap_or_default();
+        let mut ids = [BufferId(0); MAX_IMAGE_SEGMENTS];
+        for (dst, &i) in ids.iter_mut().zip(segs) {
+            *dst = self.res.get(i).map_or(BufferId(0), |b| b.id);
+        }
+        self.unmap(l.mkey, ids.get(..l.nsegs).unwrap_or_default());
+        for &i in segs {
+            self.free_buffer(i);
+        }
     }
 
     /// (Re)creates image buffer `buf`'s memory key over its segments.

@@ -65,11 +65,18 @@ struct hbuf {
 	int maps;
 };
 
+/* An asynchronous SAVE (or, with async_loads, LOAD) waiting to run. */
 struct pending_save {
 	uint64_t token;
 	uint8_t in[64];
 	size_t in_len;
+	int is_load;
 };
+
+/* plat_new() gives the platform an ops->start_load: LOADs run on the
+ * firmware thread like SAVEs (pipelined resume). */
+static int async_loads;
+static atomic_int async_loads_completed;
 
 struct plat {
 	struct mlx5vf_sim *sim;
@@ -122,9 +129,9 @@ static int op_exec(void *ctx, const void *in, size_t in_len, void *out, size_t o
 	return mlx5vf_sim_exec(p->sim, in, in_len, out, out_len);
 }
 
-static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t token)
+static int queue_async(struct plat *p, const void *in, size_t in_len, uint64_t token,
+		       int is_load)
 {
-	struct plat *p = ctx;
 	int rc = 0;
 	if (in_len > sizeof(p->q[0].in))
 		return -EINVAL;
@@ -136,12 +143,24 @@ static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t toke
 		s->token = token;
 		memcpy(s->in, in, in_len);
 		s->in_len = in_len;
+		s->is_load = is_load;
 		p->q_len++;
-		atomic_fetch_add(&p->saves_started, 1);
+		if (!is_load)
+			atomic_fetch_add(&p->saves_started, 1);
 		pthread_cond_broadcast(&p->q_cv);
 	}
 	pthread_mutex_unlock(&p->q_mx);
 	return rc;
+}
+
+static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t token)
+{
+	return queue_async(ctx, in, in_len, token, 0);
+}
+
+static int op_start_load(void *ctx, const void *in, size_t in_len, uint64_t token)
+{
+	return queue_async(ctx, in, in_len, token, 1);
 }
 
 static int op_alloc_buffer(void *ctx, uint32_t npages, uint32_t dir, uint64_t *buffer)
@@ -405,10 +424,14 @@ static void deliver(struct plat *p, const struct pending_save *s)
 	uint8_t out[MLX5VF_SAVE_OUT_LEN];
 	int status = mlx5vf_sim_exec(p->sim, s->in, s->in_len, out, sizeof(out));
 	mlx5vf_lock(&p->dev);
-	int rc = mlx5vf_save_complete(&p->dev, s->token, status, out, sizeof(out));
+	int rc = s->is_load ? mlx5vf_load_complete(&p->dev, s->token, status, out, sizeof(out))
+			    : mlx5vf_save_complete(&p->dev, s->token, status, out, sizeof(out));
 	mlx5vf_unlock(&p->dev);
 	CHECK_EQ(rc, 0);
-	atomic_fetch_add(&p->saves_completed, 1);
+	if (s->is_load)
+		atomic_fetch_add(&async_loads_completed, 1);
+	else
+		atomic_fetch_add(&p->saves_completed, 1);
 }
 
 /* Manual mode: completes the oldest pending SAVE; 0 if none was pending. */
@@ -498,7 +521,10 @@ static struct plat *plat_new(const char *spec, const struct mlx5vf_config *cfg, 
 	p->fail_alloc_after = -1;
 	p->copy_budget = -1;
 	p->threaded = threaded;
-	CHECK_EQ(mlx5vf_device_init(&p->dev, &plat_ops, p, cfg), 0);
+	struct mlx5vf_platform_ops ops = plat_ops;
+	if (async_loads)
+		ops.start_load = op_start_load;
+	CHECK_EQ(mlx5vf_device_init(&p->dev, &ops, p, cfg), 0);
 	mlx5vf_lock(&p->dev);
 	int rc = mlx5vf_device_probe(&p->dev, 0, scratch, sizeof(scratch));
 	mlx5vf_unlock(&p->dev);
@@ -928,6 +954,20 @@ static void t_roundtrip_chunked(void)
 {
 	struct mlx5vf_config cfg = small_chunks(1 << 20);
 	roundtrip("sim:state=24M,object=128K-768K,seed=3", "sim:state=6M,seed=9", &cfg, 300000);
+}
+
+/* Pipelined resume through the C ABI: LOADs start asynchronously and
+ * complete on the firmware thread; the stream still arrives whole. */
+static void t_roundtrip_async_load(void)
+{
+	struct mlx5vf_config cfg = small_chunks(1 << 20);
+	int before = atomic_load(&async_loads_completed);
+	async_loads = 1;
+	roundtrip("sim:state=24M,object=128K-768K,seed=3", "sim:state=6M,seed=9", &cfg, 300000);
+	async_loads = 0;
+	/* Every image went through ops->start_load and mlx5vf_load_complete(). */
+	CHECK(atomic_load(&async_loads_completed) - before >= 20, "%d asynchronous LOADs",
+	      atomic_load(&async_loads_completed) - before);
 }
 
 static void t_roundtrip_legacy(void)
@@ -1550,6 +1590,7 @@ static const struct {
 	{ "next_state", t_next_state },
 	{ "roundtrip_chunked", t_roundtrip_chunked },
 	{ "roundtrip_legacy", t_roundtrip_legacy },
+	{ "roundtrip_async_load", t_roundtrip_async_load },
 	{ "roundtrip_short_copies", t_roundtrip_short_copies },
 	{ "precopy", t_precopy },
 	{ "enomsg_first_segment_only", t_enomsg_first_segment_only },
