@@ -26,6 +26,8 @@ hits! {
     ResumeFromBase,
     /// resume: the resuming file opened.
     ResumeOpened,
+    /// The destination LOADed asynchronously (pipelined resume).
+    ResumeAsyncLoad,
     /// resume: RESUMING -> STOP succeeded.
     ResumeStopOk,
     /// resume: STOP -> RUNNING succeeded after it.

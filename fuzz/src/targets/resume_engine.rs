@@ -134,7 +134,8 @@ pub struct ResumeHead {
     /// Below 128: base `source % bases().len()`; from 128: the raw tail.
     pub source: u8,
     /// Destination: bit 0 no PRE_COPY caps (no multi-load), bit 1 no chunk
-    /// caps, bit 2 no PRE_COPY policy.
+    /// caps, bit 2 no PRE_COPY policy, bit 3 asynchronous LOAD (pipelined
+    /// resume: two image buffers, LOADs completing while writes go on).
     pub dst: u8,
     /// `write()` sizes, cycled (0: everything left).
     pub pieces: [u16; 4],
@@ -576,6 +577,10 @@ fn resume(head: &ResumeHead, stream: &[u8], base: Option<&Base>) {
         Ok(d) => d,
         Err(e) => panic!("probe {spec}: {e}"),
     };
+    if head.dst & 8 != 0 {
+        dev.hal_mut().async_load = true;
+        hit(Hit::ResumeAsyncLoad);
+    }
     let faulty = arm(&mut dev, head.fault);
     let file = match harness::set_state(&mut dev, MigState::Resuming, 0) {
         Ok(Some(f)) => f,
@@ -629,7 +634,9 @@ fn resume(head: &ResumeHead, stream: &[u8], base: Option<&Base>) {
         }
         piece += 1;
     }
-    let stop = harness::set_state(&mut dev, MigState::Stop, 0);
+    // RESUMING -> STOP waits for the last asynchronous LOAD (each completion
+    // may start the next complete image: at most one per image buffer).
+    let stop = harness::set_state(&mut dev, MigState::Stop, 4);
     let run = match stop {
         Ok(f) => {
             hit(Hit::ResumeStopOk);
