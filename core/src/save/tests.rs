@@ -681,6 +681,10 @@ fn growing_a_slot_for_a_large_object() {
 /// workload that dirties as fast as chunks are saved (firmware always has
 /// a next chunk) cannot extend the round without end.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "moves MiBs of bytes: too slow under miri, runs in the normal suite"
+)]
 fn a_chunked_precopy_round_ends_when_its_budget_is_spent() {
     let cfg = SaveConfig {
         precopy: PrecopyPolicy::Chunked,
