@@ -40,6 +40,9 @@ hits! {
     ResumeWriteError,
     /// save: a stream was read to its end.
     SaveEof,
+    /// save: the end record caught bytes a lying firmware changed after
+    /// their CRC was taken.
+    SaveLieCaughtByIntegrity,
     /// save: a stream read to its end was loaded and its digest matched.
     SaveDigestChecked,
     /// save: `precopy_info` answered.

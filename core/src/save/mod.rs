@@ -805,8 +805,8 @@ impl SaveEngine {
     fn release_in_flight(&mut self) -> Option<BufRef> {
         let f = self.in_flight.take()?;
         // A slot's buffer becomes an ordinary one, as in Linux; the slot is
-        // empty from now on.
-        if let SaveKind::StopCopyChunk { slot } = f.kind {
+        // empty from now on (a chunk of either chain).
+        if let SaveKind::StopCopyChunk { slot } | SaveKind::PreCopyChunk { slot, .. } = f.kind {
             if let Some(s) = self.slots.get_mut(usize::from(slot)) {
                 *s = Slot::Empty;
             }

@@ -740,3 +740,29 @@ fn a_chunked_precopy_round_ends_when_its_budget_is_spent() {
         }
     );
 }
+
+/// Fuzz find (save_engine): a chunked PRE_COPY chunk refused with
+/// BAD_RES_STATE left its slot marked busy with nothing queued, so the
+/// final save was held back forever and the reader waited for nothing.
+#[test]
+fn a_failed_precopy_chunk_gives_its_slot_back() {
+    let cfg = SaveConfig {
+        precopy: PrecopyPolicy::Chunked,
+        chunk_slots: 1,
+        ..SaveConfig::linux(ImageMode::Chunked, SaveMode::PreCopy)
+    };
+    let (mut h, first) = Harness::open(cfg, 4 * MIB, MIB);
+    assert!(matches!(first.kind, SaveKind::PreCopyChunk { slot: 0, .. }));
+    h.engine
+        .handle_save_failed(SaveFailure::Refused(CmdStatus::BadResStateErr))
+        .unwrap();
+    assert_eq!(h.engine.state(), FileState::PreCopyError);
+    assert!(h.drain().is_none());
+    // The final save finds slot 0 usable (it allocates a buffer for it):
+    // it is not held back behind a slot nothing will ever free.
+    h.engine.start_final(MIB).unwrap();
+    assert!(!h.engine.is_held_back());
+    let fin = h.drain().expect("the final SAVE starts");
+    assert_eq!(fin.kind, SaveKind::StopCopyChunk { slot: 0 });
+    assert_eq!(fin.scope, Scope::Full);
+}

@@ -44,7 +44,7 @@
 use arbitrary::Arbitrary;
 use mlx5vf_core::device::{Config, DeviceError, FileId, Poll};
 use mlx5vf_core::hal::{HalErrorKind, SaveToken};
-use mlx5vf_core::stream::{Reader, Verdict};
+use mlx5vf_core::stream::{Reader, StreamErrorKind, Verdict};
 use mlx5vf_core::vfio::{MigState, Session};
 use mlx5vf_sim::wire::opcode;
 
@@ -202,6 +202,9 @@ struct Stream {
     bytes: Vec<u8>,
     reader: Reader,
     eof: bool,
+    /// The end record caught bytes changed after their CRC was taken, which
+    /// only a lying firmware can do (see `read`).
+    corrupt: bool,
 }
 
 /// The resuming file being written, and how far.
@@ -334,6 +337,7 @@ impl Saver {
                         bytes: vec![],
                         reader: Reader::new(),
                         eof: false,
+                        corrupt: false,
                     });
                 }
             }
@@ -662,14 +666,24 @@ impl Saver {
             }
             Ok(n) => {
                 assert!(n <= max);
+                let lied = self.dev.hal().taint.lied;
                 let s = self.stream(f);
                 assert!(!s.eof, "data after end of stream");
                 s.bytes.extend_from_slice(&buf);
-                // Every prefix of a saved stream is well formed.
+                // Every prefix of a saved stream is well formed, unless
+                // firmware lied: a corrupted CREATE_MKEY output, say, sends
+                // a SAVE into another buffer whose bytes were already
+                // summed, and the end record's CRC is what catches that.
                 let mut rest = &buf[..];
-                while !rest.is_empty() {
+                while !rest.is_empty() && !s.corrupt {
                     match s.reader.feed(rest) {
                         Ok(step) => rest = &rest[step.consumed..],
+                        Err(e)
+                            if lied && matches!(e.kind, StreamErrorKind::IntegrityMismatch(_)) =>
+                        {
+                            hit(Hit::SaveLieCaughtByIntegrity);
+                            s.corrupt = true;
+                        }
                         Err(e) => panic!("the saved stream is malformed: {e}"),
                     }
                 }
@@ -711,6 +725,9 @@ impl Saver {
         }
         s.eof = true;
         hit(Hit::SaveEof);
+        if s.corrupt {
+            return;
+        }
         let t = reference(&s.bytes);
         assert_eq!(
             t.verdict,
