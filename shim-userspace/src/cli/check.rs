@@ -13,7 +13,7 @@ use clap::Args;
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::vfio::{MigState, MigrationFlags, Path};
 
-use super::device::{DEFAULT_DEVICE, DriverArgs};
+use super::device::{DEFAULT_DEVICE, LoadingArgs, SavingArgs};
 use crate::backend::{self, DataFile, MigrationDevice, OpenError, errno_of, is_no_message};
 use crate::interrupt::{Interrupt, signal_name};
 
@@ -50,9 +50,12 @@ pub struct CheckArgs {
     /// Treat warnings (e.g. an incomplete stream accepted on resume) as failures.
     #[arg(long)]
     pub strict: bool,
-    /// Driver policy (sim devices).
+    /// How the driver saves (the checks save and resume).
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub saving: SavingArgs,
+    /// How the driver loads.
+    #[command(flatten)]
+    pub loading: LoadingArgs,
 }
 
 /// Why `mlx5vf check` failed.
@@ -103,7 +106,10 @@ const PREFIX_MAX: usize = 1 << 20;
 /// # Errors
 /// [`CheckError`].
 pub fn run(args: &CheckArgs, out: &mut dyn Write) -> Result<(), CheckError> {
-    let mut dev = backend::open(&args.device, &args.driver.options()).map_err(CheckError::Open)?;
+    let mut driver = backend::DriverOptions::default();
+    args.saving.apply(&mut driver);
+    args.loading.apply(&mut driver);
+    let mut dev = backend::open(&args.device, &driver).map_err(CheckError::Open)?;
     let opts = CheckOptions {
         require_eagain: args.require_eagain,
         strict: args.strict,

@@ -22,9 +22,12 @@ pub const DEFAULT_DEVICE: &str = "sim:state=1G";
 /// print the digest of a default save.
 pub const DEFAULT_DESTINATION: &str = "sim:state=4M,seed=99";
 
-/// Driver policy flags (simulated devices run the driver in this process).
+/// How the driver saves: flags for the commands that save (save, migrate,
+/// check). Simulated devices run the driver in this process; a kernel
+/// driver has its own policy.
 #[derive(Clone, Debug, Args)]
-pub struct DriverArgs {
+#[command(next_help_heading = "Saving policy (sim devices)")]
+pub struct SavingArgs {
     /// Chunk buffer size the saving policy starts with (Linux: 8M).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub chunk_size: u64,
@@ -42,23 +45,34 @@ pub struct DriverArgs {
     /// baseline of `bench downtime`).
     #[arg(long)]
     pub linux_precopy: bool,
-    /// Simulated devices: LOAD each image before receiving the next, as the
-    /// Linux driver does, instead of receiving image k+1 while image k LOADs.
+}
+
+impl SavingArgs {
+    /// Sets the saving side of `opts`.
+    pub fn apply(&self, opts: &mut DriverOptions) {
+        opts.chunk_size = self.chunk_size;
+        opts.chunk_slots = self.chunk_slots;
+        opts.legacy = self.legacy;
+        opts.integrity = !self.no_integrity;
+        opts.linux_precopy = self.linux_precopy;
+    }
+}
+
+/// How the driver loads: flags for the commands that load (load, migrate,
+/// check).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Loading policy (sim devices)")]
+pub struct LoadingArgs {
+    /// LOAD each image before receiving the next, as the Linux driver does,
+    /// instead of receiving image k+1 while image k LOADs.
     #[arg(long)]
     pub sync_load: bool,
 }
 
-impl DriverArgs {
-    /// The driver options.
-    pub fn options(&self) -> DriverOptions {
-        DriverOptions {
-            chunk_size: self.chunk_size,
-            chunk_slots: self.chunk_slots,
-            legacy: self.legacy,
-            integrity: !self.no_integrity,
-            linux_precopy: self.linux_precopy,
-            sync_load: self.sync_load,
-        }
+impl LoadingArgs {
+    /// Sets the loading side of `opts`.
+    pub fn apply(&self, opts: &mut DriverOptions) {
+        opts.sync_load = self.sync_load;
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod check;
 pub mod device;
+pub mod help;
 pub mod ifc;
 pub mod inspect;
 pub mod states;
@@ -37,6 +38,8 @@ pub const EXIT_BROKEN_PIPE: u8 = 141;
     about = "mlx5 VF live-migration driver logic: tools for commands, states and streams",
     long_about = "mlx5 VF live-migration driver logic (the Linux mlx5-vfio-pci migration \
                   path, chunk mode included), in Rust.\n\n\
+                  Commands that take a device (save, load, migrate, check) describe device \
+                  specs (sim:..., vfio-mig:...) with examples in their --help.\n\n\
                   Exit status: 0 on success, 1 when a well-formed request fails (no such \
                   transition, a malformed stream, an I/O error), 2 on a usage error. Errors \
                   are one line on standard error, starting \"mlx5vf: \"."
@@ -60,16 +63,32 @@ pub enum Command {
     #[command(long_about = inspect::LONG_ABOUT, after_help = inspect::AFTER_HELP)]
     Inspect(inspect::InspectArgs),
     /// Migrate a VF's state from one device to another in this process (the main job).
-    #[command(long_about = MIGRATE_ABOUT)]
+    #[command(
+        long_about = MIGRATE_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::MIGRATE_EXAMPLES)
+    )]
     Migrate(transfer_cmds::MigrateArgs),
     /// Save a VF's state to a file, a pipe or a TCP peer.
-    #[command(long_about = SAVE_ABOUT)]
+    #[command(
+        long_about = SAVE_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::SAVE_EXAMPLES)
+    )]
     Save(transfer_cmds::SaveArgs),
     /// Load a VF's state from a file, a pipe or a TCP connection.
-    #[command(long_about = LOAD_ABOUT)]
+    #[command(
+        long_about = LOAD_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::LOAD_EXAMPLES)
+    )]
     Load(transfer_cmds::LoadArgs),
     /// Check a device against the VFIO migration uAPI (arcs, EOF, ENOMSG, EAGAIN, reset).
-    #[command(long_about = check::LONG_ABOUT)]
+    #[command(
+        long_about = check::LONG_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::CHECK_EXAMPLES)
+    )]
     Check(check::CheckArgs),
     /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling.
     Bench(bench::BenchArgs),
@@ -80,9 +99,6 @@ const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in 
     STOP, RUNNING) run concurrently, connected by a bounded pipe. Prints bytes, records, chunks, \
     wall time, throughput, the stop-copy downtime and peak buffer memory on stderr; exits 0 only \
     if the destination's state digest equals the source's.\n\n\
-    Devices are named by spec strings: sim[:key=value,...] is the built-in simulated mlx5 PF \
-    with one VF (keys: state=SIZE, seed=N, chunks=on|off, precopy=on|off, object=MIN-MAX, \
-    dirty=SIZE, fw-rate=SIZE/s, latency=DURATION, migratable=on|off).\n\n\
     Where the devices are left. On success: the source in STOP (its state is out), the \
     destination RUNNING with it. On a failure (exit 1, one line naming the side that failed \
     first and how each side was left): the source goes back to the state it was in, RUNNING \

@@ -7,10 +7,10 @@ use clap::Args;
 use mlx5vf_core::vfio::MigState;
 
 use super::device::{
-    DEFAULT_DESTINATION, DEFAULT_DEVICE, DriverArgs, Progress, Summary, Value, open_input,
-    open_output, rate,
+    DEFAULT_DESTINATION, DEFAULT_DEVICE, LoadingArgs, Progress, SavingArgs, Summary, Value,
+    open_input, open_output, rate,
 };
-use crate::backend::{self, MigrationDevice, OpenError};
+use crate::backend::{self, DriverOptions, MigrationDevice, OpenError};
 use crate::interrupt::Interrupt;
 use crate::pipe::pipe;
 use crate::recognise::RecordCounts;
@@ -21,7 +21,7 @@ use crate::transfer::{
 /// Arguments of `mlx5vf save`.
 #[derive(Clone, Debug, Args)]
 pub struct SaveArgs {
-    /// The device to save (see `mlx5vf --help` for specs).
+    /// The device to save (specs: see below).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
     pub device: String,
     /// Run PRE_COPY rounds before stopping the device.
@@ -42,9 +42,9 @@ pub struct SaveArgs {
     /// Print the summary as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
-    /// Driver policy.
+    /// How the driver saves.
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub saving: SavingArgs,
 }
 
 /// Arguments of `mlx5vf load`.
@@ -66,9 +66,9 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
-    /// Driver policy.
+    /// How the driver loads.
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub loading: LoadingArgs,
 }
 
 /// Arguments of `mlx5vf migrate`.
@@ -90,9 +90,22 @@ pub struct MigrateArgs {
     /// Print the summary as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
-    /// Driver policy.
+    /// How the source's driver saves.
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub saving: SavingArgs,
+    /// How the destination's driver loads.
+    #[command(flatten)]
+    pub loading: LoadingArgs,
+}
+
+impl MigrateArgs {
+    /// The driver options of both sides.
+    pub fn driver_options(&self) -> DriverOptions {
+        let mut opts = DriverOptions::default();
+        self.saving.apply(&mut opts);
+        self.loading.apply(&mut opts);
+        opts
+    }
 }
 
 /// Which side of a migration.
@@ -177,8 +190,8 @@ impl TransferCmdError {
     }
 }
 
-fn open(spec: &str, driver: &DriverArgs) -> Result<Box<dyn MigrationDevice>, TransferCmdError> {
-    backend::open(spec, &driver.options()).map_err(TransferCmdError::Open)
+fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>, TransferCmdError> {
+    backend::open(spec, opts).map_err(TransferCmdError::Open)
 }
 
 /// Stops a transfer on SIGINT/SIGTERM/SIGHUP; without handlers (they could
@@ -232,7 +245,9 @@ fn add_save(s: &mut Summary, r: &SaveReport) {
 /// [`TransferCmdError`].
 pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
     let interrupt = interrupt_on_signals();
-    let mut dev = open(&args.device, &args.driver)?;
+    let mut opts = DriverOptions::default();
+    args.saving.apply(&mut opts);
+    let mut dev = open(&args.device, &opts)?;
     let total = dev.data_size().unwrap_or(0);
     let mut out = open_output(&args.output, &interrupt).map_err(TransferCmdError::Endpoint)?;
     let progress = Progress::new(total, true).interrupted_by(interrupt);
@@ -272,7 +287,9 @@ fn add_load(s: &mut Summary, r: &LoadReport) {
 /// [`TransferCmdError`].
 pub fn load(args: &LoadArgs) -> Result<Summary, TransferCmdError> {
     let interrupt = interrupt_on_signals();
-    let mut dev = open(&args.device, &args.driver)?;
+    let mut opts = DriverOptions::default();
+    args.loading.apply(&mut opts);
+    let mut dev = open(&args.device, &opts)?;
     let mut input = open_input(&args.input, &interrupt).map_err(TransferCmdError::Endpoint)?;
     let progress = Progress::new(0, true).interrupted_by(interrupt);
     let r = transfer::load(dev.as_mut(), &mut input, &progress);
@@ -312,8 +329,9 @@ fn resting_state(dev: &mut dyn MigrationDevice) -> MigState {
 /// destination does not end with the source's state.
 pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
     let interrupt = interrupt_on_signals();
-    let mut src = open(&args.from, &args.driver)?;
-    let mut dst = open(&args.to, &args.driver)?;
+    let driver = args.driver_options();
+    let mut src = open(&args.from, &driver)?;
+    let mut dst = open(&args.to, &driver)?;
     let source_resting = resting_state(src.as_mut());
     let total = src.data_size().unwrap_or(0);
     let progress = Progress::new(total, true).interrupted_by(interrupt.clone());
