@@ -3,9 +3,14 @@
 //! each class of `load` failure with its message and exit status.
 mod common;
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
+
+use rustix::fs::OFlags;
+use rustix::pty::OpenptFlags;
 
 use common::{Run, bin, run, run_stdin};
 
@@ -437,4 +442,91 @@ fn help_says_where_a_failed_transfer_leaves_the_device() {
     }
     let save = run(&["save", "--help"]);
     assert!(save.ok().contains("Where the device is left."));
+}
+
+/// A pseudo-terminal: its master, and its slave opened as a file (which
+/// `isatty()` calls a terminal).
+fn pseudo_terminal() -> (File, File) {
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        // Not the controlling terminal of the test process.
+        .custom_flags(OFlags::NOCTTY.bits() as i32)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    (File::from(master), slave)
+}
+
+/// Reads the master until every slave is closed (EIO on Linux); returns
+/// the byte count.
+fn drain(mut master: File) -> u64 {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(e) if e.raw_os_error() == Some(5) => return total,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+}
+
+/// Issue 14: `save` without -o and a terminal on stdout refuses, in one
+/// line with exit status 2, before writing a byte; -o - writes there anyway.
+#[test]
+fn save_refuses_a_terminal_on_stdout_unless_told() {
+    let (master, slave) = pseudo_terminal();
+    let reader = std::thread::spawn(move || drain(master));
+    let refused = {
+        let mut cmd = bin();
+        cmd.args(["save", "--device", "sim:state=1M,object=64K-256K"])
+            .stdin(Stdio::null())
+            .stdout(slave)
+            .stderr(Stdio::piped());
+        // `cmd` (and with it our copy of the slave) is dropped here.
+        cmd.output().unwrap()
+    };
+    let r = Run {
+        code: refused.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8(refused.stderr).unwrap(),
+    };
+    r.fails(
+        2,
+        "standard output is a terminal: refusing to write a binary stream to it; give -o FILE",
+    );
+    assert_eq!(reader.join().unwrap(), 0, "bytes reached the terminal");
+
+    let (master, slave) = pseudo_terminal();
+    let reader = std::thread::spawn(move || drain(master));
+    let forced = {
+        let mut cmd = bin();
+        cmd.args([
+            "save",
+            "--device",
+            "sim:state=1M,object=64K-256K",
+            "-o",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(slave)
+        .stderr(Stdio::piped());
+        cmd.output().unwrap()
+    };
+    let stderr = String::from_utf8(forced.stderr).unwrap();
+    assert!(forced.status.success(), "{stderr}");
+    let saved: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes="))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The terminal may add a carriage return before each newline byte.
+    assert!(reader.join().unwrap() >= saved, "{stderr}");
 }

@@ -114,6 +114,9 @@ const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a TCP peer: PRE
     stream's format (mlx5vf, linux-mlx5, or opaque for another driver's stream, reported as \
     bytes only), records for an mlx5 stream, times, and the digest of a simulated device on \
     stderr.\n\n\
+    The stream goes to -o; without -o to standard output, unless that is a terminal: then \
+    save refuses (exit 2, before touching the device), and -o - writes to the terminal \
+    anyway.\n\n\
     Where the device is left. A device found mid-session (left by an earlier user) is first \
     brought out: RESUMING or ERROR by VFIO_DEVICE_RESET, STOP_COPY walked to STOP, PRE_COPY to \
     RUNNING, PRE_COPY_P2P to RUNNING_P2P (summary: recovered=...). On success: STOP (its state \

@@ -1,6 +1,6 @@
 //! `mlx5vf save`, `mlx5vf load` and `mlx5vf migrate`.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::time::Instant;
 
 use clap::Args;
@@ -32,13 +32,10 @@ pub struct SaveArgs {
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: std::time::Duration,
     /// Where the stream goes: a file, `-` for stdout, or `tcp://HOST:PORT`.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "PATH|-|tcp://HOST:PORT",
-        default_value = "-"
-    )]
-    pub output: String,
+    /// Without -o: stdout, unless it is a terminal (then save refuses; -o -
+    /// writes to a terminal anyway).
+    #[arg(short = 'o', long = "output", value_name = "PATH|-|tcp://HOST:PORT")]
+    pub output: Option<String>,
     /// Print the summary as one JSON object on stderr.
     #[arg(long)]
     pub json: bool,
@@ -144,6 +141,8 @@ pub enum TransferCmdError {
         /// How the other side's device was left.
         other: Aftermath,
     },
+    /// `save` without `-o` would write its binary stream to a terminal.
+    TerminalOutput,
     /// The destination's state differs from the source's.
     DigestMismatch {
         /// Source digest.
@@ -166,6 +165,10 @@ impl std::fmt::Display for TransferCmdError {
                 };
                 write!(f, "{side}: {error}; {other_side}: {other}")
             }
+            Self::TerminalOutput => f.write_str(
+                "standard output is a terminal: refusing to write a binary stream to it; \
+                 give -o FILE, -o tcp://HOST:PORT, or -o - to write it there anyway",
+            ),
             Self::DigestMismatch {
                 source,
                 destination,
@@ -180,11 +183,12 @@ impl std::fmt::Display for TransferCmdError {
 impl std::error::Error for TransferCmdError {}
 
 impl TransferCmdError {
-    /// Exit status: 2 for a bad device spec, 1 otherwise (an interrupted
-    /// transfer too: it failed, and its device was put back).
+    /// Exit status: 2 for a bad device spec or a stream that would go to a
+    /// terminal (the command line must say otherwise), 1 otherwise (an
+    /// interrupted transfer too: it failed, and its device was put back).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Open(OpenError::Spec(_)) => super::EXIT_USAGE,
+            Self::Open(OpenError::Spec(_)) | Self::TerminalOutput => super::EXIT_USAGE,
             _ => super::EXIT_FAILURE,
         }
     }
@@ -239,17 +243,36 @@ fn add_save(s: &mut Summary, r: &SaveReport) {
         );
 }
 
+/// Where `save` writes its stream: `-o` as given; without it standard
+/// output, unless `stdout_is_terminal()` (a gigabyte of binary is no use
+/// on a screen, and can leave the terminal in a strange state).
+///
+/// # Errors
+/// [`TransferCmdError::TerminalOutput`].
+pub fn stream_destination(
+    output: Option<&str>,
+    stdout_is_terminal: impl FnOnce() -> bool,
+) -> Result<&str, TransferCmdError> {
+    match output {
+        Some(given) => Ok(given),
+        None if stdout_is_terminal() => Err(TransferCmdError::TerminalOutput),
+        None => Ok("-"),
+    }
+}
+
 /// `mlx5vf save`.
 ///
 /// # Errors
 /// [`TransferCmdError`].
 pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
+    // Before the device is touched: a refused save changes nothing.
+    let destination = stream_destination(args.output.as_deref(), || io::stdout().is_terminal())?;
     let interrupt = interrupt_on_signals();
     let mut opts = DriverOptions::default();
     args.saving.apply(&mut opts);
     let mut dev = open(&args.device, &opts)?;
     let total = dev.data_size().unwrap_or(0);
-    let mut out = open_output(&args.output, &interrupt).map_err(TransferCmdError::Endpoint)?;
+    let mut out = open_output(destination, &interrupt).map_err(TransferCmdError::Endpoint)?;
     let progress = Progress::new(total, true).interrupted_by(interrupt);
     let opts = SaveOptions {
         precopy: args.precopy,
@@ -458,6 +481,32 @@ mod tests {
         match Cli::parse_from(args).command {
             Command::Save(a) => a.device,
             Command::Load(a) => a.device,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 14: without -o, save refuses a terminal on stdout; -o - (or
+    /// any -o) is taken as given, and a pipe or file on stdout is used.
+    #[test]
+    fn save_refuses_a_terminal_unless_told() {
+        let terminal = || true;
+        let pipe = || false;
+        assert!(matches!(
+            stream_destination(None, terminal),
+            Err(TransferCmdError::TerminalOutput)
+        ));
+        assert_eq!(stream_destination(None, pipe).unwrap(), "-");
+        assert_eq!(stream_destination(Some("-"), terminal).unwrap(), "-");
+        assert_eq!(
+            stream_destination(Some("s.bin"), terminal).unwrap(),
+            "s.bin"
+        );
+        let e = TransferCmdError::TerminalOutput;
+        assert_eq!(e.exit_code(), crate::cli::EXIT_USAGE);
+        assert!(!e.to_string().contains('\n'));
+        // The flag is optional, so "not given" can be told from "-".
+        match Cli::parse_from(["mlx5vf", "save"]).command {
+            Command::Save(a) => assert_eq!(a.output, None),
             other => panic!("{other:?}"),
         }
     }
