@@ -12,50 +12,49 @@ use std::process::Stdio;
 use rustix::fs::OFlags;
 use rustix::pty::OpenptFlags;
 
-use common::{Run, bin, run, run_stdin};
+use common::{Run, bin, one_json_document, run, run_stdin};
 
-fn json_field<'a>(json: &'a str, key: &str) -> &'a str {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("{key} missing in {json}"))
-        + pat.len();
-    let rest = &json[at..];
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim_matches('"')
-}
-
-fn migrate(args: &[&str]) -> String {
+/// `migrate --json ARGS`: exit 0, one document on stdout with matching
+/// digests, and the key=value summary for people on stderr.
+fn migrate(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["migrate", "--json"];
     all.extend_from_slice(args);
     let r = run(&all);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let json = r.stderr.trim().to_owned();
-    assert_eq!(json_field(&json, "digests_match"), "true", "{json}");
-    json
+    let doc = one_json_document(&r.stdout);
+    assert_eq!(doc["command"], "migrate");
+    assert_eq!(doc["digests_match"], true, "{doc}");
+    assert!(r.stderr.contains("digests_match=true"), "{}", r.stderr);
+    doc
+}
+
+fn u64_of(doc: &serde_json::Value, key: &str) -> u64 {
+    doc[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a count in {doc}"))
 }
 
 #[test]
 fn migrate_chunk_mode() {
     let j = migrate(&["--from", "sim:state=64M,seed=5"]);
-    assert!(json_field(&j, "fw_data_records").parse::<u64>().unwrap() >= 8);
-    assert!(json_field(&j, "bytes").parse::<u64>().unwrap() > 64 << 20);
+    assert!(u64_of(&j, "fw_data_records") >= 8);
+    assert!(u64_of(&j, "bytes") > 64 << 20);
     // Two 8 MiB-ish slots, never the state size.
-    let peak: u64 = json_field(&j, "source_peak_buffer_bytes").parse().unwrap();
+    let peak = u64_of(&j, "source_peak_buffer_bytes");
     assert!(peak < 30 << 20, "{peak}");
 }
 
 #[test]
 fn migrate_legacy_mode() {
     let j = migrate(&["--from", "sim:state=20M,seed=6", "--legacy"]);
-    assert_eq!(json_field(&j, "fw_data_records"), "1");
+    assert_eq!(u64_of(&j, "fw_data_records"), 1);
 }
 
 #[test]
 fn migrate_precopy() {
     let j = migrate(&["--from", "sim:state=64M,seed=7,dirty=1M", "--precopy"]);
-    assert!(json_field(&j, "precopy_rounds").parse::<u64>().unwrap() >= 1);
-    assert!(json_field(&j, "precopy_bytes").parse::<u64>().unwrap() > 0);
+    assert!(u64_of(&j, "precopy_rounds") >= 1);
+    assert!(u64_of(&j, "precopy_bytes") > 0);
 }
 
 #[test]
@@ -135,6 +134,7 @@ fn save_over_tcp_to_another_process() {
     let connect = format!("tcp://127.0.0.1:{port}");
     let load = bin()
         .args(["load", "--device", "sim:state=1M", "-i", &listen, "--json"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -149,11 +149,14 @@ fn save_over_tcp_to_another_process() {
     ]);
     assert_eq!(s.code, Some(0), "{}", s.stderr);
     let l = load.wait_with_output().unwrap();
-    let l = String::from_utf8(l.stderr).unwrap();
+    let saved = one_json_document(&s.stdout);
+    let loaded = one_json_document(&String::from_utf8(l.stdout).unwrap());
     assert_eq!(
-        json_field(s.stderr.trim(), "digest"),
-        json_field(l.trim(), "digest")
+        (&saved["command"], &loaded["command"]),
+        (&"save".into(), &"load".into())
     );
+    assert!(saved["digest"].is_string(), "{saved}");
+    assert_eq!(saved["digest"], loaded["digest"]);
 }
 
 /// A valid stream of our format, from a small state.
@@ -243,6 +246,7 @@ fn load_reads_stdin_in_any_pieces() {
     let mut child = bin()
         .args(["load", "--device", "sim:state=1M", "--json"])
         .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -257,6 +261,8 @@ fn load_reads_stdin_in_any_pieces() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let doc = one_json_document(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(doc["bytes"], good.len());
 }
 
 /// Issue 14: a load that received no state is a failure naming why, and

@@ -12,6 +12,7 @@ pub mod device;
 pub mod help;
 pub mod ifc;
 pub mod inspect;
+pub mod json;
 pub mod states;
 pub mod transfer_cmds;
 
@@ -40,6 +41,11 @@ pub const EXIT_BROKEN_PIPE: u8 = 141;
                   path, chunk mode included), in Rust.\n\n\
                   Commands that take a device (save, load, migrate, check) describe device \
                   specs (sim:..., vfio-mig:...) with examples in their --help.\n\n\
+                  --json (on every command that reports) prints one JSON document on \
+                  standard output, with \"schema\": \"mlx5vf/1\" and its \"command\"; \
+                  what is meant for people stays on standard error; a failure is a \
+                  document too, with \"error\". bench --json prints one document per \
+                  result (JSON Lines).\n\n\
                   Exit status: 0 on success, 1 when a well-formed request fails (no such \
                   transition, a malformed stream, an I/O error), 2 on a usage error. Errors \
                   are one line on standard error, starting \"mlx5vf: \"."
@@ -147,35 +153,111 @@ const LOAD_ABOUT: &str = "Load a VF's state from a file, a pipe or a TCP connect
     state it was in. If the reset itself fails, the line says so and names the last state \
     seen. A second signal exits at once; the next load recovers the device.";
 
+impl Command {
+    /// The `command` of its JSON document, when `--json` was given.
+    pub fn json_name(&self) -> Option<&'static str> {
+        let (json, name) = match self {
+            Self::Ifc(cmd) => (cmd.json(), cmd.name()),
+            Self::States(cmd) => (cmd.json(), cmd.name()),
+            Self::Inspect(args) => (args.json, "inspect"),
+            Self::Migrate(args) => (args.json, "migrate"),
+            Self::Save(args) => (args.json, "save"),
+            Self::Load(args) => (args.json, "load"),
+            Self::Check(args) => (args.json, "check"),
+            Self::Bench(args) => (args.json, "bench"),
+        };
+        json.then_some(name)
+    }
+}
+
 /// Runs one subcommand, writing its results to `out`, which is flushed
 /// before returning (so a caller printing an error afterwards prints it after
-/// the results).
+/// the results). With `--json`, `out` receives the JSON document, also
+/// when the command fails (with an `error` object).
 ///
 /// # Errors
 /// What the subcommand reports; [`Error::exit_code`] says how to exit.
 pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
+    let json = command.json_name().is_some();
     let result = match command {
         Command::Ifc(cmd) => ifc::run(cmd, out),
         Command::States(cmd) => states::run(cmd, out),
         Command::Inspect(args) => inspect::run(args, out),
-        Command::Migrate(args) => finish(transfer_cmds::migrate(args), args.json),
-        Command::Save(args) => finish(transfer_cmds::save(args), args.json),
-        Command::Load(args) => finish(transfer_cmds::load(args), args.json),
+        Command::Migrate(args) => finish(transfer_cmds::migrate(args), json, out),
+        Command::Save(args) => finish(transfer_cmds::save(args), json, out),
+        Command::Load(args) => finish(transfer_cmds::load(args), json, out),
         Command::Bench(args) => bench::run(args, out).map_err(Error::Bench),
         Command::Check(args) => check::run(args, out).map_err(Error::Check),
     };
+    if let (Err(e), Some(name)) = (&result, command.json_name()) {
+        if !e.has_document() {
+            let doc = FailureDocument {
+                command: name,
+                error: e,
+            };
+            // The error stays what the command reports (its line on
+            // stderr, its exit status); a document that cannot be written
+            // as well changes neither.
+            let _ = json::write_line(out, &doc);
+        }
+    }
     let flushed = out.flush().map_err(Error::Output);
     result.and(flushed)
 }
 
-/// Prints a device command's summary on stderr.
+/// Prints a device command's summary: `key=value` lines on stderr and,
+/// with `--json`, the document on `out`. A digest mismatch has a summary
+/// too (its document is written with the error).
 fn finish(
     result: Result<device::Summary, transfer_cmds::TransferCmdError>,
     json: bool,
+    out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let summary = result.map_err(Error::Transfer)?;
-    summary.print(json);
-    Ok(())
+    match result {
+        Ok(summary) => {
+            summary.print_text();
+            if json {
+                json::write_line(out, &summary).map_err(Error::Output)?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(summary) = e.summary() {
+                summary.print_text();
+            }
+            Err(Error::Transfer(e))
+        }
+    }
+}
+
+/// The document of a command that failed: `schema`, `command`, the
+/// summary's fields when the failure has one (a digest mismatch), and
+/// `error`.
+struct FailureDocument<'a> {
+    command: &'a str,
+    error: &'a Error,
+}
+
+impl serde::Serialize for FailureDocument<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("schema", json::SCHEMA)?;
+        map.serialize_entry("command", self.command)?;
+        if let Error::Transfer(e) = self.error {
+            for (key, value) in e.summary().into_iter().flat_map(device::Summary::entries) {
+                if key != "command" {
+                    map.serialize_entry(key, value)?;
+                }
+            }
+        }
+        let failure = json::Failure {
+            message: self.error.to_string(),
+            exit_code: self.error.exit_code(),
+        };
+        map.serialize_entry("error", &failure)?;
+        map.end()
+    }
 }
 
 /// Why a subcommand failed.
@@ -219,6 +301,20 @@ impl Error {
     /// (the reader went away on purpose).
     pub fn is_quiet(&self) -> bool {
         matches!(self, Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Whether the command's JSON document already carries this error (a
+    /// listing that stopped at a malformed record, a check report with
+    /// failures), or no document may be written (the output failed, or
+    /// stdout was to carry a stream).
+    fn has_document(&self) -> bool {
+        match self {
+            Self::Inspect(e) => e.is_in_listing(),
+            Self::Check(check::CheckError::Failed(_))
+            | Self::Transfer(transfer_cmds::TransferCmdError::JsonOnStreamOutput)
+            | Self::Output(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -295,6 +391,30 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// A migration whose digests differ fails with its summary: the
+    /// document carries the figures and the error, once each.
+    #[test]
+    fn a_digest_mismatch_document_keeps_the_summary() {
+        let mut summary = device::Summary::default();
+        summary
+            .add("command", device::Value::Text("migrate".into()))
+            .add("bytes", device::Value::Int(7))
+            .add("digests_match", device::Value::Bool(false));
+        let error = Error::Transfer(transfer_cmds::TransferCmdError::DigestMismatch {
+            source: "aa".into(),
+            destination: "bb".into(),
+            summary: Box::new(summary),
+        });
+        let doc = FailureDocument {
+            command: "migrate",
+            error: &error,
+        };
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"schema":"mlx5vf/1","command":"migrate","bytes":7,"digests_match":false,"error":{"message":"digests differ: source aa, destination bb","exit_code":1}}"#
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub struct SaveArgs {
     /// writes to a terminal anyway).
     #[arg(short = 'o', long = "output", value_name = "PATH|-|tcp://HOST:PORT")]
     pub output: Option<String>,
-    /// Print the summary as one JSON object on stderr.
+    /// Also print the summary as one JSON document on stdout (the
+    /// key=value lines stay on stderr).
     #[arg(long)]
     pub json: bool,
     /// How the driver saves.
@@ -60,7 +61,8 @@ pub struct LoadArgs {
         default_value = "-"
     )]
     pub input: String,
-    /// Print the summary as one JSON object on stderr.
+    /// Also print the summary as one JSON document on stdout (the
+    /// key=value lines stay on stderr).
     #[arg(long)]
     pub json: bool,
     /// How the driver loads.
@@ -84,7 +86,8 @@ pub struct MigrateArgs {
     /// iterates until what the source still holds would move within it.
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: std::time::Duration,
-    /// Print the summary as one JSON object on stderr.
+    /// Also print the summary as one JSON document on stdout (the
+    /// key=value lines stay on stderr).
     #[arg(long)]
     pub json: bool,
     /// How the source's driver saves.
@@ -143,12 +146,16 @@ pub enum TransferCmdError {
     },
     /// `save` without `-o` would write its binary stream to a terminal.
     TerminalOutput,
+    /// `save --json` whose stream goes to stdout, where the document goes.
+    JsonOnStreamOutput,
     /// The destination's state differs from the source's.
     DigestMismatch {
         /// Source digest.
         source: String,
         /// Destination digest.
         destination: String,
+        /// What the migration measured (printed with the error).
+        summary: Box<Summary>,
     },
 }
 
@@ -169,9 +176,14 @@ impl std::fmt::Display for TransferCmdError {
                 "standard output is a terminal: refusing to write a binary stream to it; \
                  give -o FILE, -o tcp://HOST:PORT, or -o - to write it there anyway",
             ),
+            Self::JsonOnStreamOutput => f.write_str(
+                "--json prints its document on standard output, which would carry the stream \
+                 too: give -o FILE or -o tcp://HOST:PORT",
+            ),
             Self::DigestMismatch {
                 source,
                 destination,
+                ..
             } => write!(
                 f,
                 "digests differ: source {source}, destination {destination}"
@@ -183,13 +195,24 @@ impl std::fmt::Display for TransferCmdError {
 impl std::error::Error for TransferCmdError {}
 
 impl TransferCmdError {
-    /// Exit status: 2 for a bad device spec or a stream that would go to a
-    /// terminal (the command line must say otherwise), 1 otherwise (an
-    /// interrupted transfer too: it failed, and its device was put back).
+    /// Exit status: 2 for a bad device spec, or a stream that would go to
+    /// a terminal or share stdout with `--json` (the command line must say
+    /// otherwise); 1 otherwise (an interrupted transfer too: it failed, and
+    /// its device was put back).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Open(OpenError::Spec(_)) | Self::TerminalOutput => super::EXIT_USAGE,
+            Self::Open(OpenError::Spec(_)) | Self::TerminalOutput | Self::JsonOnStreamOutput => {
+                super::EXIT_USAGE
+            }
             _ => super::EXIT_FAILURE,
+        }
+    }
+
+    /// The summary a failure still has (a migration whose digests differ).
+    pub fn summary(&self) -> Option<&Summary> {
+        match self {
+            Self::DigestMismatch { summary, .. } => Some(summary),
+            _ => None,
         }
     }
 }
@@ -267,6 +290,9 @@ pub fn stream_destination(
 pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
     // Before the device is touched: a refused save changes nothing.
     let destination = stream_destination(args.output.as_deref(), || io::stdout().is_terminal())?;
+    if args.json && destination == "-" {
+        return Err(TransferCmdError::JsonOnStreamOutput);
+    }
     let interrupt = interrupt_on_signals();
     let mut opts = DriverOptions::default();
     args.saving.apply(&mut opts);
@@ -453,10 +479,10 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
             .add("destination_digest", Value::Text(b.clone()))
             .add("digests_match", Value::Bool(a == b));
         if a != b {
-            s.print(args.json);
             return Err(TransferCmdError::DigestMismatch {
                 source: a.clone(),
                 destination: b.clone(),
+                summary: Box::new(s),
             });
         }
     }
