@@ -37,7 +37,8 @@ pub struct SaveArgs {
     #[arg(short = 'o', long = "output", value_name = "PATH|-|tcp://HOST:PORT")]
     pub output: Option<String>,
     /// Also print the summary as one JSON document on stdout (the
-    /// key=value lines stay on stderr).
+    /// key=value lines stay on stderr); needs -o FILE or -o tcp://..., as
+    /// stdout cannot carry the stream too.
     #[arg(long)]
     pub json: bool,
     /// How the driver saves.
