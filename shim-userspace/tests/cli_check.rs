@@ -206,13 +206,25 @@ impl MigrationDevice for Broken {
 
 fn check_with(dev: &mut dyn MigrationDevice, opts: &CheckOptions) -> (usize, String) {
     let mut out = Vec::new();
-    let failed = check_device(dev, opts, &mut out).unwrap();
+    let report = check_device(dev, opts, &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
-    // Every check line cites the rule it applies.
-    for line in out.lines().skip(1) {
+    // Every check line cites the rule it applies, and the report (what
+    // --json prints) holds the same lines.
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), report.checks.len(), "{out}");
+    for (line, check) in lines.iter().zip(&report.checks) {
         assert!(line.contains(" [rule: ") && line.ends_with(']'), "{line}");
+        let text = format!(
+            "{} {:<18} {} [rule: {}]",
+            check.result.to_uppercase(),
+            check.name,
+            check.detail,
+            check.rule
+        );
+        assert_eq!(*line, text);
     }
-    (failed, out)
+    assert_eq!(report.passed, report.failed == 0);
+    (report.failed, out)
 }
 
 fn strict() -> CheckOptions {

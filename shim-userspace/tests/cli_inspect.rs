@@ -7,9 +7,10 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::{bin, run, run_stdin};
+use common::{bin, one_json_document, run, run_stdin};
 use mlx5vf_core::stream::crc32c;
 use mlx5vf_core::stream::{StreamEnd, StreamInfo, StreamInfoFlags};
+use serde_json::json;
 
 /// A 16-byte record header, little-endian, spelled out field by field:
 /// `u64 record_size, u32 flags, u32 tag`.
@@ -160,11 +161,20 @@ fn other_bytes_are_not_a_stream() {
         &["inspect", "--json"],
         &[0x7f, b'E', b'L', b'F', 2, 1, 1, 0],
     );
-    out.fails(1, "it starts with bytes 7f 45 4c 46 02 01 01 00");
-    assert!(
-        out.stdout.starts_with("{\"type\":\"error\",\"offset\":0,"),
-        "{}",
-        out.stdout
+    let line = out.fails(1, "it starts with bytes 7f 45 4c 46 02 01 01 00");
+    let doc = one_json_document(&out.stdout);
+    assert_eq!(
+        doc,
+        json!({
+            "schema": "mlx5vf/1",
+            "command": "inspect",
+            "records": [],
+            "error": {
+                "offset": 0,
+                "message": line.strip_prefix("mlx5vf: ").unwrap(),
+                "exit_code": 1,
+            },
+        })
     );
 }
 
@@ -208,47 +218,63 @@ fn our_stream_is_verified() {
     );
 }
 
+/// Issue 14: `--json` prints one document (records, then the summary or
+/// the error), built by serde_json and read back the same way.
 #[test]
-fn json_lines() {
+fn json_document() {
     let out = run_stdin(&["inspect", "--json"], &linux_stream());
-    let text = out.ok();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6);
+    let doc = one_json_document(out.ok());
+    assert_eq!(doc["command"], "inspect");
+    let records = doc["records"].as_array().unwrap();
+    assert_eq!(records.len(), 5);
     assert_eq!(
-        lines[0],
-        "{\"type\":\"record\",\"offset\":0,\"tag\":\"STOP_COPY_SIZE\",\"tag_value\":1,\
-         \"flags\":\"optional\",\"flags_value\":1,\"size\":8,\"stop_copy_size\":8388608}"
+        records[0],
+        json!({"offset": 0, "tag": "STOP_COPY_SIZE", "tag_value": 1, "flags": "optional",
+               "flags_value": 1, "size": 8, "stop_copy_size": 8388608})
     );
     assert_eq!(
-        lines[3],
-        "{\"type\":\"record\",\"offset\":1056,\"tag\":\"0x1234\",\"tag_value\":4660,\
-         \"flags\":\"optional\",\"flags_value\":1,\"size\":5}"
+        records[3],
+        json!({"offset": 1056, "tag": "0x1234", "tag_value": 4660, "flags": "optional",
+               "flags_value": 1, "size": 5})
     );
     assert_eq!(
-        lines[5],
-        "{\"type\":\"summary\",\"records\":5,\"fw_data_records\":3,\"fw_data_bytes\":71000,\
-         \"total_bytes\":71093,\"integrity\":\"absent\"}"
+        doc["summary"],
+        json!({"records": 5, "fw_data_records": 3, "fw_data_bytes": 71000,
+               "total_bytes": 71093, "integrity": "absent"})
     );
     let (mut s, end) = ours_without_end();
     s.extend(end_record(end));
     let out = run_stdin(&["inspect", "--json"], &s);
-    let text = out.ok();
-    assert!(text.lines().next().unwrap().contains(
-        "\"stream_info\":{\"version\":1,\"producer\":\"mlx5vf-test\",\"chunk_mode\":true,\
-         \"pre_copy\":true,\"page_size\":4096,\"chunk_size\":8388608,\"chunk_slots\":2}"
-    ));
-    assert!(text.contains(&format!(
-        "\"stream_end\":{{\"fw_data_records\":3,\"fw_data_bytes\":127554,\"crc32c\":\"{:#010x}\"}}",
-        end.crc32c
-    )));
-    // An error is also a JSON line on stdout, besides the stderr line.
-    let out = run_stdin(&["inspect", "--json"], &linux_stream()[..29]);
-    out.fails(1, "truncated stream");
+    let doc = one_json_document(out.ok());
     assert_eq!(
-        out.stdout.lines().last().unwrap(),
-        "{\"type\":\"error\",\"offset\":24,\"message\":\"truncated stream: record header at byte 24 \
-         has 5 of 16 bytes (11 missing)\"}"
+        doc["records"][0]["stream_info"],
+        json!({"version": 1, "producer": "mlx5vf-test", "chunk_mode": true, "pre_copy": true,
+               "page_size": 4096, "chunk_size": 8388608, "chunk_slots": 2})
     );
+    assert_eq!(
+        doc["records"][5]["stream_end"],
+        json!({"fw_data_records": 3, "fw_data_bytes": 127554,
+               "crc32c": format!("{:#010x}", end.crc32c)})
+    );
+    assert_eq!(doc["summary"]["integrity"], "verified");
+    // An error ends the document (the records before it kept), besides
+    // the stderr line.
+    let out = run_stdin(&["inspect", "--json"], &linux_stream()[..29]);
+    let line = out.fails(1, "truncated stream");
+    let doc = one_json_document(&out.stdout);
+    assert_eq!(doc["records"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        doc["error"],
+        json!({"offset": 24,
+               "message": "inspect: truncated stream: record header at byte 24 has 5 of 16 \
+                           bytes (11 missing)",
+               "exit_code": 1})
+    );
+    assert_eq!(
+        line,
+        "mlx5vf: inspect: truncated stream: record header at byte 24 has 5 of 16 bytes (11 missing)"
+    );
+    assert!(doc.get("summary").is_none());
 }
 
 /// Runs inspect on `bytes`, expects exit 1 with `message` as the whole

@@ -3,54 +3,58 @@
 //! each class of `load` failure with its message and exit status.
 mod common;
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 
-use common::{Run, bin, run, run_stdin};
+use rustix::fs::OFlags;
+use rustix::pty::OpenptFlags;
 
-fn json_field<'a>(json: &'a str, key: &str) -> &'a str {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("{key} missing in {json}"))
-        + pat.len();
-    let rest = &json[at..];
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim_matches('"')
-}
+use common::{Run, bin, one_json_document, run, run_stdin};
 
-fn migrate(args: &[&str]) -> String {
+/// `migrate --json ARGS`: exit 0, one document on stdout with matching
+/// digests, and the key=value summary for people on stderr.
+fn migrate(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["migrate", "--json"];
     all.extend_from_slice(args);
     let r = run(&all);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let json = r.stderr.trim().to_owned();
-    assert_eq!(json_field(&json, "digests_match"), "true", "{json}");
-    json
+    let doc = one_json_document(&r.stdout);
+    assert_eq!(doc["command"], "migrate");
+    assert_eq!(doc["digests_match"], true, "{doc}");
+    assert!(r.stderr.contains("digests_match=true"), "{}", r.stderr);
+    doc
+}
+
+fn u64_of(doc: &serde_json::Value, key: &str) -> u64 {
+    doc[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a count in {doc}"))
 }
 
 #[test]
 fn migrate_chunk_mode() {
     let j = migrate(&["--from", "sim:state=64M,seed=5"]);
-    assert!(json_field(&j, "fw_data_records").parse::<u64>().unwrap() >= 8);
-    assert!(json_field(&j, "bytes").parse::<u64>().unwrap() > 64 << 20);
+    assert!(u64_of(&j, "fw_data_records") >= 8);
+    assert!(u64_of(&j, "bytes") > 64 << 20);
     // Two 8 MiB-ish slots, never the state size.
-    let peak: u64 = json_field(&j, "source_peak_buffer_bytes").parse().unwrap();
+    let peak = u64_of(&j, "source_peak_buffer_bytes");
     assert!(peak < 30 << 20, "{peak}");
 }
 
 #[test]
 fn migrate_legacy_mode() {
     let j = migrate(&["--from", "sim:state=20M,seed=6", "--legacy"]);
-    assert_eq!(json_field(&j, "fw_data_records"), "1");
+    assert_eq!(u64_of(&j, "fw_data_records"), 1);
 }
 
 #[test]
 fn migrate_precopy() {
     let j = migrate(&["--from", "sim:state=64M,seed=7,dirty=1M", "--precopy"]);
-    assert!(json_field(&j, "precopy_rounds").parse::<u64>().unwrap() >= 1);
-    assert!(json_field(&j, "precopy_bytes").parse::<u64>().unwrap() > 0);
+    assert!(u64_of(&j, "precopy_rounds") >= 1);
+    assert!(u64_of(&j, "precopy_bytes") > 0);
 }
 
 #[test]
@@ -130,6 +134,7 @@ fn save_over_tcp_to_another_process() {
     let connect = format!("tcp://127.0.0.1:{port}");
     let load = bin()
         .args(["load", "--device", "sim:state=1M", "-i", &listen, "--json"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -144,11 +149,14 @@ fn save_over_tcp_to_another_process() {
     ]);
     assert_eq!(s.code, Some(0), "{}", s.stderr);
     let l = load.wait_with_output().unwrap();
-    let l = String::from_utf8(l.stderr).unwrap();
+    let saved = one_json_document(&s.stdout);
+    let loaded = one_json_document(&String::from_utf8(l.stdout).unwrap());
     assert_eq!(
-        json_field(s.stderr.trim(), "digest"),
-        json_field(l.trim(), "digest")
+        (&saved["command"], &loaded["command"]),
+        (&"save".into(), &"load".into())
     );
+    assert!(saved["digest"].is_string(), "{saved}");
+    assert_eq!(saved["digest"], loaded["digest"]);
 }
 
 /// A valid stream of our format, from a small state.
@@ -238,6 +246,7 @@ fn load_reads_stdin_in_any_pieces() {
     let mut child = bin()
         .args(["load", "--device", "sim:state=1M", "--json"])
         .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -252,6 +261,8 @@ fn load_reads_stdin_in_any_pieces() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let doc = one_json_document(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(doc["bytes"], good.len());
 }
 
 /// Issue 14: a load that received no state is a failure naming why, and
@@ -437,4 +448,91 @@ fn help_says_where_a_failed_transfer_leaves_the_device() {
     }
     let save = run(&["save", "--help"]);
     assert!(save.ok().contains("Where the device is left."));
+}
+
+/// A pseudo-terminal: its master, and its slave opened as a file (which
+/// `isatty()` calls a terminal).
+fn pseudo_terminal() -> (File, File) {
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        // Not the controlling terminal of the test process.
+        .custom_flags(OFlags::NOCTTY.bits() as i32)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    (File::from(master), slave)
+}
+
+/// Reads the master until every slave is closed (EIO on Linux); returns
+/// the byte count.
+fn drain(mut master: File) -> u64 {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n as u64,
+            Err(e) if e.raw_os_error() == Some(5) => return total,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+}
+
+/// Issue 14: `save` without -o and a terminal on stdout refuses, in one
+/// line with exit status 2, before writing a byte; -o - writes there anyway.
+#[test]
+fn save_refuses_a_terminal_on_stdout_unless_told() {
+    let (master, slave) = pseudo_terminal();
+    let reader = std::thread::spawn(move || drain(master));
+    let refused = {
+        let mut cmd = bin();
+        cmd.args(["save", "--device", "sim:state=1M,object=64K-256K"])
+            .stdin(Stdio::null())
+            .stdout(slave)
+            .stderr(Stdio::piped());
+        // `cmd` (and with it our copy of the slave) is dropped here.
+        cmd.output().unwrap()
+    };
+    let r = Run {
+        code: refused.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8(refused.stderr).unwrap(),
+    };
+    r.fails(
+        2,
+        "standard output is a terminal: refusing to write a binary stream to it; give -o FILE",
+    );
+    assert_eq!(reader.join().unwrap(), 0, "bytes reached the terminal");
+
+    let (master, slave) = pseudo_terminal();
+    let reader = std::thread::spawn(move || drain(master));
+    let forced = {
+        let mut cmd = bin();
+        cmd.args([
+            "save",
+            "--device",
+            "sim:state=1M,object=64K-256K",
+            "-o",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(slave)
+        .stderr(Stdio::piped());
+        cmd.output().unwrap()
+    };
+    let stderr = String::from_utf8(forced.stderr).unwrap();
+    assert!(forced.status.success(), "{stderr}");
+    let saved: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes="))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The terminal may add a carriage return before each newline byte.
+    assert!(reader.join().unwrap() >= saved, "{stderr}");
 }

@@ -9,18 +9,9 @@
 //! onoff    = "on" | "off"
 //! ```
 //!
-//! | key | value | default | meaning |
-//! |---|---|---|---|
-//! | `state` | size | `1G` | exact byte size of the full image a single non-chunk SAVE produces |
-//! | `seed` | digits | `1` | generator seed (object sizes and content) |
-//! | `chunks` | onoff | `on` | `migration_in_chunks` (PF and VF) |
-//! | `precopy` | onoff | `on` | `migration_multi_load` + `migration_tracking_state` (PF and VF) |
-//! | `migratable` | onoff | `on` | the VF's `migratable` cap |
-//! | `object` | size `-` size | `64K-12M` | object sizes are uniform in [MIN, MAX] |
-//! | `dirty` | size | `0` | bytes the guest workload dirties per tick |
-//! | `fw-rate` | size, optionally followed by `/s`, or `off` | `off` | modelled firmware bandwidth (timing model, `std`) |
-//! | `latency` | duration | `0` | modelled per-command latency (timing model, `std`) |
-//! | `vfs` (alias `vf`) | digits | `1` | number of VFs; VF n uses seed + n |
+//! The keys, with their values, defaults and meanings, are [`KEYS`]: the
+//! parser looks names up there and `Display` walks it, so help texts built
+//! from it list exactly what the parser accepts.
 //!
 //! Bare `sim` (or `sim:`) is all defaults; each key may appear once.
 //! [`SimSpec`]'s `Display` prints the shortest spec that parses back to the
@@ -168,43 +159,65 @@ impl core::str::FromStr for SimSpec {
 impl fmt::Display for SimSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let all = f.alternate();
-        let d = Self::DEFAULT;
         let mut sep = Sep::default();
         f.write_str("sim")?;
-        if all || self.state != d.state {
-            write!(f, "{}state={}", sep.next(), Size(self.state))?;
-        }
-        if all || self.seed != d.seed {
-            write!(f, "{}seed={}", sep.next(), self.seed)?;
-        }
-        if all || self.chunks != d.chunks {
-            write!(f, "{}chunks={}", sep.next(), OnOff(self.chunks))?;
-        }
-        if all || self.precopy != d.precopy {
-            write!(f, "{}precopy={}", sep.next(), OnOff(self.precopy))?;
-        }
-        if all || self.migratable != d.migratable {
-            write!(f, "{}migratable={}", sep.next(), OnOff(self.migratable))?;
-        }
-        if all || (self.object_min, self.object_max) != (d.object_min, d.object_max) {
-            let (min, max) = (Size(self.object_min), Size(self.object_max));
-            write!(f, "{}object={min}-{max}", sep.next())?;
-        }
-        if all || self.dirty != d.dirty {
-            write!(f, "{}dirty={}", sep.next(), Size(self.dirty))?;
-        }
-        match self.fw_rate {
-            Some(rate) => write!(f, "{}fw-rate={}/s", sep.next(), Size(rate))?,
-            None if all => write!(f, "{}fw-rate=off", sep.next())?,
-            None => {}
-        }
-        if all || self.latency != d.latency {
-            write!(f, "{}latency={}", sep.next(), Dur(self.latency))?;
-        }
-        if all || self.vfs != d.vfs {
-            write!(f, "{}vfs={}", sep.next(), self.vfs)?;
+        for doc in &KEYS {
+            if all || !self.same_value(&Self::DEFAULT, doc.key) {
+                let value = ValueOf {
+                    spec: self,
+                    key: doc.key,
+                };
+                write!(f, "{}{}={value}", sep.next(), doc.name)?;
+            }
         }
         Ok(())
+    }
+}
+
+impl SimSpec {
+    /// Whether `self` and `other` agree on `key`.
+    fn same_value(&self, other: &Self, key: Key) -> bool {
+        match key {
+            Key::State => self.state == other.state,
+            Key::Seed => self.seed == other.seed,
+            Key::Chunks => self.chunks == other.chunks,
+            Key::Precopy => self.precopy == other.precopy,
+            Key::Migratable => self.migratable == other.migratable,
+            Key::Object => {
+                (self.object_min, self.object_max) == (other.object_min, other.object_max)
+            }
+            Key::Dirty => self.dirty == other.dirty,
+            Key::FwRate => self.fw_rate == other.fw_rate,
+            Key::Latency => self.latency == other.latency,
+            Key::Vfs => self.vfs == other.vfs,
+        }
+    }
+}
+
+/// Displays one key's value of a spec as the grammar writes it.
+struct ValueOf<'a> {
+    spec: &'a SimSpec,
+    key: Key,
+}
+
+impl fmt::Display for ValueOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.spec;
+        match self.key {
+            Key::State => Size(s.state).fmt(f),
+            Key::Seed => s.seed.fmt(f),
+            Key::Chunks => OnOff(s.chunks).fmt(f),
+            Key::Precopy => OnOff(s.precopy).fmt(f),
+            Key::Migratable => OnOff(s.migratable).fmt(f),
+            Key::Object => write!(f, "{}-{}", Size(s.object_min), Size(s.object_max)),
+            Key::Dirty => Size(s.dirty).fmt(f),
+            Key::FwRate => match s.fw_rate {
+                Some(rate) => write!(f, "{}/s", Size(rate)),
+                None => f.write_str("off"),
+            },
+            Key::Latency => Dur(s.latency).fmt(f),
+            Key::Vfs => s.vfs.fmt(f),
+        }
     }
 }
 
@@ -237,21 +250,112 @@ enum Key {
     Vfs,
 }
 
+/// One key of the grammar, as a help text shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyDoc {
+    /// The key.
+    pub name: &'static str,
+    /// Another name the parser accepts for it.
+    pub alias: Option<&'static str>,
+    /// The value's grammar (`SIZE`, `on|off`, ...; see the module docs).
+    pub value: &'static str,
+    /// What it sets.
+    pub meaning: &'static str,
+    key: Key,
+}
+
+impl KeyDoc {
+    /// The default value as a spec writes it (`1G`, `on`, `64K-12M`): what
+    /// [`SimSpec::DEFAULT`] holds, so the help cannot claim another.
+    #[must_use]
+    pub fn default_value(&self) -> impl fmt::Display + 'static {
+        ValueOf {
+            spec: &SimSpec::DEFAULT,
+            key: self.key,
+        }
+    }
+}
+
+/// Every key, in the order `Display` writes them. The parser accepts
+/// exactly these names (and aliases).
+pub const KEYS: [KeyDoc; 10] = [
+    KeyDoc {
+        name: "state",
+        alias: None,
+        value: "SIZE",
+        meaning: "exact bytes of the full image a single non-chunk SAVE produces",
+        key: Key::State,
+    },
+    KeyDoc {
+        name: "seed",
+        alias: None,
+        value: "N",
+        meaning: "generator seed (object sizes and content)",
+        key: Key::Seed,
+    },
+    KeyDoc {
+        name: "chunks",
+        alias: None,
+        value: "on|off",
+        meaning: "chunk mode offered (migration_in_chunks, PF and VF)",
+        key: Key::Chunks,
+    },
+    KeyDoc {
+        name: "precopy",
+        alias: None,
+        value: "on|off",
+        meaning: "PRE_COPY offered (migration_multi_load + migration_tracking_state)",
+        key: Key::Precopy,
+    },
+    KeyDoc {
+        name: "migratable",
+        alias: None,
+        value: "on|off",
+        meaning: "the VF's migratable cap",
+        key: Key::Migratable,
+    },
+    KeyDoc {
+        name: "object",
+        alias: None,
+        value: "MIN-MAX",
+        meaning: "object sizes, uniform in [MIN, MAX]",
+        key: Key::Object,
+    },
+    KeyDoc {
+        name: "dirty",
+        alias: None,
+        value: "SIZE",
+        meaning: "bytes the guest workload dirties per tick while running",
+        key: Key::Dirty,
+    },
+    KeyDoc {
+        name: "fw-rate",
+        alias: None,
+        value: "SIZE[/s]|off",
+        meaning: "modelled firmware bandwidth (timing model)",
+        key: Key::FwRate,
+    },
+    KeyDoc {
+        name: "latency",
+        alias: None,
+        value: "DURATION",
+        meaning: "modelled per-command latency (timing model)",
+        key: Key::Latency,
+    },
+    KeyDoc {
+        name: "vfs",
+        alias: Some("vf"),
+        value: "N",
+        meaning: "number of VFs; VF n uses seed + n",
+        key: Key::Vfs,
+    },
+];
+
 impl Key {
     fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "state" => Self::State,
-            "seed" => Self::Seed,
-            "chunks" => Self::Chunks,
-            "precopy" => Self::Precopy,
-            "migratable" => Self::Migratable,
-            "object" => Self::Object,
-            "dirty" => Self::Dirty,
-            "fw-rate" => Self::FwRate,
-            "latency" => Self::Latency,
-            "vfs" | "vf" => Self::Vfs,
-            _ => return None,
-        })
+        KEYS.iter()
+            .find(|doc| doc.name == name || doc.alias == Some(name))
+            .map(|doc| doc.key)
     }
 
     /// What a good value looks like, for the error message.
@@ -474,12 +578,18 @@ impl fmt::Display for SpecError {
                 "sim spec: \"{}\" is not a sim spec: expected \"sim\" or \"sim:key=value,...\"",
                 self.value
             ),
-            SpecErrorKind::UnknownKey => write!(
-                f,
-                "sim spec: unknown key \"{}\": expected one of state, seed, chunks, precopy, \
-                 migratable, object, dirty, fw-rate, latency, vfs",
-                self.key
-            ),
+            SpecErrorKind::UnknownKey => {
+                write!(
+                    f,
+                    "sim spec: unknown key \"{}\": expected one of ",
+                    self.key
+                )?;
+                for (i, doc) in KEYS.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{}", doc.name)?;
+                }
+                Ok(())
+            }
             SpecErrorKind::MissingValue => {
                 write!(
                     f,
@@ -571,6 +681,47 @@ mod tests {
         let long = "x".repeat(500);
         let e = SimSpec::parse(&std::format!("sim:state={long}")).unwrap_err();
         assert!(e.value().ends_with("...") && e.value().len() <= ERR_VALUE_CAP);
+    }
+
+    /// Every key of the grammar is in [`KEYS`] once, and what the table
+    /// says is what the parser does: each name and alias parses, with the
+    /// documented default giving the default spec.
+    #[test]
+    fn the_key_table_is_the_grammar() {
+        let mut seen = Seen::default();
+        for doc in &KEYS {
+            assert!(seen.insert(doc.key), "{} listed twice", doc.name);
+            for name in core::iter::once(doc.name).chain(doc.alias) {
+                let text = std::format!("sim:{name}={}", doc.default_value());
+                assert_eq!(SimSpec::parse(&text), Ok(SimSpec::DEFAULT), "{text}");
+            }
+        }
+        // An exhaustive match: a new key fails to compile here until it is
+        // counted, and then fails the count until it is in the table.
+        let variants = |key: Key| match key {
+            Key::State
+            | Key::Seed
+            | Key::Chunks
+            | Key::Precopy
+            | Key::Migratable
+            | Key::Object
+            | Key::Dirty
+            | Key::FwRate
+            | Key::Latency
+            | Key::Vfs => 10,
+        };
+        assert_eq!(seen.0.count_ones(), variants(Key::State));
+        assert_eq!(
+            std::format!("{:#}", SimSpec::DEFAULT),
+            "sim:state=1G,seed=1,chunks=on,precopy=on,migratable=on,object=64K-12M,dirty=0,\
+             fw-rate=off,latency=0,vfs=1"
+        );
+        let e = SimSpec::parse("sim:color=red").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sim spec: unknown key \"color\": expected one of state, seed, chunks, precopy, \
+             migratable, object, dirty, fw-rate, latency, vfs"
+        );
     }
 
     #[test]

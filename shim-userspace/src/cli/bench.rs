@@ -22,6 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use serde::Deserialize;
 
 use super::device::{Summary, Value, human_bytes, parse_size, rate};
 use crate::backend::{self, DriverOptions};
@@ -67,7 +68,8 @@ pub struct BenchArgs {
         default_value = "pipeline,policies,scaling,resume,downtime"
     )]
     pub only: String,
-    /// Print each result as one JSON object per line on stdout.
+    /// Print each result as one JSON document per line on stdout (JSON
+    /// Lines: a document per benchmark case, as each finishes).
     #[arg(long)]
     pub json: bool,
 }
@@ -96,9 +98,17 @@ fn open(spec: &str, opts: &DriverOptions) -> io::Result<Box<dyn backend::Migrati
     backend::open(spec, opts).map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// A result of `benchmark`, to which its figures are added.
+fn result_of(benchmark: &str) -> Summary {
+    let mut s = Summary::default();
+    s.add("command", Value::Text("bench".into()))
+        .add("benchmark", Value::Text(benchmark.into()));
+    s
+}
+
 fn emit(json: bool, s: &Summary, out: &mut dyn Write) -> io::Result<()> {
     if json {
-        writeln!(out, "{}", s.to_json())
+        super::json::write_line(out, s)
     } else {
         write!(out, "{}", s.to_text())?;
         writeln!(out)
@@ -120,9 +130,8 @@ fn pipeline(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     .map_err(|e| io::Error::other(e.to_string()))?;
     let pipe_rate = rate(r.bytes, r.stop_copy_time);
     let mem = memcpy_rate(r.bytes);
-    let mut s = Summary::default();
-    s.add("benchmark", Value::Text("pipeline".into()))
-        .add("device", Value::Text(spec))
+    let mut s = result_of("pipeline");
+    s.add("device", Value::Text(spec))
         .add("stream_bytes", Value::Int(r.bytes))
         .add(
             "stop_copy_seconds",
@@ -218,9 +227,8 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             let floor = (dirty_at_stop + ours.chunk_size) as f64 / fw_rate as f64;
             let secs = m.downtime.as_secs_f64();
             let linux_secs = base.downtime.as_secs_f64();
-            let mut s = Summary::default();
-            s.add("benchmark", Value::Text("downtime".into()))
-                .add("state", Value::Text(size.into()))
+            let mut s = result_of("downtime");
+            s.add("state", Value::Text(size.into()))
                 .add("dirty", Value::Text(dirty.into()))
                 .add("device", Value::Text(from.clone()))
                 .add("linux_downtime_seconds", Value::Float(linux_secs))
@@ -284,9 +292,8 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             sync_load: false,
         };
         let (downtime, peak, bytes) = migrate_once(&from, &to, &opts)?;
-        let mut s = Summary::default();
-        s.add("benchmark", Value::Text("policies".into()))
-            .add("policy", Value::Text(name.into()))
+        let mut s = result_of("policies");
+        s.add("policy", Value::Text(name.into()))
             .add("device", Value::Text(from.clone()))
             .add("downtime_seconds", Value::Float(downtime.as_secs_f64()))
             .add("source_peak_buffer_bytes", Value::Int(peak))
@@ -296,49 +303,61 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
+/// The figures `bench scaling` takes from a `migrate --json` document.
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct MigrateFigures {
+    /// The document's schema.
+    pub schema: String,
+    /// Stream bytes.
+    pub bytes: u64,
+    /// Wall-clock throughput.
+    pub bytes_per_sec: f64,
+    /// The process's peak RSS (absent where /proc is not).
+    pub peak_rss_bytes: Option<u64>,
+    /// Peak DMA buffer memory of each side.
+    pub source_peak_buffer_bytes: u64,
+    /// See `source_peak_buffer_bytes`.
+    pub destination_peak_buffer_bytes: u64,
+}
+
+/// Reads the document a `migrate --json` child printed on stdout.
+///
+/// # Errors
+/// Not one JSON document of schema [`SCHEMA`](super::json::SCHEMA) with
+/// those figures.
+pub fn migrate_figures(stdout: &[u8]) -> io::Result<MigrateFigures> {
+    let figures: MigrateFigures = serde_json::from_slice(stdout)
+        .map_err(|e| io::Error::other(format!("migrate --json printed no document: {e}")))?;
+    if figures.schema != super::json::SCHEMA {
+        return Err(io::Error::other(format!(
+            "migrate --json printed schema {:?}, expected {:?}",
+            figures.schema,
+            super::json::SCHEMA
+        )));
+    }
+    Ok(figures)
+}
+
 fn scaling(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     let exe = std::env::current_exe()?;
     for size in args.scaling_sizes.split(',').filter(|s| !s.is_empty()) {
         let child = Command::new(&exe)
             .args(["migrate", "--json", "--from", &format!("sim:state={size}")])
             .output()?;
-        let text = String::from_utf8_lossy(&child.stderr).into_owned();
         if !child.status.success() {
-            return Err(io::Error::other(format!("migrate {size}: {text}")));
+            let stderr = String::from_utf8_lossy(&child.stderr);
+            let why = stderr.lines().last().unwrap_or("no message");
+            return Err(io::Error::other(format!("migrate {size}: {why}")));
         }
-        let field = |key: &str| -> String {
-            let pat = format!("\"{key}\":");
-            text.find(&pat)
-                .map(|at| {
-                    let rest = &text[at + pat.len()..];
-                    rest[..rest.find([',', '}']).unwrap_or(rest.len())]
-                        .trim_matches('"')
-                        .to_owned()
-                })
-                .unwrap_or_default()
-        };
-        let mut s = Summary::default();
-        s.add("benchmark", Value::Text("scaling".into()))
-            .add("state", Value::Text(size.into()))
-            .add("bytes", Value::Int(field("bytes").parse().unwrap_or(0)))
-            .add(
-                "bytes_per_sec",
-                Value::Float(field("bytes_per_sec").parse().unwrap_or(0.0)),
-            )
-            .add(
-                "peak_rss_bytes",
-                Value::Int(field("peak_rss_bytes").parse().unwrap_or(0)),
-            )
+        let m = migrate_figures(&child.stdout)?;
+        let mut s = result_of("scaling");
+        s.add("state", Value::Text(size.into()))
+            .add("bytes", Value::Int(m.bytes))
+            .add("bytes_per_sec", Value::Float(m.bytes_per_sec))
+            .add("peak_rss_bytes", Value::Int(m.peak_rss_bytes.unwrap_or(0)))
             .add(
                 "peak_buffer_bytes",
-                Value::Int(
-                    field("source_peak_buffer_bytes")
-                        .parse::<u64>()
-                        .unwrap_or(0)
-                        + field("destination_peak_buffer_bytes")
-                            .parse::<u64>()
-                            .unwrap_or(0),
-                ),
+                Value::Int(m.source_peak_buffer_bytes + m.destination_peak_buffer_bytes),
             );
         emit(args.json, &s, out)?;
     }
@@ -362,9 +381,8 @@ fn resume(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     }
     let load_rate = rate(r.bytes, r.total_time);
     let mem = memcpy_rate(r.bytes);
-    let mut s = Summary::default();
-    s.add("benchmark", Value::Text("resume".into()))
-        .add("stream_bytes", Value::Int(r.bytes))
+    let mut s = result_of("resume");
+    s.add("stream_bytes", Value::Int(r.bytes))
         .add("seconds", Value::Float(r.total_time.as_secs_f64()))
         .add("resume_bytes_per_sec", Value::Float(load_rate))
         .add("memcpy_bytes_per_sec", Value::Float(mem))
@@ -406,4 +424,36 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         downtime(args, out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child's document is parsed, not searched: key order, text that
+    /// looks like a field and a second document change nothing or fail.
+    #[test]
+    fn migrate_figures_are_parsed_from_the_document() {
+        let doc = br#"{"schema":"mlx5vf/1","command":"migrate","from":"sim:\"bytes\":1,",
+            "destination_peak_buffer_bytes":2,"bytes":1048576,"source_peak_buffer_bytes":3,
+            "bytes_per_sec":1.5e9,"peak_rss_bytes":4096}"#;
+        assert_eq!(
+            migrate_figures(doc).unwrap(),
+            MigrateFigures {
+                schema: "mlx5vf/1".into(),
+                bytes: 1 << 20,
+                bytes_per_sec: 1.5e9,
+                peak_rss_bytes: Some(4096),
+                source_peak_buffer_bytes: 3,
+                destination_peak_buffer_bytes: 2,
+            }
+        );
+        let other_schema = br#"{"schema":"mlx5vf/2","bytes":1,"bytes_per_sec":1,
+            "source_peak_buffer_bytes":0,"destination_peak_buffer_bytes":0}"#;
+        assert!(migrate_figures(other_schema).is_err());
+        let mut two = doc.to_vec();
+        two.extend_from_slice(doc);
+        assert!(migrate_figures(&two).is_err());
+        assert!(migrate_figures(b"bytes=1048576\n").is_err());
+    }
 }

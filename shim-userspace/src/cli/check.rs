@@ -12,8 +12,10 @@ use std::time::Duration;
 use clap::Args;
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::vfio::{MigState, MigrationFlags, Path};
+use serde::Serialize;
 
-use super::device::{DEFAULT_DEVICE, DriverArgs};
+use super::device::{DEFAULT_DEVICE, LoadingArgs, SavingArgs};
+use super::json::{self, Document};
 use crate::backend::{self, DataFile, MigrationDevice, OpenError, errno_of, is_no_message};
 use crate::interrupt::{Interrupt, signal_name};
 
@@ -50,9 +52,16 @@ pub struct CheckArgs {
     /// Treat warnings (e.g. an incomplete stream accepted on resume) as failures.
     #[arg(long)]
     pub strict: bool,
-    /// Driver policy (sim devices).
+    /// Print the report as one JSON document on stdout; the lines go to
+    /// stderr as the checks run.
+    #[arg(long)]
+    pub json: bool,
+    /// How the driver saves (the checks save and resume).
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub saving: SavingArgs,
+    /// How the driver loads.
+    #[command(flatten)]
+    pub loading: LoadingArgs,
 }
 
 /// Why `mlx5vf check` failed.
@@ -103,17 +112,87 @@ const PREFIX_MAX: usize = 1 << 20;
 /// # Errors
 /// [`CheckError`].
 pub fn run(args: &CheckArgs, out: &mut dyn Write) -> Result<(), CheckError> {
-    let mut dev = backend::open(&args.device, &args.driver.options()).map_err(CheckError::Open)?;
+    let mut driver = backend::DriverOptions::default();
+    args.saving.apply(&mut driver);
+    args.loading.apply(&mut driver);
+    let mut dev = backend::open(&args.device, &driver).map_err(CheckError::Open)?;
     let opts = CheckOptions {
         require_eagain: args.require_eagain,
         strict: args.strict,
         interrupt: Interrupt::on_signals().unwrap_or_default(),
     };
-    let failed = check_device(dev.as_mut(), &opts, out).map_err(CheckError::Output)?;
-    if failed > 0 {
-        return Err(CheckError::Failed(failed));
+    let report = if args.json {
+        let report =
+            check_device(dev.as_mut(), &opts, &mut io::stderr()).map_err(CheckError::Output)?;
+        json::write_line(out, &Document::new("check", &report)).map_err(CheckError::Output)?;
+        report
+    } else {
+        check_device(dev.as_mut(), &opts, out).map_err(CheckError::Output)?
+    };
+    if report.failed > 0 {
+        return Err(CheckError::Failed(report.failed));
     }
     Ok(())
+}
+
+/// What a run of the checks found: the lines it printed, as values.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    /// The device, as it describes itself.
+    pub device: String,
+    /// Its migration flags (the `VFIO_MIGRATION_*` word).
+    pub migration_flags: u64,
+    /// Every line, in order: a check's findings (one per failed arc)
+    /// before its own line.
+    pub checks: Vec<CheckLine>,
+    /// Checks that failed (or warned, with `--strict`).
+    pub failed: usize,
+    /// No check failed (nor warned, with `--strict`).
+    pub passed: bool,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckLine {
+    /// The check (`arcs`, `pre-copy`, ...).
+    pub name: &'static str,
+    /// `pass`, `warn`, `skip` or `fail`.
+    pub result: &'static str,
+    /// What was seen.
+    pub detail: String,
+    /// The rule it applies.
+    pub rule: &'static str,
+}
+
+/// Prints report lines as they come and keeps them.
+struct Reporter<'a> {
+    out: &'a mut dyn Write,
+    lines: Vec<CheckLine>,
+}
+
+impl Reporter<'_> {
+    fn line(
+        &mut self,
+        name: &'static str,
+        outcome: &Outcome,
+        rule: &'static str,
+    ) -> io::Result<()> {
+        let (tag, result, detail) = match outcome {
+            Outcome::Pass(d) => ("PASS", "pass", d),
+            Outcome::Warn(d) => ("WARN", "warn", d),
+            Outcome::Skip(d) => ("SKIP", "skip", d),
+            Outcome::Fail(d) => ("FAIL", "fail", d),
+        };
+        writeln!(self.out, "{tag} {name:<18} {detail} [rule: {rule}]")?;
+        self.out.flush()?;
+        self.lines.push(CheckLine {
+            name,
+            result,
+            detail: detail.clone(),
+            rule,
+        });
+        Ok(())
+    }
 }
 
 /// What counts as a failure, and when to stop.
@@ -160,8 +239,9 @@ mod rule {
 }
 
 /// Runs every check on `dev`, one line each on `out` (more for a check with
-/// several findings), each citing its rule; returns how many checks failed
-/// (or warned, when strict). The device ends RUNNING (by reset if need be).
+/// several findings), each citing its rule, as it goes; returns the report,
+/// with how many checks failed (or warned, when strict). The device ends
+/// RUNNING (by reset if need be).
 ///
 /// # Errors
 /// Writing to `out` failed.
@@ -169,15 +249,19 @@ pub fn check_device(
     dev: &mut dyn MigrationDevice,
     opts: &CheckOptions,
     out: &mut dyn Write,
-) -> io::Result<usize> {
+) -> io::Result<CheckReport> {
     let flags = dev.migration_flags();
+    let device = dev.describe();
     writeln!(
         out,
-        "device {}: migration flags {:#x} ({})",
-        dev.describe(),
+        "device {device}: migration flags {:#x} ({})",
         flags.into_bits(),
         describe_flags(flags)
     )?;
+    let mut report = Reporter {
+        out,
+        lines: Vec::new(),
+    };
     let mut ctx = Ctx {
         dev,
         flags,
@@ -187,7 +271,7 @@ pub fn check_device(
         interrupt: opts.interrupt.clone(),
         findings: Vec::new(),
     };
-    let checks: [(&str, &str, CheckFn); 9] = [
+    let checks: [(&'static str, &'static str, CheckFn); 9] = [
         ("initial-state", rule::INITIAL_STATE, |c| c.initial_state()),
         ("arcs", rule::ARCS, |c| c.arcs()),
         ("data-size", rule::DATA_SIZE, |c| c.data_size()),
@@ -214,34 +298,29 @@ pub fn check_device(
             None => check(&mut ctx),
         };
         for (finding, finding_rule) in std::mem::take(&mut ctx.findings) {
-            print_line(out, name, &finding, finding_rule)?;
+            report.line(name, &finding, finding_rule)?;
         }
         failed += usize::from(counts(&outcome));
-        print_line(out, name, &outcome, rule)?;
+        report.line(name, &outcome, rule)?;
     }
     if let Some(sig) = ctx.interrupt.signal() {
         failed += 1;
         let line = Outcome::Fail(format!("interrupted by {}", signal_name(sig)));
-        print_line(out, "interrupted", &line, rule::FINAL)?;
+        report.line("interrupted", &line, rule::FINAL)?;
     }
     // Leave the device usable whatever happened.
     if let Err(e) = ctx.goto(MigState::Running) {
         let line = Outcome::Fail(format!("cannot return to RUNNING: {}", errno_name(&e)));
-        print_line(out, "final-state", &line, rule::FINAL)?;
+        report.line("final-state", &line, rule::FINAL)?;
         failed += 1;
     }
-    Ok(failed)
-}
-
-fn print_line(out: &mut dyn Write, name: &str, outcome: &Outcome, rule: &str) -> io::Result<()> {
-    let (tag, detail) = match outcome {
-        Outcome::Pass(d) => ("PASS", d),
-        Outcome::Warn(d) => ("WARN", d),
-        Outcome::Skip(d) => ("SKIP", d),
-        Outcome::Fail(d) => ("FAIL", d),
-    };
-    writeln!(out, "{tag} {name:<18} {detail} [rule: {rule}]")?;
-    out.flush()
+    Ok(CheckReport {
+        device,
+        migration_flags: flags.into_bits(),
+        checks: report.lines,
+        failed,
+        passed: failed == 0,
+    })
 }
 
 fn describe_flags(f: MigrationFlags) -> String {

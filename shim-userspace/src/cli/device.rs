@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use crate::backend::DriverOptions;
 use crate::interrupt::{Interrupt, Interruptible};
@@ -22,9 +24,12 @@ pub const DEFAULT_DEVICE: &str = "sim:state=1G";
 /// print the digest of a default save.
 pub const DEFAULT_DESTINATION: &str = "sim:state=4M,seed=99";
 
-/// Driver policy flags (simulated devices run the driver in this process).
+/// How the driver saves: flags for the commands that save (save, migrate,
+/// check). Simulated devices run the driver in this process; a kernel
+/// driver has its own policy.
 #[derive(Clone, Debug, Args)]
-pub struct DriverArgs {
+#[command(next_help_heading = "Saving policy (sim devices)")]
+pub struct SavingArgs {
     /// Chunk buffer size the saving policy starts with (Linux: 8M).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub chunk_size: u64,
@@ -42,23 +47,34 @@ pub struct DriverArgs {
     /// baseline of `bench downtime`).
     #[arg(long)]
     pub linux_precopy: bool,
-    /// Simulated devices: LOAD each image before receiving the next, as the
-    /// Linux driver does, instead of receiving image k+1 while image k LOADs.
+}
+
+impl SavingArgs {
+    /// Sets the saving side of `opts`.
+    pub fn apply(&self, opts: &mut DriverOptions) {
+        opts.chunk_size = self.chunk_size;
+        opts.chunk_slots = self.chunk_slots;
+        opts.legacy = self.legacy;
+        opts.integrity = !self.no_integrity;
+        opts.linux_precopy = self.linux_precopy;
+    }
+}
+
+/// How the driver loads: flags for the commands that load (load, migrate,
+/// check).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Loading policy (sim devices)")]
+pub struct LoadingArgs {
+    /// LOAD each image before receiving the next, as the Linux driver does,
+    /// instead of receiving image k+1 while image k LOADs.
     #[arg(long)]
     pub sync_load: bool,
 }
 
-impl DriverArgs {
-    /// The driver options.
-    pub fn options(&self) -> DriverOptions {
-        DriverOptions {
-            chunk_size: self.chunk_size,
-            chunk_slots: self.chunk_slots,
-            legacy: self.legacy,
-            integrity: !self.no_integrity,
-            linux_precopy: self.linux_precopy,
-            sync_load: self.sync_load,
-        }
+impl LoadingArgs {
+    /// Sets the loading side of `opts`.
+    pub fn apply(&self, opts: &mut DriverOptions) {
+        opts.sync_load = self.sync_load;
     }
 }
 
@@ -223,11 +239,12 @@ impl Observer for Progress {
 }
 
 /// One value of a summary.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Value {
     /// A count.
     Int(u64),
-    /// A measurement.
+    /// A measurement (JSON `null` when not finite).
     Float(f64),
     /// Text.
     Text(String),
@@ -235,7 +252,9 @@ pub enum Value {
     Bool(bool),
 }
 
-/// A summary: ordered key/value pairs printed as text lines or one JSON object.
+/// A summary: ordered key/value pairs printed as `key=value` lines for
+/// people (stderr) or as one JSON document (its keys in the same order,
+/// after `schema`).
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     items: Vec<(&'static str, Value)>,
@@ -253,43 +272,9 @@ impl Summary {
         self.items.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
-    /// As one JSON object.
-    pub fn to_json(&self) -> String {
-        let mut s = String::from("{");
-        for (i, (k, v)) in self.items.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            let _ = write!(s, "\"{k}\":");
-            match v {
-                Value::Int(n) => {
-                    let _ = write!(s, "{n}");
-                }
-                Value::Float(x) if x.is_finite() => {
-                    let _ = write!(s, "{x:.6}");
-                }
-                Value::Float(_) => s.push_str("null"),
-                Value::Bool(b) => {
-                    let _ = write!(s, "{b}");
-                }
-                Value::Text(t) => {
-                    s.push('"');
-                    for c in t.chars() {
-                        match c {
-                            '"' => s.push_str("\\\""),
-                            '\\' => s.push_str("\\\\"),
-                            c if (c as u32) < 0x20 => {
-                                let _ = write!(s, "\\u{:04x}", c as u32);
-                            }
-                            c => s.push(c),
-                        }
-                    }
-                    s.push('"');
-                }
-            }
-        }
-        s.push('}');
-        s
+    /// The pairs, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &Value)> {
+        self.items.iter().map(|(k, v)| (*k, v))
     }
 
     /// As `key=value` lines (sizes and rates also in human units).
@@ -312,14 +297,21 @@ impl Summary {
         s
     }
 
-    /// Prints on stderr, as JSON or text.
-    pub fn print(&self, json: bool) {
-        let text = if json {
-            format!("{}\n", self.to_json())
-        } else {
-            self.to_text()
-        };
-        let _ = io::stderr().lock().write_all(text.as_bytes());
+    /// Prints the `key=value` lines on stderr (for people; `--json` puts
+    /// the document on stdout besides).
+    pub fn print_text(&self) {
+        let _ = io::stderr().lock().write_all(self.to_text().as_bytes());
+    }
+}
+
+impl Serialize for Summary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.items.len() + 1))?;
+        map.serialize_entry("schema", super::json::SCHEMA)?;
+        for (key, value) in &self.items {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
     }
 }
 
@@ -360,16 +352,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_is_one_escaped_object() {
+    fn json_is_one_document_in_order() {
         let mut s = Summary::default();
-        s.add("bytes", Value::Int(3))
-            .add("name", Value::Text("a\"b\\c\n".into()))
+        s.add("command", Value::Text("save".into()))
+            .add("bytes", Value::Int(3))
+            .add("name", Value::Text("a\"b\\c\n\u{1}".into()))
             .add("ok", Value::Bool(true))
-            .add("rate", Value::Float(1.5));
+            .add("rate", Value::Float(1.5))
+            .add("ratio", Value::Float(f64::NAN));
+        let json = serde_json::to_string(&s).unwrap();
+        // The keys in the summary's order, after the schema.
         assert_eq!(
-            s.to_json(),
-            r#"{"bytes":3,"name":"a\"b\\c\u000a","ok":true,"rate":1.500000}"#
+            json,
+            r#"{"schema":"mlx5vf/1","command":"save","bytes":3,"name":"a\"b\\c\n\u0001","ok":true,"rate":1.5,"ratio":null}"#
         );
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["name"], "a\"b\\c\n\u{1}");
         assert!(s.to_text().contains("bytes=3 (3 B)"));
     }
 

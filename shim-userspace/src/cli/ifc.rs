@@ -21,6 +21,9 @@ use clap::Subcommand;
 use mlx5vf_core::ifc::mkey::MAX_MKEY_PAGES;
 use mlx5vf_core::ifc::{Field, LAYOUTS, Layout, LayoutKind, layout_by_name};
 
+use serde::Serialize;
+
+use super::json::{self, Document};
 use super::{EXIT_FAILURE, EXIT_USAGE, Error, parse_u64};
 
 /// Width of the elements of `layout`'s variable tail (Linux declares the only
@@ -74,6 +77,9 @@ pub enum IfcCommand {
         /// `klm_pas_mtt[3]=0x1000`.
         #[arg(value_name = "FIELD=VALUE")]
         assignments: Vec<String>,
+        /// Print one JSON document instead: the structure and its hex.
+        #[arg(long)]
+        json: bool,
     },
     /// Decode hex into one FIELD=VALUE line per member (values in decimal).
     #[command(
@@ -96,15 +102,100 @@ pub enum IfcCommand {
         /// the (single, quoted) argument is ignored. `-` reads the hex from
         /// standard input.
         hex: String,
+        /// Print one JSON document instead: the members as an object, in
+        /// the same order, values as numbers.
+        #[arg(long)]
+        json: bool,
     },
     /// List the known structures: name, size in bytes, kind.
-    List,
+    List {
+        /// Print one JSON document instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// List a structure's members: bit offset, width (hex, as mlx5_ifc.h
     /// writes them) and name, reserved members included.
     Fields {
         /// Structure name (see `mlx5vf ifc list`).
         name: String,
+        /// Print one JSON document instead (offsets and widths as numbers).
+        #[arg(long)]
+        json: bool,
     },
+}
+
+impl IfcCommand {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Encode { json, .. }
+            | Self::Decode { json, .. }
+            | Self::List { json }
+            | Self::Fields { json, .. } => *json,
+        }
+    }
+
+    /// Its name in a JSON document.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Encode { .. } => "ifc encode",
+            Self::Decode { .. } => "ifc decode",
+            Self::List { .. } => "ifc list",
+            Self::Fields { .. } => "ifc fields",
+        }
+    }
+}
+
+/// The fields of an `ifc encode` document.
+#[derive(Serialize)]
+struct EncodeJson<'a> {
+    structure: &'a str,
+    hex: String,
+}
+
+/// The fields of an `ifc decode` document: `fields` keeps decode order.
+#[derive(Serialize)]
+struct DecodeJson<'a> {
+    structure: &'a str,
+    #[serde(serialize_with = "ordered_map")]
+    fields: Vec<(String, u64)>,
+}
+
+/// Pairs as a JSON object, in their order.
+fn ordered_map<S: serde::Serializer>(pairs: &[(String, u64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+/// One structure of an `ifc list` document.
+#[derive(Serialize)]
+struct StructureJson {
+    name: &'static str,
+    size: usize,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opcode: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail: Option<MemberJson>,
+}
+
+/// One member of an `ifc fields` document (a tail: its first element's
+/// bit, element width, `name[]`).
+#[derive(Serialize)]
+struct MemberJson {
+    name: String,
+    bit: u64,
+    width: u32,
+}
+
+#[derive(Serialize)]
+struct ListJson {
+    structures: Vec<StructureJson>,
+}
+
+#[derive(Serialize)]
+struct FieldsJson {
+    structure: &'static str,
+    fields: Vec<MemberJson>,
 }
 
 /// Runs an `ifc` subcommand.
@@ -112,28 +203,85 @@ pub enum IfcCommand {
 /// # Errors
 /// [`IfcError`] (as [`Error::Ifc`]) or a failed write.
 pub fn run(cmd: &IfcCommand, out: &mut dyn Write) -> Result<(), Error> {
+    let command = cmd.name();
     match cmd {
-        IfcCommand::Encode { name, assignments } => {
+        IfcCommand::Encode {
+            name,
+            assignments,
+            json,
+        } => {
             let bytes = encode(name, assignments)?;
-            writeln!(out, "{}", to_hex(&bytes)).map_err(Error::Output)
+            if *json {
+                let body = EncodeJson {
+                    structure: find(name)?.name,
+                    hex: to_hex(&bytes),
+                };
+                json::write_line(out, &Document::new(command, body))
+            } else {
+                writeln!(out, "{}", to_hex(&bytes))
+            }
+            .map_err(Error::Output)
         }
-        IfcCommand::Decode { name, hex } => {
+        IfcCommand::Decode { name, hex, json } => {
             let text = if hex == "-" {
                 read_stdin_hex()?
             } else {
                 hex.clone()
             };
             let bytes = parse_hex(&text)?;
-            for (member, value) in decode(name, &bytes)? {
+            let fields = decode(name, &bytes)?;
+            if *json {
+                let body = DecodeJson {
+                    structure: find(name)?.name,
+                    fields,
+                };
+                return json::write_line(out, &Document::new(command, body)).map_err(Error::Output);
+            }
+            for (member, value) in fields {
                 writeln!(out, "{member}={value}").map_err(Error::Output)?;
             }
             Ok(())
         }
-        IfcCommand::List => list(out).map_err(Error::Output),
-        IfcCommand::Fields { name } => {
-            let layout = find(name)?;
-            fields(layout, out).map_err(Error::Output)
+        IfcCommand::List { json: false } => list(out).map_err(Error::Output),
+        IfcCommand::List { json: true } => {
+            let body = ListJson {
+                structures: LAYOUTS.iter().copied().map(structure_json).collect(),
+            };
+            json::write_line(out, &Document::new(command, body)).map_err(Error::Output)
         }
+        IfcCommand::Fields { name, json } => {
+            let layout = find(name)?;
+            if *json {
+                let body = FieldsJson {
+                    structure: layout.name,
+                    fields: all_members(layout),
+                };
+                json::write_line(out, &Document::new(command, body)).map_err(Error::Output)
+            } else {
+                fields(layout, out).map_err(Error::Output)
+            }
+        }
+    }
+}
+
+fn structure_json(layout: &'static Layout) -> StructureJson {
+    let (kind, opcode) = match layout.kind {
+        LayoutKind::Input { opcode } => ("input", Some(opcode)),
+        LayoutKind::Output => ("output", None),
+        LayoutKind::Capability => ("capability", None),
+        LayoutKind::Context => ("context", None),
+    };
+    StructureJson {
+        name: layout.name,
+        size: layout.size,
+        kind,
+        opcode,
+        tail: layout.tail.map(|t| MemberJson {
+            name: format!("{}[]", t.name),
+            // CAST: a byte offset inside a structure of a few KiB.
+            bit: (t.byte as u64).saturating_mul(8),
+            width: t.element_bits,
+        }),
     }
 }
 
@@ -724,30 +872,44 @@ fn list(out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// `mlx5vf ifc fields NAME`: every member with its bit offset and width in
-/// the outer structure.
-fn fields(layout: &'static Layout, out: &mut dyn Write) -> io::Result<()> {
-    for f in layout.fields {
-        writeln!(out, "{:#06x} {:#06x} {}", f.bit, f.width, f.name)?;
-    }
+/// Every member of `layout` with its bit offset and width in the outer
+/// structure, reserved ones included: the outer table, each nested
+/// structure's with dotted names, then the tail as `name[]`.
+fn all_members(layout: &'static Layout) -> Vec<MemberJson> {
+    let mut all: Vec<MemberJson> = layout
+        .fields
+        .iter()
+        .map(|f| MemberJson {
+            name: f.name.to_owned(),
+            bit: u64::from(f.bit),
+            width: f.width,
+        })
+        .collect();
     for nested in layout.nested {
         for f in nested.layout.fields {
-            let bit = nested.bit.saturating_add(f.bit);
-            writeln!(
-                out,
-                "{bit:#06x} {:#06x} {}.{}",
-                f.width, nested.name, f.name
-            )?;
+            all.push(MemberJson {
+                name: format!("{}.{}", nested.name, f.name),
+                bit: u64::from(nested.bit) + u64::from(f.bit),
+                width: f.width,
+            });
         }
     }
     if let Some(tail) = layout.tail {
-        writeln!(
-            out,
-            "{:#06x} {:#06x} {}[]",
-            tail.byte.saturating_mul(8),
-            tail.element_bits,
-            tail.name
-        )?;
+        all.push(MemberJson {
+            name: format!("{}[]", tail.name),
+            // CAST: a byte offset inside a structure of a few KiB.
+            bit: (tail.byte as u64).saturating_mul(8),
+            width: tail.element_bits,
+        });
+    }
+    all
+}
+
+/// `mlx5vf ifc fields NAME`: every member with its bit offset and width in
+/// the outer structure.
+fn fields(layout: &'static Layout, out: &mut dyn Write) -> io::Result<()> {
+    for m in all_members(layout) {
+        writeln!(out, "{:#06x} {:#06x} {}", m.bit, m.width, m.name)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! gets the records parsed so far and then an error naming what is wrong and
 //! at which byte.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -18,8 +19,10 @@ use clap::Args;
 use mlx5vf_core::stream::{
     HEADER_LEN, Header, Reader, StreamEnd, StreamError, StreamInfo, Tag, Verdict,
 };
+use serde::ser::{Error as _, SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 
-use super::Error;
+use super::{Error, json};
 use crate::recognise::{Opening, describe_start};
 
 /// Bytes read from the input at a time (what QEMU reads from a data fd).
@@ -57,8 +60,8 @@ pub struct InspectArgs {
     /// The stream file; `-` (the default) reads standard input.
     #[arg(value_name = "FILE|-", default_value = "-")]
     pub file: PathBuf,
-    /// Print one JSON object per line instead: {"type":"record",...} for each
-    /// record, then {"type":"summary",...}, or {"type":"error",...} for a
+    /// Print one JSON document instead, written as the stream is read:
+    /// "records" (one object per record), then "summary", or "error" for a
     /// malformed stream (also reported on standard error).
     #[arg(long)]
     pub json: bool,
@@ -67,7 +70,7 @@ pub struct InspectArgs {
 /// How to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// JSON lines instead of text.
+    /// One JSON document instead of text.
     pub json: bool,
     /// Read size in bytes (at least 1).
     pub chunk: usize,
@@ -170,6 +173,13 @@ impl InspectError {
             Self::Open { .. } | Self::Read(_) | Self::Output(_) => None,
         }
     }
+
+    /// Whether the error happened while the stream was listed (so a JSON
+    /// listing ends with it), rather than before (the file did not open)
+    /// or in writing the listing.
+    pub fn is_in_listing(&self) -> bool {
+        !matches!(self, Self::Open { .. } | Self::Output(_))
+    }
 }
 
 impl fmt::Display for InspectError {
@@ -249,7 +259,8 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), Error> {
 
 /// Lists the records of the stream `input` on `out` and returns the summary
 /// (also printed). On a malformed stream the records before the fault are
-/// printed (and, with JSON, an error object), then the error is returned.
+/// printed (and, with JSON, the error in the document), then the error is
+/// returned.
 ///
 /// # Errors
 /// See [`InspectError`].
@@ -258,28 +269,216 @@ pub fn inspect(
     out: &mut dyn Write,
     opts: &Options,
 ) -> Result<Summary, InspectError> {
-    let result = walk(input, out, opts);
-    if let (true, Err(e)) = (opts.json, &result) {
-        if !matches!(e, InspectError::Output(_)) {
-            let mut line = String::from("{\"type\":\"error\"");
-            if let Some(offset) = e.offset() {
-                let _ = write!(line, ",\"offset\":{offset}");
+    if opts.json {
+        return inspect_json(input, out, opts.chunk);
+    }
+    let summary = walk(input, opts.chunk, &mut |record| {
+        writeln!(out, "{}", record_line(record))
+    })?;
+    writeln!(out, "{}", summary_line(&summary)).map_err(InspectError::Output)?;
+    Ok(summary)
+}
+
+/// The listing as one JSON document, written while the stream is read (a
+/// stream of many GiB holds many records; none is kept):
+/// `{"schema", "command", "records": [...], "summary" | "error"}`.
+fn inspect_json(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    chunk: usize,
+) -> Result<Summary, InspectError> {
+    let listing = Listing {
+        input: RefCell::new(input),
+        chunk,
+        outcome: RefCell::new(None),
+    };
+    let written = serde_json::to_writer(&mut *out, &listing)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(out));
+    let outcome = listing.outcome.into_inner();
+    written.map_err(InspectError::Output)?;
+    outcome.unwrap_or(Err(InspectError::Stalled { offset: 0 }))
+}
+
+/// The JSON document of a listing. Serializing it reads the stream:
+/// `records` walks it, leaving the outcome for the `summary` or `error`
+/// field that follows (serde writes fields in order).
+struct Listing<'a> {
+    input: RefCell<&'a mut dyn Read>,
+    chunk: usize,
+    outcome: RefCell<Option<Result<Summary, InspectError>>>,
+}
+
+/// The `records` array of a [`Listing`].
+struct Records<'l, 'a>(&'l Listing<'a>);
+
+impl Serialize for Listing<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("schema", json::SCHEMA)?;
+        map.serialize_entry("command", "inspect")?;
+        map.serialize_entry("records", &Records(self))?;
+        match &*self.outcome.borrow() {
+            Some(Ok(summary)) => map.serialize_entry("summary", &SummaryJson::from(summary))?,
+            Some(Err(e)) => map.serialize_entry("error", &ErrorJson::from(e))?,
+            None => return Err(S::Error::custom("the stream was not read")),
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Records<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let listing = self.0;
+        let mut seq = serializer.serialize_seq(None)?;
+        // The serializer's own error (a failed write), kept to return as
+        // itself; the walk sees only that the listing stopped.
+        let mut write_error = None;
+        let outcome = walk(
+            &mut **listing.input.borrow_mut(),
+            listing.chunk,
+            &mut |record| {
+                seq.serialize_element(&RecordJson::from(record))
+                    .map_err(|e| {
+                        write_error = Some(e);
+                        io::Error::other("writing the listing")
+                    })
+            },
+        );
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        *listing.outcome.borrow_mut() = Some(outcome);
+        seq.end()
+    }
+}
+
+/// A record in a JSON listing.
+#[derive(Serialize)]
+struct RecordJson {
+    offset: u64,
+    tag: String,
+    tag_value: u32,
+    flags: String,
+    flags_value: u32,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_copy_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_info: Option<StreamInfoJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_end: Option<StreamEndJson>,
+}
+
+#[derive(Serialize)]
+struct StreamInfoJson {
+    version: u16,
+    producer: String,
+    chunk_mode: bool,
+    pre_copy: bool,
+    page_size: u32,
+    chunk_size: u64,
+    chunk_slots: u32,
+}
+
+#[derive(Serialize)]
+struct StreamEndJson {
+    fw_data_records: u64,
+    fw_data_bytes: u64,
+    /// As `0x` and eight hex digits, as the text listing shows it.
+    crc32c: String,
+}
+
+impl From<&Record> for RecordJson {
+    fn from(r: &Record) -> Self {
+        let mut json = Self {
+            offset: r.offset,
+            tag: tag_text(r.header.tag),
+            tag_value: u32::from(r.header.tag),
+            flags: flags_text(&r.header),
+            flags_value: r.header.flags.into_bits(),
+            size: r.header.record_size,
+            stop_copy_size: None,
+            stream_info: None,
+            stream_end: None,
+        };
+        match r.content {
+            Some(Content::StopCopySize(v)) => json.stop_copy_size = Some(v),
+            Some(Content::Info(i)) => {
+                json.stream_info = Some(StreamInfoJson {
+                    version: i.version,
+                    producer: i.producer_str().to_owned(),
+                    chunk_mode: i.flags.chunk_mode(),
+                    pre_copy: i.flags.pre_copy(),
+                    page_size: i.page_size,
+                    chunk_size: i.chunk_size,
+                    chunk_slots: i.chunk_slots,
+                });
             }
-            let _ = write!(line, ",\"message\":{}}}", json_str(&e.to_string()));
-            writeln!(out, "{line}").map_err(InspectError::Output)?;
+            Some(Content::End(e)) => {
+                json.stream_end = Some(StreamEndJson {
+                    fw_data_records: e.fw_data_records,
+                    fw_data_bytes: e.fw_data_bytes,
+                    crc32c: format!("{:#010x}", e.crc32c),
+                });
+            }
+            None => {}
+        }
+        json
+    }
+}
+
+/// The `summary` of a JSON listing.
+#[derive(Serialize)]
+struct SummaryJson {
+    records: u64,
+    fw_data_records: u64,
+    fw_data_bytes: u64,
+    total_bytes: u64,
+    integrity: &'static str,
+}
+
+impl From<&Summary> for SummaryJson {
+    fn from(s: &Summary) -> Self {
+        Self {
+            records: s.records,
+            fw_data_records: s.fw_data_records,
+            fw_data_bytes: s.fw_data_bytes,
+            total_bytes: s.total_bytes,
+            integrity: integrity_text(s),
         }
     }
-    result
+}
+
+/// The `error` of a JSON listing.
+#[derive(Serialize)]
+struct ErrorJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    message: String,
+    exit_code: u8,
+}
+
+impl From<&InspectError> for ErrorJson {
+    fn from(e: &InspectError) -> Self {
+        Self {
+            offset: e.offset(),
+            // The line main prints, without "mlx5vf: " (see Error's Display).
+            message: format!("inspect: {e}"),
+            exit_code: super::EXIT_FAILURE,
+        }
+    }
 }
 
 /// A record whose header arrived, with the content of a small record once
-/// parsed; printed when the record is complete.
-struct Pending {
+/// parsed; listed when the record is complete.
+struct Record {
     offset: u64,
     header: Header,
     content: Option<Content>,
 }
 
+/// What a small record holds.
 #[derive(Clone, Copy)]
 enum Content {
     StopCopySize(u64),
@@ -287,13 +486,19 @@ enum Content {
     End(StreamEnd),
 }
 
+/// Called with each complete record; an error stops the walk (as
+/// [`InspectError::Output`]).
+type OnRecord<'f> = dyn FnMut(&Record) -> io::Result<()> + 'f;
+
+/// Reads the stream `input` in `chunk`-byte pieces, handing each complete
+/// record to `on_record`; returns what the whole stream held.
 fn walk(
     input: &mut dyn Read,
-    out: &mut dyn Write,
-    opts: &Options,
+    chunk: usize,
+    on_record: &mut OnRecord<'_>,
 ) -> Result<Summary, InspectError> {
     let mut reader = Reader::new();
-    let mut pending: Option<Pending> = None;
+    let mut pending: Option<Record> = None;
     // The first bytes decide whether this is an mlx5 stream at all, before
     // any of them is read as a record.
     let mut first = [0u8; HEADER_LEN];
@@ -315,8 +520,8 @@ fn walk(
         }
         Opening::PartialHeader | Opening::Mlx5(_) => {}
     }
-    feed(&mut reader, first, &mut pending, out, opts)?;
-    let mut buf = vec![0u8; opts.chunk.max(1)];
+    feed(&mut reader, first, &mut pending, on_record)?;
+    let mut buf = vec![0u8; chunk.max(1)];
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -328,8 +533,7 @@ fn walk(
             &mut reader,
             buf.get(..n).unwrap_or_default(),
             &mut pending,
-            out,
-            opts,
+            on_record,
         )?;
     }
     let verified = match reader.verdict() {
@@ -370,25 +574,22 @@ fn walk(
         }
         Verdict::Failed(e) => return Err(InspectError::Malformed(e)),
     };
-    let summary = Summary {
+    Ok(Summary {
         records: reader.records(),
         fw_data_records: reader.fw_data_records(),
         fw_data_bytes: reader.fw_data_bytes(),
         total_bytes: reader.position(),
         verified,
-    };
-    writeln!(out, "{}", summary_line(&summary, opts.json)).map_err(InspectError::Output)?;
-    Ok(summary)
+    })
 }
 
-/// Parses `bytes` (the stream's next bytes), printing each record as it
-/// completes.
+/// Parses `bytes` (the stream's next bytes), handing each record to
+/// `on_record` as it completes.
 fn feed(
     reader: &mut Reader,
     bytes: &[u8],
-    pending: &mut Option<Pending>,
-    out: &mut dyn Write,
-    opts: &Options,
+    pending: &mut Option<Record>,
+    on_record: &mut OnRecord<'_>,
 ) -> Result<(), InspectError> {
     use mlx5vf_core::stream::Event;
 
@@ -403,7 +604,7 @@ fn feed(
         for event in &step.events {
             match *event {
                 Event::RecordStart { offset, header } => {
-                    *pending = Some(Pending {
+                    *pending = Some(Record {
                         offset,
                         header,
                         content: None,
@@ -417,8 +618,12 @@ fn feed(
                         .take()
                         .filter(|p| p.offset == offset)
                         .and_then(|p| p.content);
-                    let line = record_line(offset, &header, content, opts.json);
-                    writeln!(out, "{line}").map_err(InspectError::Output)?;
+                    let record = Record {
+                        offset,
+                        header,
+                        content,
+                    };
+                    on_record(&record).map_err(InspectError::Output)?;
                 }
             }
         }
@@ -427,7 +632,7 @@ fn feed(
     Ok(())
 }
 
-fn set_content(pending: &mut Option<Pending>, content: Content) {
+fn set_content(pending: &mut Option<Record>, content: Content) {
     if let Some(p) = pending {
         p.content = Some(content);
     }
@@ -454,119 +659,59 @@ fn flags_text(header: &Header) -> String {
     }
 }
 
-/// One record, as text or as a JSON object.
-fn record_line(offset: u64, header: &Header, content: Option<Content>, json: bool) -> String {
+/// One record as a line of text.
+fn record_line(record: &Record) -> String {
+    let Record {
+        offset,
+        ref header,
+        content,
+    } = *record;
     let (tag, flags, size) = (tag_text(header.tag), flags_text(header), header.record_size);
-    let mut s = String::new();
+    let mut s = format!("offset={offset} tag={tag} flags={flags} size={size}");
     // Writing to a String cannot fail; the results are ignored below.
-    if json {
-        let _ = write!(
-            s,
-            "{{\"type\":\"record\",\"offset\":{offset},\"tag\":{},\"tag_value\":{},\
-             \"flags\":{},\"flags_value\":{},\"size\":{size}",
-            json_str(&tag),
-            u32::from(header.tag),
-            json_str(&flags),
-            header.flags.into_bits()
-        );
-        match content {
-            Some(Content::StopCopySize(v)) => {
-                let _ = write!(s, ",\"stop_copy_size\":{v}");
-            }
-            Some(Content::Info(i)) => {
-                let _ = write!(
-                    s,
-                    ",\"stream_info\":{{\"version\":{},\"producer\":{},\"chunk_mode\":{},\
-                     \"pre_copy\":{},\"page_size\":{},\"chunk_size\":{},\"chunk_slots\":{}}}",
-                    i.version,
-                    json_str(i.producer_str()),
-                    i.flags.chunk_mode(),
-                    i.flags.pre_copy(),
-                    i.page_size,
-                    i.chunk_size,
-                    i.chunk_slots
-                );
-            }
-            Some(Content::End(e)) => {
-                let _ = write!(
-                    s,
-                    ",\"stream_end\":{{\"fw_data_records\":{},\"fw_data_bytes\":{},\
-                     \"crc32c\":\"{:#010x}\"}}",
-                    e.fw_data_records, e.fw_data_bytes, e.crc32c
-                );
-            }
-            None => {}
+    match content {
+        Some(Content::StopCopySize(v)) => {
+            let _ = write!(s, " stop_copy_size={v}");
         }
-        s.push('}');
-    } else {
-        let _ = write!(s, "offset={offset} tag={tag} flags={flags} size={size}");
-        match content {
-            Some(Content::StopCopySize(v)) => {
-                let _ = write!(s, " stop_copy_size={v}");
-            }
-            Some(Content::Info(i)) => {
-                let _ = write!(
-                    s,
-                    " version={} producer={:?} chunk_mode={} pre_copy={} page_size={} \
-                     chunk_size={} slots={}",
-                    i.version,
-                    i.producer_str(),
-                    u8::from(i.flags.chunk_mode()),
-                    u8::from(i.flags.pre_copy()),
-                    i.page_size,
-                    i.chunk_size,
-                    i.chunk_slots
-                );
-            }
-            Some(Content::End(e)) => {
-                let _ = write!(
-                    s,
-                    " records={} bytes={} crc32c={:#010x}",
-                    e.fw_data_records, e.fw_data_bytes, e.crc32c
-                );
-            }
-            None => {}
+        Some(Content::Info(i)) => {
+            let _ = write!(
+                s,
+                " version={} producer={:?} chunk_mode={} pre_copy={} page_size={} \
+                 chunk_size={} slots={}",
+                i.version,
+                i.producer_str(),
+                u8::from(i.flags.chunk_mode()),
+                u8::from(i.flags.pre_copy()),
+                i.page_size,
+                i.chunk_size,
+                i.chunk_slots
+            );
         }
+        Some(Content::End(e)) => {
+            let _ = write!(
+                s,
+                " records={} bytes={} crc32c={:#010x}",
+                e.fw_data_records, e.fw_data_bytes, e.crc32c
+            );
+        }
+        None => {}
     }
     s
 }
 
-fn summary_line(sum: &Summary, json: bool) -> String {
-    let integrity = if sum.verified { "verified" } else { "absent" };
-    if json {
-        format!(
-            "{{\"type\":\"summary\",\"records\":{},\"fw_data_records\":{},\"fw_data_bytes\":{},\
-             \"total_bytes\":{},\"integrity\":\"{integrity}\"}}",
-            sum.records, sum.fw_data_records, sum.fw_data_bytes, sum.total_bytes
-        )
-    } else {
-        format!(
-            "summary records={} fw_data_records={} fw_data_bytes={} total_bytes={} \
-             integrity={integrity}",
-            sum.records, sum.fw_data_records, sum.fw_data_bytes, sum.total_bytes
-        )
-    }
+fn integrity_text(sum: &Summary) -> &'static str {
+    if sum.verified { "verified" } else { "absent" }
 }
 
-/// A JSON string literal.
-fn json_str(text: &str) -> String {
-    let mut s = String::with_capacity(text.len() + 2);
-    s.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", u32::from(c));
-            }
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
+fn summary_line(sum: &Summary) -> String {
+    format!(
+        "summary records={} fw_data_records={} fw_data_bytes={} total_bytes={} integrity={}",
+        sum.records,
+        sum.fw_data_records,
+        sum.fw_data_bytes,
+        sum.total_bytes,
+        integrity_text(sum)
+    )
 }
 
 #[cfg(test)]
@@ -650,13 +795,9 @@ mod tests {
             },
         );
         assert!(r.is_ok());
-        assert!(json.contains("\"producer\":\"test \\\"q\\\"\""), "{json}");
-        assert!(
-            json.lines()
-                .last()
-                .unwrap()
-                .contains("\"integrity\":\"verified\"")
-        );
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(doc["records"][0]["stream_info"]["producer"], "test \"q\"");
+        assert_eq!(doc["summary"]["integrity"], "verified");
     }
 
     #[test]
@@ -682,8 +823,49 @@ mod tests {
         );
     }
 
+    /// The JSON listing is one document whatever the read size, with the
+    /// error in it when the stream is malformed, and stops (as an output
+    /// error) when the output fails.
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    fn the_json_listing_is_one_document() {
+        let bytes = linux_stream();
+        let json = |bytes: &[u8], chunk| {
+            let (text, r) = run_on(bytes, &Options { json: true, chunk });
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            (doc, r)
+        };
+        let (whole, r) = json(&bytes, READ_CHUNK);
+        assert!(r.is_ok());
+        for chunk in [1, 7, 17] {
+            assert_eq!(json(&bytes, chunk).0, whole, "chunk {chunk}");
+        }
+        assert_eq!(whole["schema"], "mlx5vf/1");
+        assert_eq!(whole["records"].as_array().unwrap().len(), 5);
+        assert_eq!(whole["summary"]["total_bytes"], bytes.len());
+        let (cut, r) = json(&bytes[..29], READ_CHUNK);
+        assert!(matches!(r, Err(InspectError::TruncatedHeader { .. })));
+        assert_eq!(cut["records"].as_array().unwrap().len(), 1);
+        assert_eq!(cut["error"]["offset"], 24);
+        assert!(cut.get("summary").is_none());
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let opts = Options {
+            json: true,
+            chunk: 7,
+        };
+        let r = inspect(&mut &bytes[..], &mut Full, &opts);
+        assert!(
+            matches!(r, Err(InspectError::Output(ref e)) if e.kind() == io::ErrorKind::BrokenPipe),
+            "{r:?}"
+        );
     }
 }

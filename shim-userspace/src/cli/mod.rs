@@ -9,8 +9,10 @@
 pub mod bench;
 pub mod check;
 pub mod device;
+pub mod help;
 pub mod ifc;
 pub mod inspect;
+pub mod json;
 pub mod states;
 pub mod transfer_cmds;
 
@@ -37,6 +39,13 @@ pub const EXIT_BROKEN_PIPE: u8 = 141;
     about = "mlx5 VF live-migration driver logic: tools for commands, states and streams",
     long_about = "mlx5 VF live-migration driver logic (the Linux mlx5-vfio-pci migration \
                   path, chunk mode included), in Rust.\n\n\
+                  Commands that take a device (save, load, migrate, check) describe device \
+                  specs (sim:..., vfio-mig:...) with examples in their --help.\n\n\
+                  --json (on every command that reports) prints one JSON document on \
+                  standard output, with \"schema\": \"mlx5vf/1\" and its \"command\"; \
+                  what is meant for people stays on standard error; a failure is a \
+                  document too, with \"error\". bench --json prints one document per \
+                  result (JSON Lines).\n\n\
                   Exit status: 0 on success, 1 when a well-formed request fails (no such \
                   transition, a malformed stream, an I/O error), 2 on a usage error. Errors \
                   are one line on standard error, starting \"mlx5vf: \"."
@@ -60,16 +69,32 @@ pub enum Command {
     #[command(long_about = inspect::LONG_ABOUT, after_help = inspect::AFTER_HELP)]
     Inspect(inspect::InspectArgs),
     /// Migrate a VF's state from one device to another in this process (the main job).
-    #[command(long_about = MIGRATE_ABOUT)]
+    #[command(
+        long_about = MIGRATE_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::MIGRATE_EXAMPLES)
+    )]
     Migrate(transfer_cmds::MigrateArgs),
     /// Save a VF's state to a file, a pipe or a TCP peer.
-    #[command(long_about = SAVE_ABOUT)]
+    #[command(
+        long_about = SAVE_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::SAVE_EXAMPLES)
+    )]
     Save(transfer_cmds::SaveArgs),
     /// Load a VF's state from a file, a pipe or a TCP connection.
-    #[command(long_about = LOAD_ABOUT)]
+    #[command(
+        long_about = LOAD_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::LOAD_EXAMPLES)
+    )]
     Load(transfer_cmds::LoadArgs),
     /// Check a device against the VFIO migration uAPI (arcs, EOF, ENOMSG, EAGAIN, reset).
-    #[command(long_about = check::LONG_ABOUT)]
+    #[command(
+        long_about = check::LONG_ABOUT,
+        after_help = help::DEVICE_SPECS_SHORT,
+        after_long_help = help::device_specs(help::CHECK_EXAMPLES)
+    )]
     Check(check::CheckArgs),
     /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling.
     Bench(bench::BenchArgs),
@@ -80,9 +105,6 @@ const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in 
     STOP, RUNNING) run concurrently, connected by a bounded pipe. Prints bytes, records, chunks, \
     wall time, throughput, the stop-copy downtime and peak buffer memory on stderr; exits 0 only \
     if the destination's state digest equals the source's.\n\n\
-    Devices are named by spec strings: sim[:key=value,...] is the built-in simulated mlx5 PF \
-    with one VF (keys: state=SIZE, seed=N, chunks=on|off, precopy=on|off, object=MIN-MAX, \
-    dirty=SIZE, fw-rate=SIZE/s, latency=DURATION, migratable=on|off).\n\n\
     Where the devices are left. On success: the source in STOP (its state is out), the \
     destination RUNNING with it. On a failure (exit 1, one line naming the side that failed \
     first and how each side was left): the source goes back to the state it was in, RUNNING \
@@ -98,6 +120,9 @@ const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a TCP peer: PRE
     stream's format (mlx5vf, linux-mlx5, or opaque for another driver's stream, reported as \
     bytes only), records for an mlx5 stream, times, and the digest of a simulated device on \
     stderr.\n\n\
+    The stream goes to -o; without -o to standard output, unless that is a terminal: then \
+    save refuses (exit 2, before touching the device), and -o - writes to the terminal \
+    anyway.\n\n\
     Where the device is left. A device found mid-session (left by an earlier user) is first \
     brought out: RESUMING or ERROR by VFIO_DEVICE_RESET, STOP_COPY walked to STOP, PRE_COPY to \
     RUNNING, PRE_COPY_P2P to RUNNING_P2P (summary: recovered=...). On success: STOP (its state \
@@ -128,35 +153,111 @@ const LOAD_ABOUT: &str = "Load a VF's state from a file, a pipe or a TCP connect
     state it was in. If the reset itself fails, the line says so and names the last state \
     seen. A second signal exits at once; the next load recovers the device.";
 
+impl Command {
+    /// The `command` of its JSON document, when `--json` was given.
+    pub fn json_name(&self) -> Option<&'static str> {
+        let (json, name) = match self {
+            Self::Ifc(cmd) => (cmd.json(), cmd.name()),
+            Self::States(cmd) => (cmd.json(), cmd.name()),
+            Self::Inspect(args) => (args.json, "inspect"),
+            Self::Migrate(args) => (args.json, "migrate"),
+            Self::Save(args) => (args.json, "save"),
+            Self::Load(args) => (args.json, "load"),
+            Self::Check(args) => (args.json, "check"),
+            Self::Bench(args) => (args.json, "bench"),
+        };
+        json.then_some(name)
+    }
+}
+
 /// Runs one subcommand, writing its results to `out`, which is flushed
 /// before returning (so a caller printing an error afterwards prints it after
-/// the results).
+/// the results). With `--json`, `out` receives the JSON document, also
+/// when the command fails (with an `error` object).
 ///
 /// # Errors
 /// What the subcommand reports; [`Error::exit_code`] says how to exit.
 pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
+    let json = command.json_name().is_some();
     let result = match command {
         Command::Ifc(cmd) => ifc::run(cmd, out),
         Command::States(cmd) => states::run(cmd, out),
         Command::Inspect(args) => inspect::run(args, out),
-        Command::Migrate(args) => finish(transfer_cmds::migrate(args), args.json),
-        Command::Save(args) => finish(transfer_cmds::save(args), args.json),
-        Command::Load(args) => finish(transfer_cmds::load(args), args.json),
+        Command::Migrate(args) => finish(transfer_cmds::migrate(args), json, out),
+        Command::Save(args) => finish(transfer_cmds::save(args), json, out),
+        Command::Load(args) => finish(transfer_cmds::load(args), json, out),
         Command::Bench(args) => bench::run(args, out).map_err(Error::Bench),
         Command::Check(args) => check::run(args, out).map_err(Error::Check),
     };
+    if let (Err(e), Some(name)) = (&result, command.json_name()) {
+        if !e.has_document() {
+            let doc = FailureDocument {
+                command: name,
+                error: e,
+            };
+            // The error stays what the command reports (its line on
+            // stderr, its exit status); a document that cannot be written
+            // as well changes neither.
+            let _ = json::write_line(out, &doc);
+        }
+    }
     let flushed = out.flush().map_err(Error::Output);
     result.and(flushed)
 }
 
-/// Prints a device command's summary on stderr.
+/// Prints a device command's summary: `key=value` lines on stderr and,
+/// with `--json`, the document on `out`. A digest mismatch has a summary
+/// too (its document is written with the error).
 fn finish(
     result: Result<device::Summary, transfer_cmds::TransferCmdError>,
     json: bool,
+    out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let summary = result.map_err(Error::Transfer)?;
-    summary.print(json);
-    Ok(())
+    match result {
+        Ok(summary) => {
+            summary.print_text();
+            if json {
+                json::write_line(out, &summary).map_err(Error::Output)?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(summary) = e.summary() {
+                summary.print_text();
+            }
+            Err(Error::Transfer(e))
+        }
+    }
+}
+
+/// The document of a command that failed: `schema`, `command`, the
+/// summary's fields when the failure has one (a digest mismatch), and
+/// `error`.
+struct FailureDocument<'a> {
+    command: &'a str,
+    error: &'a Error,
+}
+
+impl serde::Serialize for FailureDocument<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("schema", json::SCHEMA)?;
+        map.serialize_entry("command", self.command)?;
+        if let Error::Transfer(e) = self.error {
+            for (key, value) in e.summary().into_iter().flat_map(device::Summary::entries) {
+                if key != "command" {
+                    map.serialize_entry(key, value)?;
+                }
+            }
+        }
+        let failure = json::Failure {
+            message: self.error.to_string(),
+            exit_code: self.error.exit_code(),
+        };
+        map.serialize_entry("error", &failure)?;
+        map.end()
+    }
 }
 
 /// Why a subcommand failed.
@@ -200,6 +301,20 @@ impl Error {
     /// (the reader went away on purpose).
     pub fn is_quiet(&self) -> bool {
         matches!(self, Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Whether the command's JSON document already carries this error (a
+    /// listing that stopped at a malformed record, a check report with
+    /// failures), or no document may be written (the output failed, or
+    /// stdout was to carry a stream).
+    fn has_document(&self) -> bool {
+        match self {
+            Self::Inspect(e) => e.is_in_listing(),
+            Self::Check(check::CheckError::Failed(_))
+            | Self::Transfer(transfer_cmds::TransferCmdError::JsonOnStreamOutput)
+            | Self::Output(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -276,6 +391,30 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// A migration whose digests differ fails with its summary: the
+    /// document carries the figures and the error, once each.
+    #[test]
+    fn a_digest_mismatch_document_keeps_the_summary() {
+        let mut summary = device::Summary::default();
+        summary
+            .add("command", device::Value::Text("migrate".into()))
+            .add("bytes", device::Value::Int(7))
+            .add("digests_match", device::Value::Bool(false));
+        let error = Error::Transfer(transfer_cmds::TransferCmdError::DigestMismatch {
+            source: "aa".into(),
+            destination: "bb".into(),
+            summary: Box::new(summary),
+        });
+        let doc = FailureDocument {
+            command: "migrate",
+            error: &error,
+        };
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"schema":"mlx5vf/1","command":"migrate","bytes":7,"digests_match":false,"error":{"message":"digests differ: source aa, destination bb","exit_code":1}}"#
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ use std::io::{self, Write};
 use clap::{Args, Subcommand};
 use mlx5vf_core::vfio::{MigState, MigrationFlags, Path, TransitionError, next_state};
 
+use serde::Serialize;
+
+use super::json::{self, Document};
 use super::{EXIT_FAILURE, EXIT_USAGE, Error, parse_u64};
 
 /// The long help of `mlx5vf states`.
@@ -68,6 +71,9 @@ pub enum StatesCommand {
         #[command(flatten)]
         /// Device flags.
         flags: FlagsArg,
+        /// Print one JSON document instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Print every state from FROM to TO, space separated (exit 1 if there is no path).
     #[command(
@@ -86,6 +92,9 @@ pub enum StatesCommand {
         #[command(flatten)]
         /// Device flags.
         flags: FlagsArg,
+        /// Print one JSON document instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the 8x8 next-state table (rows: current state, columns: requested).
     #[command(
@@ -97,7 +106,56 @@ pub enum StatesCommand {
         #[command(flatten)]
         /// Device flags.
         flags: FlagsArg,
+        /// Print one JSON document instead.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+impl StatesCommand {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            Self::Next { json, .. } | Self::Path { json, .. } | Self::Table { json, .. } => *json,
+        }
+    }
+
+    /// Its name in a JSON document.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Next { .. } => "states next",
+            Self::Path { .. } => "states path",
+            Self::Table { .. } => "states table",
+        }
+    }
+}
+
+/// The fields of a `states next` document (`flags`: the
+/// `VFIO_MIGRATION_*` word).
+#[derive(Serialize)]
+struct NextJson {
+    from: &'static str,
+    to: &'static str,
+    flags: u64,
+    next: &'static str,
+}
+
+/// The fields of a `states path` document.
+#[derive(Serialize)]
+struct PathJson {
+    from: &'static str,
+    to: &'static str,
+    flags: u64,
+    path: Vec<&'static str>,
+}
+
+/// The fields of a `states table` document: `next[row][column]` is what
+/// `states next STATES[row] STATES[column]` prints, `null` for an error.
+#[derive(Serialize)]
+struct TableJson {
+    flags: u64,
+    states: Vec<&'static str>,
+    next: Vec<Vec<Option<&'static str>>>,
 }
 
 /// Runs a `states` subcommand.
@@ -105,29 +163,79 @@ pub enum StatesCommand {
 /// # Errors
 /// [`StatesError`] (as [`Error::States`]) or a failed write.
 pub fn run(cmd: &StatesCommand, out: &mut dyn Write) -> Result<(), Error> {
+    let name = cmd.name();
     match cmd {
-        StatesCommand::Next { from, to, flags } => {
+        StatesCommand::Next {
+            from,
+            to,
+            flags,
+            json,
+        } => {
             let (from, to, flags) = (
                 parse_state(from)?,
                 parse_state(to)?,
                 parse_flags(&flags.flags)?,
             );
             let next = next_state(from, to, flags).map_err(StatesError::Transition)?;
-            writeln!(out, "{}", next.name()).map_err(Error::Output)
+            if *json {
+                let body = NextJson {
+                    from: from.name(),
+                    to: to.name(),
+                    flags: flags.into_bits(),
+                    next: next.name(),
+                };
+                json::write_line(out, &Document::new(name, body))
+            } else {
+                writeln!(out, "{}", next.name())
+            }
+            .map_err(Error::Output)
         }
-        StatesCommand::Path { from, to, flags } => {
+        StatesCommand::Path {
+            from,
+            to,
+            flags,
+            json,
+        } => {
             let (from, to, flags) = (
                 parse_state(from)?,
                 parse_state(to)?,
                 parse_flags(&flags.flags)?,
             );
-            let path = path(from, to, flags)?;
-            let names: Vec<&str> = path.iter().map(|s| s.name()).collect();
-            writeln!(out, "{}", names.join(" ")).map_err(Error::Output)
+            let names: Vec<&str> = path(from, to, flags)?.iter().map(|s| s.name()).collect();
+            if *json {
+                let body = PathJson {
+                    from: from.name(),
+                    to: to.name(),
+                    flags: flags.into_bits(),
+                    path: names,
+                };
+                json::write_line(out, &Document::new(name, body))
+            } else {
+                writeln!(out, "{}", names.join(" "))
+            }
+            .map_err(Error::Output)
         }
-        StatesCommand::Table { flags } => {
+        StatesCommand::Table { flags, json } => {
             let flags = parse_flags(&flags.flags)?;
-            table(flags, out).map_err(Error::Output)
+            if *json {
+                let body = TableJson {
+                    flags: flags.into_bits(),
+                    states: MigState::ALL.iter().map(|s| s.name()).collect(),
+                    next: MigState::ALL
+                        .iter()
+                        .map(|&from| {
+                            MigState::ALL
+                                .iter()
+                                .map(|&to| next_state(from, to, flags).ok().map(MigState::name))
+                                .collect()
+                        })
+                        .collect(),
+                };
+                json::write_line(out, &Document::new(name, body))
+            } else {
+                table(flags, out)
+            }
+            .map_err(Error::Output)
         }
     }
 }

@@ -1,16 +1,16 @@
 //! `mlx5vf save`, `mlx5vf load` and `mlx5vf migrate`.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::time::Instant;
 
 use clap::Args;
 use mlx5vf_core::vfio::MigState;
 
 use super::device::{
-    DEFAULT_DESTINATION, DEFAULT_DEVICE, DriverArgs, Progress, Summary, Value, open_input,
-    open_output, rate,
+    DEFAULT_DESTINATION, DEFAULT_DEVICE, LoadingArgs, Progress, SavingArgs, Summary, Value,
+    open_input, open_output, rate,
 };
-use crate::backend::{self, MigrationDevice, OpenError};
+use crate::backend::{self, DriverOptions, MigrationDevice, OpenError};
 use crate::interrupt::Interrupt;
 use crate::pipe::pipe;
 use crate::recognise::RecordCounts;
@@ -21,7 +21,7 @@ use crate::transfer::{
 /// Arguments of `mlx5vf save`.
 #[derive(Clone, Debug, Args)]
 pub struct SaveArgs {
-    /// The device to save (see `mlx5vf --help` for specs).
+    /// The device to save (specs: see below).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
     pub device: String,
     /// Run PRE_COPY rounds before stopping the device.
@@ -32,19 +32,18 @@ pub struct SaveArgs {
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: std::time::Duration,
     /// Where the stream goes: a file, `-` for stdout, or `tcp://HOST:PORT`.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "PATH|-|tcp://HOST:PORT",
-        default_value = "-"
-    )]
-    pub output: String,
-    /// Print the summary as one JSON object on stderr.
+    /// Without -o: stdout, unless it is a terminal (then save refuses; -o -
+    /// writes to a terminal anyway).
+    #[arg(short = 'o', long = "output", value_name = "PATH|-|tcp://HOST:PORT")]
+    pub output: Option<String>,
+    /// Also print the summary as one JSON document on stdout (the
+    /// key=value lines stay on stderr); needs -o FILE or -o tcp://..., as
+    /// stdout cannot carry the stream too.
     #[arg(long)]
     pub json: bool,
-    /// Driver policy.
+    /// How the driver saves.
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub saving: SavingArgs,
 }
 
 /// Arguments of `mlx5vf load`.
@@ -63,12 +62,13 @@ pub struct LoadArgs {
         default_value = "-"
     )]
     pub input: String,
-    /// Print the summary as one JSON object on stderr.
+    /// Also print the summary as one JSON document on stdout (the
+    /// key=value lines stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Driver policy.
+    /// How the driver loads.
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub loading: LoadingArgs,
 }
 
 /// Arguments of `mlx5vf migrate`.
@@ -87,12 +87,26 @@ pub struct MigrateArgs {
     /// iterates until what the source still holds would move within it.
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: std::time::Duration,
-    /// Print the summary as one JSON object on stderr.
+    /// Also print the summary as one JSON document on stdout (the
+    /// key=value lines stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Driver policy.
+    /// How the source's driver saves.
     #[command(flatten)]
-    pub driver: DriverArgs,
+    pub saving: SavingArgs,
+    /// How the destination's driver loads.
+    #[command(flatten)]
+    pub loading: LoadingArgs,
+}
+
+impl MigrateArgs {
+    /// The driver options of both sides.
+    pub fn driver_options(&self) -> DriverOptions {
+        let mut opts = DriverOptions::default();
+        self.saving.apply(&mut opts);
+        self.loading.apply(&mut opts);
+        opts
+    }
 }
 
 /// Which side of a migration.
@@ -131,12 +145,18 @@ pub enum TransferCmdError {
         /// How the other side's device was left.
         other: Aftermath,
     },
+    /// `save` without `-o` would write its binary stream to a terminal.
+    TerminalOutput,
+    /// `save --json` whose stream goes to stdout, where the document goes.
+    JsonOnStreamOutput,
     /// The destination's state differs from the source's.
     DigestMismatch {
         /// Source digest.
         source: String,
         /// Destination digest.
         destination: String,
+        /// What the migration measured (printed with the error).
+        summary: Box<Summary>,
     },
 }
 
@@ -153,9 +173,18 @@ impl std::fmt::Display for TransferCmdError {
                 };
                 write!(f, "{side}: {error}; {other_side}: {other}")
             }
+            Self::TerminalOutput => f.write_str(
+                "standard output is a terminal: refusing to write a binary stream to it; \
+                 give -o FILE, -o tcp://HOST:PORT, or -o - to write it there anyway",
+            ),
+            Self::JsonOnStreamOutput => f.write_str(
+                "--json prints its document on standard output, which would carry the stream \
+                 too: give -o FILE or -o tcp://HOST:PORT",
+            ),
             Self::DigestMismatch {
                 source,
                 destination,
+                ..
             } => write!(
                 f,
                 "digests differ: source {source}, destination {destination}"
@@ -167,18 +196,30 @@ impl std::fmt::Display for TransferCmdError {
 impl std::error::Error for TransferCmdError {}
 
 impl TransferCmdError {
-    /// Exit status: 2 for a bad device spec, 1 otherwise (an interrupted
-    /// transfer too: it failed, and its device was put back).
+    /// Exit status: 2 for a bad device spec, or a stream that would go to
+    /// a terminal or share stdout with `--json` (the command line must say
+    /// otherwise); 1 otherwise (an interrupted transfer too: it failed, and
+    /// its device was put back).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Open(OpenError::Spec(_)) => super::EXIT_USAGE,
+            Self::Open(OpenError::Spec(_)) | Self::TerminalOutput | Self::JsonOnStreamOutput => {
+                super::EXIT_USAGE
+            }
             _ => super::EXIT_FAILURE,
+        }
+    }
+
+    /// The summary a failure still has (a migration whose digests differ).
+    pub fn summary(&self) -> Option<&Summary> {
+        match self {
+            Self::DigestMismatch { summary, .. } => Some(summary),
+            _ => None,
         }
     }
 }
 
-fn open(spec: &str, driver: &DriverArgs) -> Result<Box<dyn MigrationDevice>, TransferCmdError> {
-    backend::open(spec, &driver.options()).map_err(TransferCmdError::Open)
+fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>, TransferCmdError> {
+    backend::open(spec, opts).map_err(TransferCmdError::Open)
 }
 
 /// Stops a transfer on SIGINT/SIGTERM/SIGHUP; without handlers (they could
@@ -226,15 +267,39 @@ fn add_save(s: &mut Summary, r: &SaveReport) {
         );
 }
 
+/// Where `save` writes its stream: `-o` as given; without it standard
+/// output, unless `stdout_is_terminal()` (a gigabyte of binary is no use
+/// on a screen, and can leave the terminal in a strange state).
+///
+/// # Errors
+/// [`TransferCmdError::TerminalOutput`].
+pub fn stream_destination(
+    output: Option<&str>,
+    stdout_is_terminal: impl FnOnce() -> bool,
+) -> Result<&str, TransferCmdError> {
+    match output {
+        Some(given) => Ok(given),
+        None if stdout_is_terminal() => Err(TransferCmdError::TerminalOutput),
+        None => Ok("-"),
+    }
+}
+
 /// `mlx5vf save`.
 ///
 /// # Errors
 /// [`TransferCmdError`].
 pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
+    // Before the device is touched: a refused save changes nothing.
+    let destination = stream_destination(args.output.as_deref(), || io::stdout().is_terminal())?;
+    if args.json && destination == "-" {
+        return Err(TransferCmdError::JsonOnStreamOutput);
+    }
     let interrupt = interrupt_on_signals();
-    let mut dev = open(&args.device, &args.driver)?;
+    let mut opts = DriverOptions::default();
+    args.saving.apply(&mut opts);
+    let mut dev = open(&args.device, &opts)?;
     let total = dev.data_size().unwrap_or(0);
-    let mut out = open_output(&args.output, &interrupt).map_err(TransferCmdError::Endpoint)?;
+    let mut out = open_output(destination, &interrupt).map_err(TransferCmdError::Endpoint)?;
     let progress = Progress::new(total, true).interrupted_by(interrupt);
     let opts = SaveOptions {
         precopy: args.precopy,
@@ -272,7 +337,9 @@ fn add_load(s: &mut Summary, r: &LoadReport) {
 /// [`TransferCmdError`].
 pub fn load(args: &LoadArgs) -> Result<Summary, TransferCmdError> {
     let interrupt = interrupt_on_signals();
-    let mut dev = open(&args.device, &args.driver)?;
+    let mut opts = DriverOptions::default();
+    args.loading.apply(&mut opts);
+    let mut dev = open(&args.device, &opts)?;
     let mut input = open_input(&args.input, &interrupt).map_err(TransferCmdError::Endpoint)?;
     let progress = Progress::new(0, true).interrupted_by(interrupt);
     let r = transfer::load(dev.as_mut(), &mut input, &progress);
@@ -312,8 +379,9 @@ fn resting_state(dev: &mut dyn MigrationDevice) -> MigState {
 /// destination does not end with the source's state.
 pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
     let interrupt = interrupt_on_signals();
-    let mut src = open(&args.from, &args.driver)?;
-    let mut dst = open(&args.to, &args.driver)?;
+    let driver = args.driver_options();
+    let mut src = open(&args.from, &driver)?;
+    let mut dst = open(&args.to, &driver)?;
     let source_resting = resting_state(src.as_mut());
     let total = src.data_size().unwrap_or(0);
     let progress = Progress::new(total, true).interrupted_by(interrupt.clone());
@@ -412,10 +480,10 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
             .add("destination_digest", Value::Text(b.clone()))
             .add("digests_match", Value::Bool(a == b));
         if a != b {
-            s.print(args.json);
             return Err(TransferCmdError::DigestMismatch {
                 source: a.clone(),
                 destination: b.clone(),
+                summary: Box::new(s),
             });
         }
     }
@@ -440,6 +508,32 @@ mod tests {
         match Cli::parse_from(args).command {
             Command::Save(a) => a.device,
             Command::Load(a) => a.device,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 14: without -o, save refuses a terminal on stdout; -o - (or
+    /// any -o) is taken as given, and a pipe or file on stdout is used.
+    #[test]
+    fn save_refuses_a_terminal_unless_told() {
+        let terminal = || true;
+        let pipe = || false;
+        assert!(matches!(
+            stream_destination(None, terminal),
+            Err(TransferCmdError::TerminalOutput)
+        ));
+        assert_eq!(stream_destination(None, pipe).unwrap(), "-");
+        assert_eq!(stream_destination(Some("-"), terminal).unwrap(), "-");
+        assert_eq!(
+            stream_destination(Some("s.bin"), terminal).unwrap(),
+            "s.bin"
+        );
+        let e = TransferCmdError::TerminalOutput;
+        assert_eq!(e.exit_code(), crate::cli::EXIT_USAGE);
+        assert!(!e.to_string().contains('\n'));
+        // The flag is optional, so "not given" can be told from "-".
+        match Cli::parse_from(["mlx5vf", "save"]).command {
+            Command::Save(a) => assert_eq!(a.output, None),
             other => panic!("{other:?}"),
         }
     }

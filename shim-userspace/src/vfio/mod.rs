@@ -53,7 +53,7 @@ use std::time::Duration;
 use crate::backend::{DataFile, MigrationDevice, Stats, StreamFormat};
 
 /// Buses searched for a bare device name, in order.
-const BUSES: [&str; 3] = ["pci", "platform", "mdev"];
+pub const BUSES: [&str; 3] = ["pci", "platform", "mdev"];
 /// Where sysfs is.
 const SYSFS: &str = "/sys";
 
@@ -66,6 +66,37 @@ pub enum IommuPath {
     Group,
     /// `/dev/vfio/devices/vfioN` bound to `/dev/iommu`.
     Cdev,
+}
+
+impl IommuPath {
+    /// Every value of `iommu=`: its name, the path, and what it takes. The
+    /// parser looks names up here and `--help` lists it; the first is the
+    /// default.
+    pub const CHOICES: [(&'static str, Self, &'static str); 3] = [
+        (
+            "auto",
+            Self::Auto,
+            "cdev when the kernel has one for the device, else group (as QEMU does)",
+        ),
+        (
+            "group",
+            Self::Group,
+            "the /dev/vfio/vfio container (type1v2 IOMMU) and /dev/vfio/GROUP",
+        ),
+        (
+            "cdev",
+            Self::Cdev,
+            "iommufd: /dev/vfio/devices/vfioN bound to /dev/iommu",
+        ),
+    ];
+
+    /// Its name in a spec.
+    pub fn name(self) -> &'static str {
+        Self::CHOICES
+            .iter()
+            .find(|(_, path, _)| *path == self)
+            .map_or("auto", |(name, _, _)| name)
+    }
 }
 
 /// A parsed `vfio-mig:` spec.
@@ -106,13 +137,16 @@ impl VfioSpec {
         let mut iommu = IommuPath::Auto;
         for part in parts {
             match part.split_once('=') {
-                Some(("iommu", "auto")) => iommu = IommuPath::Auto,
-                Some(("iommu", "group")) => iommu = IommuPath::Group,
-                Some(("iommu", "cdev")) => iommu = IommuPath::Cdev,
                 Some(("iommu", v)) => {
-                    return Err(format!(
-                        "vfio-mig: iommu={v:?}: expected auto, group or cdev"
-                    ));
+                    iommu = IommuPath::CHOICES
+                        .iter()
+                        .find(|(name, _, _)| *name == v)
+                        .map(|(_, path, _)| *path)
+                        .ok_or_else(|| {
+                            let names: Vec<&str> =
+                                IommuPath::CHOICES.iter().map(|(n, _, _)| *n).collect();
+                            format!("vfio-mig: iommu={v:?}: expected {}", names.join(", "))
+                        })?;
                 }
                 _ => return Err(format!("vfio-mig: unknown option {part:?} (known: iommu=)")),
             }

@@ -93,3 +93,16 @@ pub(crate) fn run_stdin(args: &[&str], input: &[u8]) -> Run {
     writer.join().expect("writer thread");
     Run::from_output(out)
 }
+
+/// The one JSON document `--json` printed on stdout (panics on none, on
+/// more than one, or on anything else around it).
+pub(crate) fn one_json_document(stdout: &str) -> serde_json::Value {
+    let mut docs = serde_json::Deserializer::from_str(stdout).into_iter::<serde_json::Value>();
+    let doc = docs
+        .next()
+        .unwrap_or_else(|| panic!("no JSON document in {stdout:?}"))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout:?}"));
+    assert!(docs.next().is_none(), "more than one document: {stdout:?}");
+    assert_eq!(doc["schema"], "mlx5vf/1", "{stdout}");
+    doc
+}
