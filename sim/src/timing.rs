@@ -148,6 +148,13 @@ impl Drop for Worker {
     fn drop(&mut self) {
         drop(self.queue.take());
         if let Some(t) = self.thread.take() {
+            // Dropped by one of its own jobs (a completion callback holding
+            // the last reference to its device): joining would deadlock
+            // (std panics with EDEADLK). The queue is closed, so the thread
+            // ends when this job returns; let it go.
+            if t.thread().id() == thread::current().id() {
+                return;
+            }
             let _ = t.join();
         }
     }
@@ -159,6 +166,34 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
     use std::vec::Vec;
+
+    /// Flake seen in the CLI tests: the last reference to a worker dropped
+    /// inside one of its jobs made the worker join its own thread, and std
+    /// panicked ("Resource deadlock avoided").
+    #[test]
+    fn a_worker_dropped_by_its_own_job_does_not_join_itself() {
+        let worker = Arc::new(Mutex::new(Some(
+            Worker::new(TimingModel::default()).unwrap(),
+        )));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let inside = Arc::clone(&worker);
+        let job = Box::new(move || {
+            // The job takes the worker out and drops it on the worker's thread.
+            let w = inside.lock().unwrap().take();
+            drop(w);
+            done_tx.send(()).unwrap();
+        });
+        worker
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .submit(Duration::ZERO, job)
+            .unwrap();
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the job ran to its end");
+    }
 
     #[test]
     fn cost_adds_latency_and_transfer() {
