@@ -233,10 +233,21 @@ impl std::error::Error for OpenError {}
 pub fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>, OpenError> {
     let spec = if spec.is_empty() { "sim" } else { spec };
     if spec == "sim" || spec.starts_with("sim:") {
-        let parsed: mlx5vf_sim::spec::SimSpec =
-            spec.parse().map_err(|e| OpenError::Spec(format!("{e}")))?;
-        let dev = crate::sim::SimDevice::open(spec, &parsed, opts).map_err(OpenError::Device)?;
-        return Ok(Box::new(dev));
+        #[cfg(feature = "sim")]
+        {
+            let parsed: mlx5vf_sim::spec::SimSpec =
+                spec.parse().map_err(|e| OpenError::Spec(format!("{e}")))?;
+            let dev =
+                crate::sim::SimDevice::open(spec, &parsed, opts).map_err(OpenError::Device)?;
+            return Ok(Box::new(dev));
+        }
+        #[cfg(not(feature = "sim"))]
+        {
+            let _ = opts;
+            return Err(OpenError::Spec(format!(
+                "{spec:?}: this build of mlx5vf has no simulated device (feature `sim`)"
+            )));
+        }
     }
     if spec.starts_with("vfio-mig:") {
         let parsed = crate::vfio::VfioSpec::parse(spec).map_err(OpenError::Spec)?;

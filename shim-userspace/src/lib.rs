@@ -15,6 +15,12 @@
 //! The device-backed commands (save, load, migrate, bench over the built-in
 //! simulated device or a VFIO PF) join them in [`cli::Command`].
 //!
+//! # Features
+//! `cli` (the tool: clap, indicatif, serde) and `sim` (the built-in
+//! simulated device) are on by default. A VMM embedding the transfer loop
+//! and the VFIO client builds with `default-features = false`: then only
+//! `vfio-mig:` specs open.
+//!
 //! # Exit status
 //! `0` success; `1` the request was well formed but failed (no such
 //! transition, a malformed stream, an I/O error); `2` a usage error (unknown
@@ -33,10 +39,12 @@
 )]
 
 pub mod backend;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod interrupt;
 pub mod pipe;
 pub mod recognise;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod transfer;
 pub mod vfio;

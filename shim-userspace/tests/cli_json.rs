@@ -3,6 +3,9 @@
 //! `"schema": "mlx5vf/1"` and its `command`; the human summary stays on
 //! stderr; a failure still prints one document, with `error`. Read back
 //! with serde_json, never by searching the text.
+// The tool and the simulated device (default features): built without
+// them (a VMM's embedding) there is nothing here to test.
+#![cfg(all(feature = "cli", feature = "sim"))]
 mod common;
 
 use std::fmt;

@@ -1,6 +1,9 @@
 //! `mlx5vf migrate`, `save` and `load` end to end, through the binary:
 //! round trips in every mode, files, pipes, TCP across two processes, and
 //! each class of `load` failure with its message and exit status.
+// The tool and the simulated device (default features): built without
+// them (a VMM's embedding) there is nothing here to test.
+#![cfg(all(feature = "cli", feature = "sim"))]
 mod common;
 
 use std::fs::{File, OpenOptions};

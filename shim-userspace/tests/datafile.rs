@@ -1,6 +1,9 @@
 //! The simulated device's data file behaves like the kernel's data fd:
 //! blocking and non-blocking reads, ENOMSG in PRE_COPY, EOF as Ok(0),
 //! writes in any pieces, precopy info, data size.
+// The tool and the simulated device (default features): built without
+// them (a VMM's embedding) there is nothing here to test.
+#![cfg(all(feature = "cli", feature = "sim"))]
 
 use std::io::{self, Read, Write};
 
