@@ -263,8 +263,9 @@ impl<H: Hal> Hal for FaultInjector<H> {
     }
 
     fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
-        // A LOAD is a command like any other: the exec knobs apply.
-        self.knobs.on_exec(input)?;
+        // Forwarded untouched: a platform that LOADs synchronously answers
+        // `false` and the core sends the LOAD through `exec`, where the exec
+        // knobs apply (applying them here too would count it twice).
         kind(self.inner.start_load(input, token))
     }
 
