@@ -735,28 +735,13 @@ pub unsafe extern "C" fn mlx5vf_save_complete(
     out: *const c_void,
     out_len: usize,
 ) -> c_int {
-    // SAFETY: `dev` is null or device storage (caller).
-    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
-        return -MLX5VF_EINVAL;
-    };
-    let output: &[u8] = if status != 0 || out.is_null() {
-        // The core treats a missing output as a failed SAVE.
-        &[]
-    } else {
-        // SAFETY: `out` is valid for `out_len` bytes of reads (caller).
-        unsafe { core::slice::from_raw_parts(out.cast::<u8>(), out_len) }
-    };
-    // SAFETY: the caller holds the lock.
-    let result = unsafe { c.device() }.handle_save_completion(SaveToken::from_bits(token), output);
-    match result {
-        Ok(()) => {
-            c.notify();
-            0
-        }
-        Err(e) => errno(&e),
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        deliver(dev, status, out, out_len, |d, output| {
+            d.handle_save_completion(SaveToken::from_bits(token), output)
+        })
     }
 }
-
 /// Delivers the completion of the LOAD started with `token` (by the
 /// optional `start_load`), as `mlx5vf_save_complete()` does for SAVEs: from
 /// the completion's **work item, with the lock held**; `status` 0 with
@@ -780,20 +765,40 @@ pub unsafe extern "C" fn mlx5vf_load_complete(
     out: *const c_void,
     out_len: usize,
 ) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        deliver(dev, status, out, out_len, |d, output| {
+            d.handle_load_completion(LoadToken::from_bits(token), output)
+        })
+    }
+}
+
+/// The body of both completion entry points: the output (empty when the
+/// command did not complete, which the core treats as a failed command)
+/// handed to `handle`, then waiters woken.
+///
+/// # Safety
+/// As the entry points: `dev` is null or device storage whose lock the
+/// caller holds; `out` is null or valid for `out_len` bytes of reads.
+unsafe fn deliver(
+    dev: *mut mlx5vf_device,
+    status: c_int,
+    out: *const c_void,
+    out_len: usize,
+    handle: impl FnOnce(&mut Device<CHal>, &[u8]) -> Result<(), DeviceError>,
+) -> c_int {
     // SAFETY: `dev` is null or device storage (caller).
     let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
         return -MLX5VF_EINVAL;
     };
     let output: &[u8] = if status != 0 || out.is_null() {
-        // The core treats a missing output as a failed LOAD.
         &[]
     } else {
         // SAFETY: `out` is valid for `out_len` bytes of reads (caller).
         unsafe { core::slice::from_raw_parts(out.cast::<u8>(), out_len) }
     };
     // SAFETY: the caller holds the lock.
-    let result = unsafe { c.device() }.handle_load_completion(LoadToken::from_bits(token), output);
-    match result {
+    match handle(unsafe { c.device() }, output) {
         Ok(()) => {
             c.notify();
             0
@@ -801,7 +806,6 @@ pub unsafe extern "C" fn mlx5vf_load_complete(
         Err(e) => errno(&e),
     }
 }
-
 /// `-errno` for a device error.
 pub(crate) fn errno(e: &DeviceError) -> c_int {
     e.errno().code().saturating_neg()

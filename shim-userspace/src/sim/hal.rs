@@ -242,6 +242,47 @@ impl SimHal {
         Arc::clone(&self.fw)
     }
 
+    /// Runs an asynchronous command on the firmware thread: executes it,
+    /// paces it by the timing model for the bytes `moved` says it moved, and
+    /// delivers its output as `done`.
+    fn run_async(
+        &self,
+        input: &[u8],
+        done: Completion,
+        moved: impl Fn(&[u8]) -> u64 + Send + 'static,
+    ) -> Result<(), HalErrorKind> {
+        let input = input.to_vec();
+        let fw = Arc::clone(&self.fw);
+        let pool = Arc::clone(&self.pool);
+        let deliver = Arc::clone(&self.deliver);
+        let timing = self.timing;
+        let op = match done {
+            Completion::Save(_) => Opcode::SaveVhcaState,
+            Completion::Load(_) => Opcode::LoadVhcaState,
+        };
+        let job = Box::new(move || {
+            let start = Instant::now();
+            let mut out = vec![0u8; 16];
+            {
+                let mut fw = lock(&fw);
+                // A firmware that cannot report has failed the command; the
+                // zeroed output would read as success, so mark it failed.
+                if fw.exec(&input, &mut out, &mut PoolDma(&pool)).is_err() {
+                    if let Some(status) = out.first_mut() {
+                        *status = 0x01;
+                    }
+                }
+            }
+            pace(start, timing.cost(u16::from(op), moved(&out)));
+            if let Some(d) = deliver.get() {
+                d(done, out);
+            }
+        });
+        self.worker
+            .submit(Duration::ZERO, job)
+            .map_err(|_| HalErrorKind::Other)
+    }
+
     fn exec_locked(&self, input: &[u8], output: &mut [u8]) -> Result<(), HalErrorKind> {
         let mut fw = lock(&self.fw);
         fw.exec(input, output, &mut PoolDma(&self.pool))
@@ -290,73 +331,23 @@ impl Hal for SimHal {
     }
 
     fn start_save(&mut self, input: &[u8], token: SaveToken) -> Result<(), HalErrorKind> {
-        let input = input.to_vec();
-        let fw = Arc::clone(&self.fw);
-        let pool = Arc::clone(&self.pool);
-        let deliver = Arc::clone(&self.deliver);
-        let timing = self.timing;
-        let job = Box::new(move || {
-            let start = Instant::now();
-            let mut out = vec![0u8; 16];
-            {
-                let mut fw = lock(&fw);
-                // A firmware that cannot report has failed the command; the
-                // zeroed output would read as success, so mark it failed.
-                if fw.exec(&input, &mut out, &mut PoolDma(&pool)).is_err() {
-                    if let Some(status) = out.first_mut() {
-                        *status = 0x01;
-                    }
-                }
-            }
-            // SAVE takes as long as the firmware rate says for what it wrote.
-            let written = if out.first() == Some(&0) {
-                u64::from(be32(&out, 8))
+        // SAVE takes as long as the firmware rate says for what it wrote.
+        self.run_async(input, Completion::Save(token), |out| {
+            if out.first() == Some(&0) {
+                u64::from(be32(out, 8))
             } else {
                 0
-            };
-            pace(
-                start,
-                timing.cost(u16::from(Opcode::SaveVhcaState), written),
-            );
-            if let Some(d) = deliver.get() {
-                d(Completion::Save(token), out);
             }
-        });
-        self.worker
-            .submit(Duration::ZERO, job)
-            .map_err(|_| HalErrorKind::Other)
+        })
     }
 
     fn start_load(&mut self, input: &[u8], token: LoadToken) -> Result<bool, HalErrorKind> {
         if !self.async_load {
             return Ok(false);
         }
-        let input = input.to_vec();
-        let fw = Arc::clone(&self.fw);
-        let pool = Arc::clone(&self.pool);
-        let deliver = Arc::clone(&self.deliver);
-        let timing = self.timing;
         // LOAD moves its `size` bytes (dw7) at the firmware rate.
-        let bytes = u64::from(be32(&input, 28));
-        let job = Box::new(move || {
-            let start = Instant::now();
-            let mut out = vec![0u8; 16];
-            {
-                let mut fw = lock(&fw);
-                if fw.exec(&input, &mut out, &mut PoolDma(&pool)).is_err() {
-                    if let Some(status) = out.first_mut() {
-                        *status = 0x01;
-                    }
-                }
-            }
-            pace(start, timing.cost(u16::from(Opcode::LoadVhcaState), bytes));
-            if let Some(d) = deliver.get() {
-                d(Completion::Load(token), out);
-            }
-        });
-        self.worker
-            .submit(Duration::ZERO, job)
-            .map_err(|_| HalErrorKind::Other)?;
+        let bytes = u64::from(be32(input, 28));
+        self.run_async(input, Completion::Load(token), move |_| bytes)?;
         Ok(true)
     }
 
