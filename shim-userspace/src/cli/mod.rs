@@ -96,7 +96,7 @@ pub enum Command {
         after_long_help = help::device_specs(help::CHECK_EXAMPLES)
     )]
     Check(check::CheckArgs),
-    /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling.
+    /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling, downtime vs the Linux driver.
     Bench(bench::BenchArgs),
 }
 
