@@ -1,4 +1,4 @@
-//! `mlx5vf bench`: the four figures of the benchmarks, each against a
+//! `mlx5vf bench`: the five figures of the benchmarks, each against a
 //! reference measured in the same run.
 //!
 //! 1. **Pipeline vs memcpy**: stop-copy bytes/s of a chunk-mode save read to
