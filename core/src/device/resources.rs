@@ -7,9 +7,12 @@
 //! the session is closed and its last buffer is gone, because firmware
 //! refuses to free a PD that memory keys still use.
 
-use crate::hal::{BufferId, DmaDirection};
+use crate::hal::{BufferId, DmaDirection, Hal, HalError};
 use crate::ifc::mkey::Mkey;
-use crate::ifc::pd::Pd;
+use crate::ifc::pd::{AllocPd, DeallocPd, Pd};
+use crate::save::BufRef;
+
+use super::{Device, DeviceError};
 
 /// Readers copying at once: the live saving file's, and one of a file that
 /// was replaced (by a reset and a new walk) while its reader was copying. A
@@ -162,5 +165,125 @@ impl Resources {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.bufs.iter().all(Option::is_none) && self.pds.iter().all(Option::is_none)
+    }
+}
+
+/// Buffers and PDs through the platform, with the table above kept in step.
+impl<H: Hal> Device<H> {
+    /// Allocates a buffer of `npages` for `session` and, for save buffers,
+    /// maps it under the session's PD.
+    pub(super) fn alloc_buffer(
+        &mut self,
+        session: SessionId,
+        npages: u32,
+        dir: DmaDirection,
+        map: bool,
+    ) -> Result<BufRef, DeviceError> {
+        let id = self
+            .hal
+            .alloc_buffer(npages, dir)
+            .map_err(|e| DeviceError::Platform(e.kind()))?;
+        let buf = Buf {
+            id,
+            npages,
+            dir,
+            session,
+            mkey: None,
+            in_dma: false,
+            leased: false,
+            doomed: false,
+        };
+        let Some(index) = self.res.insert(buf) else {
+            self.hal.free_buffer(id);
+            return Err(DeviceError::TableFull);
+        };
+        if map {
+            let Some(pd) = self.res.pd_of(session) else {
+                self.free_buffer(index);
+                return Err(DeviceError::NoFile);
+            };
+            match self.hal.map_buffers(pd, &[id]) {
+                Ok(mkey) => {
+                    if let Some(b) = self.res.get_mut(index) {
+                        b.mkey = Some(mkey);
+                    }
+                }
+                Err(e) => {
+                    self.free_buffer(index);
+                    return Err(DeviceError::Platform(e.kind()));
+                }
+            }
+        }
+        Ok(BufRef { index, npages })
+    }
+
+    /// Unmaps and frees a buffer now, or marks it doomed if pinned.
+    pub(super) fn free_buffer(&mut self, index: u16) {
+        let Some(buf) = self.res.get_mut(index) else {
+            return;
+        };
+        if buf.pinned() {
+            buf.doomed = true;
+            return;
+        }
+        let session = buf.session;
+        let mkey = buf.mkey.take();
+        let id = buf.id;
+        if let Some(mkey) = mkey {
+            self.unmap(mkey, &[id]);
+        }
+        self.hal.free_buffer(id);
+        let _ = self.res.remove(index);
+        self.release_pd_if_unused(session);
+    }
+
+    pub(super) fn unmap(&mut self, mkey: Mkey, ids: &[BufferId]) {
+        if self.hal.unmap_buffers(mkey, ids).is_err() {
+            self.leaked_mkeys = self.leaked_mkeys.saturating_add(1);
+        }
+    }
+
+    /// Frees a closed session's PD once its last buffer is gone.
+    pub(super) fn release_pd_if_unused(&mut self, session: SessionId) {
+        let closed = self.res.pd_slot_mut(session).is_some_and(|p| p.closed);
+        if closed && !self.res.has_buffers(session) {
+            if let Some(pd) = self.res.remove_pd(session) {
+                self.dealloc_pd(pd);
+            }
+        }
+    }
+
+    pub(super) fn dealloc_pd(&mut self, pd: Pd) {
+        // Freeing is attempted even when detached: PDs belong to the PF.
+        if self.exec(&DeallocPd { pd }).is_err() {
+            self.leaked_pds = self.leaked_pds.saturating_add(1);
+        }
+    }
+
+    pub(super) fn alloc_pd(&mut self, session: SessionId) -> Result<(), DeviceError> {
+        let pd = self.exec_vf(&AllocPd)?;
+        if !self.res.insert_pd(pd, session) {
+            self.dealloc_pd(pd);
+            return Err(DeviceError::TableFull);
+        }
+        Ok(())
+    }
+
+    /// Closes a session's resources: every unpinned buffer now, pinned ones
+    /// when unpinned, the PD after the last buffer.
+    pub(super) fn close_session(&mut self, session: SessionId) {
+        if let Some(p) = self.res.pd_slot_mut(session) {
+            p.closed = true;
+        }
+        let mut indexes = [0u16; MAX_BUFFERS];
+        let mut n = 0usize;
+        for (slot, i) in indexes.iter_mut().zip(self.res.of_session(session)) {
+            *slot = i;
+            n = n.saturating_add(1);
+        }
+        for &i in indexes.get(..n).unwrap_or_default() {
+            self.free_buffer(i);
+        }
+        self.release_pd_if_unused(session);
     }
 }

@@ -14,6 +14,7 @@
 //! buffer that is too small is an [`EncodeError::InsufficientSize`] with the
 //! buffer untouched. Firmware output is untrusted input.
 
+pub mod checked;
 pub mod command;
 pub mod hca_cap;
 pub mod header;
