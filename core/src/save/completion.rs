@@ -208,7 +208,7 @@ impl SaveEngine {
     /// The SAVE in flight failed for `why` (firmware refused it, its output
     /// was unreadable, or the driver could not issue it). A PRE_COPY save
     /// refused with BAD_RES_STATE_ERR moves the file to
-    /// [`FileState::PreCopyError`] (recoverable: the final save takes a full
+    /// [`FileState::PreCopyError`](super::FileState::PreCopyError) (recoverable: the final save takes a full
     /// image); anything else fails the file. The buffer goes back to the
     /// available list (or a [`SaveAction::Free`] is queued).
     ///
