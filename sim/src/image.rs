@@ -68,6 +68,19 @@ const REC: usize = RECORD_HEADER_LEN as usize;
 /// Bytes covered by the header checksum.
 const CHECKED: usize = 72;
 
+/// Whether object content bytes are produced and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// SAVE generates every content byte and LOAD regenerates and compares
+    /// them: the model's full check.
+    Generated,
+    /// SAVE leaves content bytes as the buffer held them and LOAD does not
+    /// look at them; headers, sizes and versions are still written and
+    /// checked. For benchmarks of the driver, where generating and
+    /// comparing content would be most of the time measured.
+    Skipped,
+}
+
 /// Where an image sits in its save session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageKind {
@@ -392,8 +405,8 @@ fn read_exact(window: &mut dyn Window, pos: u64, out: &mut [u8]) -> Result<(), W
 }
 
 /// Write a whole image: `header`, then one record per index of `records`
-/// (ascending), with content generated from `store`. Returns the bytes
-/// written (`header.byte_len`).
+/// (ascending), with content generated from `store` (unless `content` is
+/// [`Content::Skipped`]). Returns the bytes written (`header.byte_len`).
 ///
 /// # Errors
 /// [`WindowFault`] from the window.
@@ -402,6 +415,7 @@ pub fn write_image(
     header: &ImageHeader,
     store: &ObjectStore,
     records: impl Iterator<Item = u32>,
+    content: Content,
 ) -> Result<u64, WindowFault> {
     let bytes = header.encode();
     write_bytes(window, 0, &bytes)?;
@@ -415,10 +429,12 @@ pub fn write_image(
         };
         write_bytes(window, pos, &rec.encode())?;
         let start = pos.saturating_add(RECORD_HEADER_LEN);
-        let key = store.key(index);
-        window.write(start, size, &mut |p, s| {
-            fill_content(key, p.saturating_sub(start), s);
-        })?;
+        if content == Content::Generated {
+            let key = store.key(index);
+            window.write(start, size, &mut |p, s| {
+                fill_content(key, p.saturating_sub(start), s);
+            })?;
+        }
         pos = start.saturating_add(size);
     }
     Ok(pos)
@@ -459,7 +475,8 @@ pub fn read_header(window: &mut dyn Window, size: u64) -> Result<ImageHeader, Im
 pub struct RecordsFingerprint(u64);
 
 /// Walk the records of a decoded image against `layout`: every header, size
-/// and content byte. Nothing is changed.
+/// and (unless `content` is [`Content::Skipped`]) content byte. Nothing is
+/// changed.
 ///
 /// # Errors
 /// The first [`ImageError`] found.
@@ -467,8 +484,9 @@ pub fn verify_records(
     window: &mut dyn Window,
     header: &ImageHeader,
     layout: &Layout,
+    content: Content,
 ) -> Result<RecordsFingerprint, ImageError> {
-    walk_records(window, header, layout, true, &mut |_| {})
+    walk_records(window, header, layout, content, &mut |_| {})
 }
 
 /// Re-read the record headers of a verified image and check that they are
@@ -483,10 +501,12 @@ pub fn recheck_records(
     layout: &Layout,
     verified: RecordsFingerprint,
 ) -> Result<(), ImageError> {
-    let again = walk_records(window, header, layout, false, &mut |_| {}).map_err(|e| match e {
-        ImageError::Dma(f) => ImageError::Dma(f),
-        _ => ImageError::Changed,
-    })?;
+    let again = walk_records(window, header, layout, Content::Skipped, &mut |_| {}).map_err(
+        |e| match e {
+            ImageError::Dma(f) => ImageError::Dma(f),
+            _ => ImageError::Changed,
+        },
+    )?;
     if again == verified {
         Ok(())
     } else {
@@ -508,7 +528,7 @@ pub fn apply_records(
     received: &mut dyn FnMut(u32),
 ) -> Result<(), ImageError> {
     let layout = *store.layout();
-    walk_records(window, header, &layout, false, &mut |r| {
+    walk_records(window, header, &layout, Content::Skipped, &mut |r| {
         store.set_version(r.index, r.version);
         received(r.index);
     })
@@ -520,7 +540,7 @@ fn walk_records(
     window: &mut dyn Window,
     header: &ImageHeader,
     layout: &Layout,
-    check_content: bool,
+    content: Content,
     visit: &mut dyn FnMut(RecordHeader),
 ) -> Result<RecordsFingerprint, ImageError> {
     // Indices are strictly ascending and below the object count, so a valid
@@ -551,7 +571,7 @@ fn walk_records(
             .checked_add(rec.size)
             .filter(|end| *end <= header.byte_len)
             .ok_or(ImageError::LengthMismatch)?;
-        if check_content {
+        if content == Content::Generated {
             let key = content_key(seed, rec.index, rec.version);
             let mut ok = true;
             window.read(content_start, rec.size, &mut |p, s| {
@@ -631,13 +651,14 @@ mod tests {
             &h,
             &src,
             0..src.layout().count(),
+            Content::Generated,
         )
         .unwrap();
         assert_eq!(n, 64 << 10);
         let mut w = SliceWindow(&mut buf);
         let got = read_header(&mut w, n).unwrap();
         assert_eq!(got, h);
-        let fp = verify_records(&mut w, &got, src.layout()).unwrap();
+        let fp = verify_records(&mut w, &got, src.layout(), Content::Generated).unwrap();
         let mut dst = ObjectStore::EMPTY;
         dst.reset(*src.layout());
         let mut count = 0;
@@ -657,6 +678,7 @@ mod tests {
             &h,
             &src,
             0..src.layout().count(),
+            Content::Generated,
         )
         .unwrap();
         // Under miri every 97th byte takes minutes; a coarser stride still
@@ -670,8 +692,46 @@ mod tests {
             buf[at] ^= 0x10;
             let mut w = SliceWindow(&mut buf);
             let r = read_header(&mut w, h.byte_len)
-                .and_then(|got| verify_records(&mut w, &got, src.layout()));
+                .and_then(|got| verify_records(&mut w, &got, src.layout(), Content::Generated));
             assert!(r.is_err(), "flip at {at} went unnoticed");
         }
+    }
+
+    /// Skipped content: SAVE writes headers only, LOAD still checks every
+    /// header, size and length but no content byte.
+    #[test]
+    fn skipped_content_is_neither_written_nor_checked() {
+        let src = store();
+        let h = full_header(&src);
+        let mut buf = std::vec![0xaau8; h.byte_len as usize];
+        let n = write_image(
+            &mut SliceWindow(&mut buf),
+            &h,
+            &src,
+            0..src.layout().count(),
+            Content::Skipped,
+        )
+        .unwrap();
+        assert_eq!(n, h.byte_len);
+        let first_content = (IMAGE_HEADER_LEN + RECORD_HEADER_LEN) as usize;
+        let first_size = src.layout().size(0).unwrap() as usize;
+        assert!(
+            buf[first_content..first_content + first_size]
+                .iter()
+                .all(|b| *b == 0xaa)
+        );
+        let verify = |buf: &mut [u8], content| {
+            let mut w = SliceWindow(buf);
+            read_header(&mut w, n)
+                .and_then(|got| verify_records(&mut w, &got, src.layout(), content))
+        };
+        assert!(verify(&mut buf, Content::Skipped).is_ok());
+        assert_eq!(
+            verify(&mut buf, Content::Generated),
+            Err(ImageError::ContentMismatch)
+        );
+        // A record header is still checked.
+        buf[IMAGE_HEADER_LEN as usize + 16] ^= 1;
+        assert!(verify(&mut buf, Content::Skipped).is_err());
     }
 }

@@ -37,13 +37,18 @@ fn sim_spec() -> impl Strategy<Value = SimSpec> {
             any::<bool>(),
         ),
         (1u64..u64::MAX, size(), size()),
-        (proptest::option::of(1u64..u64::MAX), duration(), 1u16..=4),
+        (
+            proptest::option::of(1u64..u64::MAX),
+            duration(),
+            1u16..=4,
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
                 (state, seed, chunks, precopy, migratable),
                 (min, extra, dirty),
-                (fw_rate, latency, vfs),
+                (fw_rate, latency, vfs, content),
             )| {
                 SimSpec {
                     state,
@@ -57,6 +62,7 @@ fn sim_spec() -> impl Strategy<Value = SimSpec> {
                     fw_rate,
                     latency,
                     vfs,
+                    content,
                 }
             },
         )

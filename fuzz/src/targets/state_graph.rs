@@ -93,6 +93,7 @@ impl Caps {
             object_min: 256,
             object_max: 1024,
             dirty_per_tick: if self.off(Self::DIRTY) { 1024 } else { 0 },
+            content: true,
         };
         let mut fw = FirmwareConfig::single(vf);
         fw.pf = pf;

@@ -69,6 +69,9 @@ pub struct VfConfig {
     pub object_max: u64,
     /// Bytes the guest workload dirties per tick while the VF runs.
     pub dirty_per_tick: u64,
+    /// SAVE writes object content and LOAD checks it (see
+    /// [`SimSpec::content`]).
+    pub content: bool,
 }
 
 impl VfConfig {
@@ -89,6 +92,7 @@ impl VfConfig {
             object_min: spec.object_min,
             object_max: spec.object_max,
             dirty_per_tick: spec.dirty,
+            content: spec.content,
         }
     }
 

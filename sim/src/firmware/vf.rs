@@ -249,6 +249,15 @@ impl Vf {
         self.rng = mix64(cfg.seed ^ u64::from(vhca_id_of(n)) ^ 0x776f_726b_6c6f_6164);
     }
 
+    /// Whether this VF's images carry generated content.
+    fn content(&self) -> image::Content {
+        if self.caps.content {
+            image::Content::Generated
+        } else {
+            image::Content::Skipped
+        }
+    }
+
     /// The public view of the state.
     pub(crate) fn state(&self) -> VhcaState {
         VhcaState {
@@ -512,10 +521,12 @@ impl Vf {
             next: first,
             end,
         };
-        image::write_image(window, &header, &self.store, selected).map_err(|f| match f {
-            WindowFault::Unmapped => Syndrome::DmaUnmapped,
-            WindowFault::Host => Syndrome::DmaHostFault,
-        })?;
+        image::write_image(window, &header, &self.store, selected, self.content()).map_err(
+            |f| match f {
+                WindowFault::Unmapped => Syndrome::DmaUnmapped,
+                WindowFault::Host => Syndrome::DmaHostFault,
+            },
+        )?;
         // Commit.
         if full {
             self.saving = true;
@@ -569,7 +580,8 @@ impl Vf {
         }
         let header = image::read_header(window, size).map_err(image_syndrome)?;
         let layout = self.admit(&header)?;
-        let verified = image::verify_records(window, &header, &layout).map_err(image_syndrome)?;
+        let verified = image::verify_records(window, &header, &layout, self.content())
+            .map_err(image_syndrome)?;
         image::recheck_records(window, &header, &layout, verified).map_err(image_syndrome)?;
         let images = match (header.kind, self.load) {
             (ImageKind::Continuation, LoadSession::Loading { images, .. }) => images,
