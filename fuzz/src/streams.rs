@@ -148,6 +148,10 @@ pub fn reference(stream: &[u8]) -> Trace {
                 fail(&mut t, pos, StreamErrorKind::MisplacedStreamInfo);
                 break;
             }
+            Tag::StreamEnd if t.info.is_none() => {
+                fail(&mut t, pos, StreamErrorKind::EndWithoutInfo);
+                break;
+            }
             Tag::Unknown(tag) if !header.flags.optional() => {
                 fail(&mut t, pos, StreamErrorKind::UnknownMandatoryTag(tag));
                 break;

@@ -250,6 +250,9 @@ pub enum StreamErrorKind {
     },
     /// The stream-info record is not first, or appears twice.
     MisplacedStreamInfo,
+    /// A stream-end record in a stream that did not open with a stream-info
+    /// record: its checksum covers payload nobody was asked to check.
+    EndWithoutInfo,
     /// The stream-info magic is wrong.
     BadStreamInfoMagic,
     /// The stream-info format version is not one this reader speaks.
@@ -300,6 +303,7 @@ impl StreamErrorKind {
             Self::IntegrityMismatch(_) => Errno::EIO,
             Self::ShortRecord { .. }
             | Self::MisplacedStreamInfo
+            | Self::EndWithoutInfo
             | Self::BadStreamInfoMagic
             | Self::UnsupportedVersion(_)
             | Self::DataAfterEnd
@@ -321,6 +325,9 @@ impl fmt::Display for StreamErrorKind {
                 write!(f, "{tag} record of {size} bytes is shorter than {minimum}")
             }
             Self::MisplacedStreamInfo => f.write_str("stream-info record is not the first record"),
+            Self::EndWithoutInfo => {
+                f.write_str("stream-end record in a stream without a stream-info record")
+            }
             Self::BadStreamInfoMagic => f.write_str("stream-info record has a bad magic"),
             Self::UnsupportedVersion(v) => write!(f, "unsupported stream format version {v}"),
             Self::DataAfterEnd => f.write_str("data after the stream-end record"),

@@ -213,9 +213,17 @@ impl Reader {
     pub const fn fw_data_bytes(&self) -> u64 {
         self.fw_data_bytes
     }
-    /// CRC-32C of every FW_DATA payload byte so far.
+    /// CRC-32C of every FW_DATA payload byte so far, as the driver reported
+    /// it (see [`Reader::checks_payload`]).
     pub const fn payload_crc(&self) -> u32 {
         self.crc
+    }
+    /// Whether the payload's CRC-32C is checked: only a stream that opened
+    /// with a stream-info record may end with a checksum (an end record in
+    /// any other stream is refused), so a driver computes the CRC only when
+    /// this holds and reports 0 otherwise.
+    pub const fn checks_payload(&self) -> bool {
+        self.info.is_some()
     }
     /// The stream-info record, if the stream has one.
     pub const fn stream_info(&self) -> Option<&StreamInfo> {
@@ -429,7 +437,12 @@ impl Reader {
                 }
                 Some(STREAM_INFO_LEN)
             }
-            Tag::StreamEnd => Some(STREAM_END_LEN),
+            Tag::StreamEnd => {
+                if self.info.is_none() {
+                    return Err(self.fail(offset, StreamErrorKind::EndWithoutInfo));
+                }
+                Some(STREAM_END_LEN)
+            }
             Tag::Unknown(tag) if !header.flags.optional() => {
                 return Err(self.fail(offset, StreamErrorKind::UnknownMandatoryTag(tag)));
             }

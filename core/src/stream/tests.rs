@@ -347,6 +347,17 @@ fn stream_info_rules() {
     assert_eq!(err_of(&v2).kind, StreamErrorKind::UnsupportedVersion(2));
     // Info without end: not complete.
     assert_eq!(read(&rec).unwrap().verdict, Verdict::MissingEnd);
+    // End without info: refused where the end record starts (a driver
+    // checks the payload CRC only after a stream-info record).
+    let ours = our_stream(&images());
+    let linux_part = &ours[StreamInfo::RECORD_LEN..];
+    assert_eq!(
+        err_of(linux_part),
+        StreamError {
+            offset: (linux_part.len() - StreamEnd::RECORD_LEN) as u64,
+            kind: StreamErrorKind::EndWithoutInfo
+        }
+    );
 }
 
 #[test]
