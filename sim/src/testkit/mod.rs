@@ -26,6 +26,7 @@
     clippy::arithmetic_side_effects
 )]
 
+pub mod bookkeeping;
 mod faults;
 mod hal;
 pub mod migration;

@@ -1,5 +1,5 @@
-//! `mlx5vf bench`: the five figures of the benchmarks, each against a
-//! reference measured in the same run.
+//! `mlx5vf bench`: the figures of the benchmarks, each against a reference
+//! measured in the same run.
 //!
 //! 1. **Pipeline vs memcpy**: stop-copy bytes/s of a chunk-mode save read to
 //!    a sink (zero-copy from the DMA buffers), against single-thread memcpy
@@ -16,6 +16,11 @@
 //!    Linux PRE_COPY accounting, synchronous LOAD, no records of ours)
 //!    against ours, with the model's lower bound (what was dirtied since the
 //!    last round plus one chunk, at the firmware rate).
+//! 6. **Overhead** and **resume overhead** ([`driver`]): `migrate`, and the
+//!    destination path alone, with instant firmware and no content, against
+//!    the same bytes through the same pipe by plain writes and reads.
+//! 7. **Per chunk** ([`driver`]): the core's bookkeeping per chunk and per
+//!    image, against a memcpy of the chunk.
 
 use std::io::{self, Cursor, Write};
 use std::process::Command;
@@ -23,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Deserialize;
+
+mod driver;
 
 use super::device::{Summary, Value, human_bytes, parse_size, rate};
 use crate::backend::{self, DriverOptions};
@@ -44,9 +51,13 @@ pub struct BenchArgs {
     /// Per-command firmware latency of the policy benchmark's timing model.
     #[arg(long, value_name = "DURATION", default_value = "50us")]
     pub latency: String,
-    /// State sizes of the scaling benchmark (comma separated).
-    #[arg(long, value_name = "SIZES", default_value = "1G,16G")]
+    /// State sizes of the scaling benchmark (comma separated; 1G is always
+    /// run, as the base of `ratio_to_1g`).
+    #[arg(long, value_name = "SIZES", default_value = "1G,16G,64G")]
     pub scaling_sizes: String,
+    /// State size of the overhead and resume_overhead benchmarks.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub overhead_size: u64,
     /// Stream size of the resume benchmark.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub resume_size: u64,
@@ -61,11 +72,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: Duration,
     /// Only these benchmarks (comma list of pipeline, policies, scaling,
-    /// resume, downtime).
+    /// resume, downtime, overhead, resume_overhead, per_chunk).
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "pipeline,policies,scaling,resume,downtime"
+        default_value = "pipeline,policies,scaling,resume,downtime,overhead,resume_overhead,per_chunk"
     )]
     pub only: String,
     /// Print each result as one JSON document per line on stdout (JSON
@@ -149,6 +160,8 @@ fn pipeline(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
 
 /// What one in-process migration measured.
 struct Migrated {
+    /// From the first byte saved to the destination running again.
+    elapsed: Duration,
     downtime: Duration,
     source_peak_buffer_bytes: u64,
     report: transfer::SaveReport,
@@ -170,6 +183,7 @@ fn migrate_with(
     let mut src = open(from, opts)?;
     let mut dst = open(to, opts)?;
     let (mut w, mut r) = pipe(1 << 20, 4);
+    let start = Instant::now();
     let (saved, loaded) = std::thread::scope(|scope| {
         let h = scope.spawn(|| {
             let rep = transfer::save(src.as_mut(), &mut w, save_opts, &Quiet);
@@ -180,6 +194,7 @@ fn migrate_with(
         drop(r);
         (h.join(), loaded)
     });
+    let elapsed = start.elapsed();
     let saved = saved
         .map_err(|_| io::Error::other("saving thread panicked"))?
         .map_err(|e| io::Error::other(e.to_string()))?;
@@ -192,6 +207,7 @@ fn migrate_with(
         _ => Duration::ZERO,
     };
     Ok(Migrated {
+        elapsed,
         downtime,
         source_peak_buffer_bytes: src.stats().peak_buffer_bytes,
         report: saved,
@@ -304,7 +320,7 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// The figures `bench scaling` takes from a `migrate --json` document.
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct MigrateFigures {
     /// The document's schema.
     pub schema: String,
@@ -338,23 +354,48 @@ pub fn migrate_figures(stdout: &[u8]) -> io::Result<MigrateFigures> {
     Ok(figures)
 }
 
-fn scaling(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+/// `migrate --json` of a `size` state in a child process (so its peak RSS
+/// is its own), without content (RSS does not depend on it, time would).
+fn migrate_child(size: &str) -> io::Result<MigrateFigures> {
     let exe = std::env::current_exe()?;
+    let child = Command::new(&exe)
+        .args([
+            "migrate",
+            "--json",
+            "--from",
+            &format!("sim:state={size},content=off"),
+            "--to",
+            "sim:state=4M,seed=99,content=off",
+        ])
+        .output()?;
+    if !child.status.success() {
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        let why = stderr.lines().last().unwrap_or("no message");
+        return Err(io::Error::other(format!("migrate {size}: {why}")));
+    }
+    migrate_figures(&child.stdout)
+}
+
+fn scaling(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
+    let base = migrate_child("1G")?;
+    let base_rss = base.peak_rss_bytes.unwrap_or(0);
     for size in args.scaling_sizes.split(',').filter(|s| !s.is_empty()) {
-        let child = Command::new(&exe)
-            .args(["migrate", "--json", "--from", &format!("sim:state={size}")])
-            .output()?;
-        if !child.status.success() {
-            let stderr = String::from_utf8_lossy(&child.stderr);
-            let why = stderr.lines().last().unwrap_or("no message");
-            return Err(io::Error::other(format!("migrate {size}: {why}")));
-        }
-        let m = migrate_figures(&child.stdout)?;
+        let m = if parse_size(size).ok() == Some(1 << 30) {
+            base.clone()
+        } else {
+            migrate_child(size)?
+        };
+        let rss = m.peak_rss_bytes.unwrap_or(0);
         let mut s = result_of("scaling");
         s.add("state", Value::Text(size.into()))
             .add("bytes", Value::Int(m.bytes))
             .add("bytes_per_sec", Value::Float(m.bytes_per_sec))
-            .add("peak_rss_bytes", Value::Int(m.peak_rss_bytes.unwrap_or(0)))
+            .add("peak_rss_bytes", Value::Int(rss))
+            .add("peak_rss_bytes_1g", Value::Int(base_rss))
+            .add(
+                "ratio_to_1g",
+                Value::Float(rss as f64 / (base_rss as f64).max(1.0)),
+            )
             .add(
                 "peak_buffer_bytes",
                 Value::Int(m.source_peak_buffer_bytes + m.destination_peak_buffer_bytes),
@@ -422,6 +463,15 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     }
     if want("downtime") {
         downtime(args, out)?;
+    }
+    if want("overhead") {
+        driver::overhead(args, out)?;
+    }
+    if want("resume_overhead") {
+        driver::resume_overhead(args, out)?;
+    }
+    if want("per_chunk") {
+        driver::per_chunk(args, out)?;
     }
     Ok(())
 }
