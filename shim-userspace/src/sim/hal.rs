@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use memmap2::MmapMut;
 use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
 use mlx5vf_core::ifc::mkey::{
     DestroyMkey, Mkey, create_mkey_in_len, decode_create_mkey_out, encode_create_mkey_mtt,
@@ -17,46 +18,28 @@ use mlx5vf_core::ifc::{Command, Opcode};
 use mlx5vf_sim::firmware::Firmware;
 use mlx5vf_sim::iommu::{Dma, DmaFault};
 use mlx5vf_sim::timing::{TimingModel, Worker};
-use zerocopy::{FromZeros, IntoBytes};
 
 /// Bytes per page.
 pub const PAGE_SIZE: u64 = 4096;
 
-/// One page of buffer memory, page-aligned.
-#[derive(
-    Clone,
-    Copy,
-    zerocopy::FromBytes,
-    zerocopy::IntoBytes,
-    zerocopy::KnownLayout,
-    zerocopy::Immutable,
-)]
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-/// A DMA buffer: page-aligned memory at an IOVA.
+/// A DMA buffer: page-aligned memory at an IOVA, its own anonymous
+/// mapping (zero-filled, backed only where written, and unmapped when the
+/// buffer is freed, as a driver's DMA allocation is).
 #[derive(Debug)]
 pub struct Buffer {
     iova: u64,
     len: u64,
-    pages: Mutex<Box<[Page]>>,
-}
-
-impl std::fmt::Debug for Page {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Page")
-    }
+    pages: Mutex<MmapMut>,
 }
 
 impl Buffer {
     fn new(iova: u64, npages: u32) -> Result<Self, HalErrorKind> {
-        // Zeroed allocation: the kernel maps zero pages lazily, so a buffer
-        // costs memory only where firmware writes.
-        let pages = <[Page]>::new_box_zeroed_with_elems(npages as usize)
-            .map_err(|_| HalErrorKind::OutOfMemory)?;
+        let len = u64::from(npages) * PAGE_SIZE;
+        let bytes = usize::try_from(len).map_err(|_| HalErrorKind::OutOfMemory)?;
+        let pages = MmapMut::map_anon(bytes).map_err(|_| HalErrorKind::OutOfMemory)?;
         Ok(Self {
             iova,
-            len: u64::from(npages) * PAGE_SIZE,
+            len,
             pages: Mutex::new(pages),
         })
     }
@@ -72,7 +55,7 @@ impl Buffer {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, HalErrorKind> {
         let pages = lock(&self.pages);
-        let bytes = pages.as_bytes();
+        let bytes: &[u8] = &pages;
         let range = range(offset, len, bytes.len()).ok_or(HalErrorKind::Fault)?;
         Ok(f(bytes.get(range).ok_or(HalErrorKind::Fault)?))
     }
@@ -88,7 +71,7 @@ impl Buffer {
         f: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R, HalErrorKind> {
         let mut pages = lock(&self.pages);
-        let bytes = pages.as_mut_bytes();
+        let bytes: &mut [u8] = &mut pages;
         let range = range(offset, len, bytes.len()).ok_or(HalErrorKind::Fault)?;
         Ok(f(bytes.get_mut(range).ok_or(HalErrorKind::Fault)?))
     }

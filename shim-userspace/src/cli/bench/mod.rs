@@ -355,7 +355,9 @@ pub fn migrate_figures(stdout: &[u8]) -> io::Result<MigrateFigures> {
 }
 
 /// `migrate --json` of a `size` state in a child process (so its peak RSS
-/// is its own), without content (RSS does not depend on it, time would).
+/// is its own), without content (RSS does not depend on it, time would),
+/// and with objects of 4-16 MiB at every size (64 GiB of the default
+/// 64K-12M objects needs more than the sim's 8192).
 fn migrate_child(size: &str) -> io::Result<MigrateFigures> {
     let exe = std::env::current_exe()?;
     let child = Command::new(&exe)
@@ -363,7 +365,7 @@ fn migrate_child(size: &str) -> io::Result<MigrateFigures> {
             "migrate",
             "--json",
             "--from",
-            &format!("sim:state={size},content=off"),
+            &format!("sim:state={size},object=4M-16M,content=off"),
             "--to",
             "sim:state=4M,seed=99,content=off",
         ])
