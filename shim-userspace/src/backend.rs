@@ -12,11 +12,14 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use mlx5vf_core::device::DeviceError;
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::save::PrecopyInfo;
 use mlx5vf_core::vfio::{MigState, MigrationFlags};
+
+use crate::timeline::Timeline;
 
 pub use crate::recognise::StreamFormat;
 
@@ -59,6 +62,12 @@ pub trait MigrationDevice: Send {
     fn digest(&self) -> Option<String>;
     /// Resource figures, when the backend knows them.
     fn stats(&self) -> Stats;
+    /// Records the firmware's SAVEs and LOADs on `timeline`, when the
+    /// backend sees them (the simulated device does; behind a kernel driver
+    /// they are the kernel's). Others ignore it.
+    fn set_timeline(&mut self, timeline: Arc<Timeline>) {
+        let _ = timeline;
+    }
 }
 
 /// Resource figures of a device.

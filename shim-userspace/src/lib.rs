@@ -46,5 +46,6 @@ pub mod pipe;
 pub mod recognise;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod timeline;
 pub mod transfer;
 pub mod vfio;

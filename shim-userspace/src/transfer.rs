@@ -34,6 +34,7 @@ use mlx5vf_core::vfio::MigState;
 use crate::backend::{DataFile, MigrationDevice, driver_error, errno_of, is_no_message};
 use crate::interrupt::signal_name;
 use crate::recognise::{Opening, RecordCounts, StreamFormat, StreamTracker, describe_start};
+use crate::timeline::{Lane, Mark, Timeline};
 
 /// How a save runs.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +95,53 @@ pub trait Observer: Sync {
     /// [`Failure::Interrupted`], leaving the device as any failure does.
     fn interrupted_by(&self) -> Option<i32> {
         None
+    }
+
+    /// Where to record the timeline of reads, writes and the stop, if
+    /// anywhere.
+    fn timeline(&self) -> Option<&Timeline> {
+        None
+    }
+}
+
+/// The FW_DATA records (stream ordinals) one read or write touched, given
+/// the tracker before (`fw_data` records begun, and whether it was inside a
+/// record) and after it; `None` when it touched none.
+fn images_touched(before: (u64, bool), after: u64) -> Option<(u64, u64)> {
+    let (begun, inside) = before;
+    let first = if inside {
+        begun.saturating_sub(1)
+    } else {
+        begun
+    };
+    let last = after.checked_sub(1)?;
+    (first <= last).then_some((first, last))
+}
+
+/// Where the tracker is, for [`images_touched`].
+fn tracker_position(tracker: &StreamTracker) -> (u64, bool) {
+    let begun = tracker.counts().map_or(0, |c| c.fw_data);
+    (begun, tracker.missing().is_some())
+}
+
+/// An observer that also records on a timeline: `observer`'s reports go
+/// on as they are.
+pub struct WithTimeline<'a> {
+    /// The observer underneath.
+    pub observer: &'a dyn Observer,
+    /// Where reads, writes and the stop are recorded.
+    pub timeline: &'a Timeline,
+}
+
+impl Observer for WithTimeline<'_> {
+    fn progress(&self, total: u64, phase: Phase) {
+        self.observer.progress(total, phase);
+    }
+    fn interrupted_by(&self) -> Option<i32> {
+        self.observer.interrupted_by()
+    }
+    fn timeline(&self) -> Option<&Timeline> {
+        Some(self.timeline)
     }
 }
 
@@ -603,7 +651,8 @@ fn save_stream(
             // zero-length read from drivers that do not say ENOMSG).
             loop {
                 check_interrupt(observer, tap.tracker.bytes(), Phase::PreCopy)?;
-                match file.send_to(tap, opts.read_size) {
+                let sent = send_timed(file.as_mut(), tap, opts.read_size, observer);
+                match sent {
                     Ok(0) => break,
                     Ok(_) => observer.progress(tap.tracker.bytes(), Phase::PreCopy),
                     Err(e) if is_no_message(&e) => break,
@@ -626,6 +675,7 @@ fn save_stream(
         report.precopy_bytes = tap.tracker.bytes();
         report.precopy_time = start.elapsed();
         report.stopped_at = Some(Instant::now());
+        mark(observer, Mark::Stopped, report.stopped_at);
         // PRE_COPY -> PRE_COPY_P2P -> STOP_COPY continues on the same file.
         if let Some(_unexpected) = dev
             .set_state(MigState::StopCopy)
@@ -639,12 +689,14 @@ fn save_stream(
         file
     } else {
         report.stopped_at = Some(Instant::now());
+        mark(observer, Mark::Stopped, report.stopped_at);
         opened("entering STOP_COPY", dev.set_state(MigState::StopCopy))?
     };
     let stop_start = Instant::now();
     loop {
         check_interrupt(observer, tap.tracker.bytes(), Phase::StopCopy)?;
-        match file.send_to(tap, opts.read_size) {
+        let sent = send_timed(file.as_mut(), tap, opts.read_size, observer);
+        match sent {
             Ok(0) => break,
             Ok(_) => observer.progress(tap.tracker.bytes(), Phase::StopCopy),
             Err(e) => return Err(failed(tap, e, "reading STOP_COPY data", Phase::StopCopy)),
@@ -662,6 +714,31 @@ fn save_stream(
     dev.set_state(MigState::Stop)
         .map_err(device("leaving STOP_COPY"))?;
     Ok(())
+}
+
+/// One read of the data file into `tap`, on the timeline if there is one.
+fn send_timed(
+    file: &mut dyn DataFile,
+    tap: &mut Tap<'_>,
+    read_size: u64,
+    observer: &dyn Observer,
+) -> io::Result<u64> {
+    let Some(timeline) = observer.timeline() else {
+        return file.send_to(tap, read_size);
+    };
+    let (before, start) = (tracker_position(&tap.tracker), Instant::now());
+    let sent = file.send_to(tap, read_size);
+    if let Some((first, last)) = images_touched(before, tracker_position(&tap.tracker).0) {
+        timeline.moved(Lane::Read, first, last, start, Instant::now());
+    }
+    sent
+}
+
+/// Records `mark` at `at` on the observer's timeline, if there is one.
+fn mark(observer: &dyn Observer, mark: Mark, at: Option<Instant>) {
+    if let (Some(timeline), Some(at)) = (observer.timeline(), at) {
+        timeline.mark(mark, at);
+    }
 }
 
 /// Reads up to a record header's worth of the stream's first bytes, to judge
@@ -716,9 +793,12 @@ fn write_tracked(
     file: &mut dyn DataFile,
     mut data: &[u8],
     tracker: &mut StreamTracker,
+    observer: &dyn Observer,
 ) -> Result<(), Failure> {
     while !data.is_empty() {
-        match file.write(data) {
+        let (position, start) = (tracker_position(tracker), Instant::now());
+        let written = file.write(data);
+        match written {
             Ok(0) => {
                 return Err(Failure::Refused {
                     at: RefusedAt::Write {
@@ -731,6 +811,13 @@ fn write_tracked(
             Ok(n) => {
                 tracker.feed(data.get(..n).unwrap_or_default());
                 data = data.get(n..).unwrap_or_default();
+                if let Some(timeline) = observer.timeline() {
+                    if let Some((first, last)) =
+                        images_touched(position, tracker_position(tracker).0)
+                    {
+                        timeline.moved(Lane::Receive, first, last, start, Instant::now());
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
@@ -784,12 +871,14 @@ pub fn load(
     guarded(dev, before, |dev| {
         load_stream(dev, &start, input, observer, format, &mut tracker)
     })?;
+    let running_at = Instant::now();
+    mark(observer, Mark::Running, Some(running_at));
     Ok(LoadReport {
         bytes: tracker.bytes(),
         records: tracker.counts(),
         format: tracker.format_name(),
         recovered,
-        running_at: Some(Instant::now()),
+        running_at: Some(running_at),
         total_time: started.elapsed(),
     })
 }
@@ -803,7 +892,7 @@ fn load_stream(
     tracker: &mut StreamTracker,
 ) -> Result<(), Failure> {
     let mut file = opened("entering RESUMING", dev.set_state(MigState::Resuming))?;
-    write_tracked(file.as_mut(), start, tracker)?;
+    write_tracked(file.as_mut(), start, tracker, observer)?;
     observer.progress(tracker.bytes(), Phase::Resuming);
     loop {
         check_interrupt(observer, tracker.bytes(), Phase::Resuming)?;
@@ -821,7 +910,7 @@ fn load_stream(
             break;
         }
         let n = chunk.len();
-        write_tracked(file.as_mut(), chunk, tracker)?;
+        write_tracked(file.as_mut(), chunk, tracker, observer)?;
         input.consume(n);
         observer.progress(tracker.bytes(), Phase::Resuming);
     }

@@ -83,6 +83,34 @@ fn migrate_without_content() {
     .fails(1, "LOAD_VHCA_STATE(0x119)");
 }
 
+/// `--timeline` draws a bar per firmware image in the SAVE and LOAD lanes
+/// (the sim reports its commands) and names the file in the summary.
+#[test]
+fn migrate_draws_its_timeline() {
+    let dir = std::env::temp_dir().join(format!("mlx5vf-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.svg");
+    let path_text = path.to_str().unwrap();
+    let j = migrate(&["--from", "sim:state=32M,seed=4", "--timeline", path_text]);
+    assert_eq!(j["timeline"], path_text);
+    let svg = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    for lane in ["SAVE", "read + send", "receive", "LOAD", "source stopped"] {
+        assert!(svg.contains(lane), "{lane}");
+    }
+    // The lane shades of src/cli/plot.rs: SAVE's two blues, LOAD's two
+    // purples, one bar per image each.
+    let bars = |shades: [&str; 2]| {
+        shades
+            .iter()
+            .map(|c| svg.matches(&format!("fill=\"{c}\"")).count() as u64)
+            .sum::<u64>()
+    };
+    let images = u64_of(&j, "fw_data_records");
+    assert_eq!(bars(["#1F77B4", "#6BAED6"]), images);
+    assert_eq!(bars(["#9467BD", "#C5B0D5"]), images);
+}
+
 #[test]
 fn migrate_text_summary() {
     let r = run(&["migrate", "--from", "sim:state=16M"]);

@@ -1,6 +1,7 @@
 //! `mlx5vf save`, `mlx5vf load` and `mlx5vf migrate`.
 
 use std::io::{self, IsTerminal};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
@@ -14,8 +15,10 @@ use crate::backend::{self, DriverOptions, MigrationDevice, OpenError};
 use crate::interrupt::Interrupt;
 use crate::pipe::pipe;
 use crate::recognise::RecordCounts;
+use crate::timeline::Timeline;
 use crate::transfer::{
-    self, Aftermath, Failure, LoadReport, Recovery, SaveOptions, SaveReport, TransferError,
+    self, Aftermath, Failure, LoadReport, Observer, Recovery, SaveOptions, SaveReport,
+    TransferError, WithTimeline,
 };
 
 /// Arguments of `mlx5vf save`.
@@ -91,6 +94,12 @@ pub struct MigrateArgs {
     /// key=value lines stay on stderr).
     #[arg(long)]
     pub json: bool,
+    /// Draw where the time went as an SVG: per firmware image, its SAVE,
+    /// read (+ send), receive and LOAD bars on one time axis, with the
+    /// source's stop and the destination's restart marked. SAVE and LOAD
+    /// bars need a backend that sees its firmware (the simulated device).
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<std::path::PathBuf>,
     /// How the source's driver saves.
     #[command(flatten)]
     pub saving: SavingArgs,
@@ -385,6 +394,25 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
     let source_resting = resting_state(src.as_mut());
     let total = src.data_size().unwrap_or(0);
     let progress = Progress::new(total, true).interrupted_by(interrupt.clone());
+    let timeline = Arc::new(Timeline::new());
+    if args.timeline.is_some() {
+        src.set_timeline(Arc::clone(&timeline));
+        dst.set_timeline(Arc::clone(&timeline));
+    }
+    let source_observer = WithTimeline {
+        observer: &progress,
+        timeline: &timeline,
+    };
+    let destination_observer = WithTimeline {
+        observer: &interrupt,
+        timeline: &timeline,
+    };
+    let (source_observer, destination_observer): (&dyn Observer, &dyn Observer) =
+        if args.timeline.is_some() {
+            (&source_observer, &destination_observer)
+        } else {
+            (&progress, &interrupt)
+        };
     let opts = SaveOptions {
         precopy: args.precopy,
         downtime_limit: args.downtime_limit,
@@ -395,11 +423,11 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
     let start = Instant::now();
     let (saved, loaded) = std::thread::scope(|scope| {
         let saver = scope.spawn(|| {
-            let rep = transfer::save(src.as_mut(), &mut w, &opts, &progress);
+            let rep = transfer::save(src.as_mut(), &mut w, &opts, source_observer);
             drop(w);
             rep
         });
-        let loaded = transfer::load(dst.as_mut(), &mut r, &interrupt);
+        let loaded = transfer::load(dst.as_mut(), &mut r, destination_observer);
         drop(r);
         let saved = saver.join().unwrap_or_else(|_| {
             Err(TransferError {
@@ -453,6 +481,17 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
         .add("from", Value::Text(src.describe()))
         .add("to", Value::Text(dst.describe()));
     add_save(&mut s, &saved);
+    if let Some(path) = &args.timeline {
+        let title = format!(
+            "mlx5vf migrate: {} to {}{}",
+            src.describe(),
+            dst.describe(),
+            if args.precopy { ", PRE_COPY" } else { "" }
+        );
+        super::plot::timeline_svg(path, &title, &timeline.snapshot())
+            .map_err(TransferCmdError::Endpoint)?;
+        s.add("timeline", Value::Text(path.display().to_string()));
+    }
     if let Some(r) = loaded.recovered {
         s.add("destination_recovered", Value::Text(r.to_string()));
     }

@@ -19,6 +19,8 @@ use mlx5vf_sim::firmware::Firmware;
 use mlx5vf_sim::iommu::{Dma, DmaFault};
 use mlx5vf_sim::timing::{TimingModel, Worker};
 
+use crate::timeline::{Lane, Timeline};
+
 /// Bytes per page.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -169,6 +171,8 @@ pub struct SimHal {
     worker: Worker,
     timing: TimingModel,
     deliver: Arc<std::sync::OnceLock<Deliver>>,
+    /// Where SAVEs and LOADs are recorded, once someone asks.
+    timeline: Arc<std::sync::OnceLock<Arc<Timeline>>>,
     /// LOADs run on the firmware thread (`false`: through `exec`).
     async_load: bool,
     next_iova: u64,
@@ -196,6 +200,7 @@ impl SimHal {
             worker: Worker::new(timing)?,
             timing,
             deliver: Arc::new(std::sync::OnceLock::new()),
+            timeline: Arc::new(std::sync::OnceLock::new()),
             async_load: true,
             // Start high so an IOVA is never mistaken for a small number.
             next_iova: 0x10_0000_0000,
@@ -213,6 +218,11 @@ impl SimHal {
     /// Installs where SAVE and LOAD completions go (once).
     pub fn set_deliver(&self, deliver: Deliver) {
         let _ = self.deliver.set(deliver);
+    }
+
+    /// Records every SAVE and LOAD from now on on `timeline` (once).
+    pub fn set_timeline(&self, timeline: Arc<Timeline>) {
+        let _ = self.timeline.set(timeline);
     }
 
     /// The buffer pool (for readers and writers copying outside the device lock).
@@ -238,10 +248,11 @@ impl SimHal {
         let fw = Arc::clone(&self.fw);
         let pool = Arc::clone(&self.pool);
         let deliver = Arc::clone(&self.deliver);
+        let timeline = Arc::clone(&self.timeline);
         let timing = self.timing;
-        let op = match done {
-            Completion::Save(_) => Opcode::SaveVhcaState,
-            Completion::Load(_) => Opcode::LoadVhcaState,
+        let (op, lane) = match done {
+            Completion::Save(_) => (Opcode::SaveVhcaState, Lane::Save),
+            Completion::Load(_) => (Opcode::LoadVhcaState, Lane::Load),
         };
         let job = Box::new(move || {
             let start = Instant::now();
@@ -257,6 +268,9 @@ impl SimHal {
                 }
             }
             pace(start, timing.cost(u16::from(op), moved(&out)));
+            if let Some(t) = timeline.get() {
+                t.firmware(lane, start, Instant::now());
+            }
             if let Some(d) = deliver.get() {
                 d(done, out);
             }
@@ -310,6 +324,9 @@ impl Hal for SimHal {
         let start = Instant::now();
         let r = self.exec_locked(input, output);
         pace(start, cost);
+        if let (Some(t), true) = (self.timeline.get(), bytes > 0) {
+            t.firmware(Lane::Load, start, Instant::now());
+        }
         r
     }
 

@@ -15,6 +15,7 @@ use mlx5vf_sim::spec::SimSpec;
 use mlx5vf_sim::timing::TimingModel;
 
 use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, StreamFormat, io_error};
+use crate::timeline::Timeline;
 pub use file::SimFile;
 use hal::SimHal;
 
@@ -120,6 +121,10 @@ impl SimDevice {
 impl MigrationDevice for SimDevice {
     fn describe(&self) -> String {
         self.spec.clone()
+    }
+
+    fn set_timeline(&mut self, timeline: Arc<Timeline>) {
+        self.shared.lock().hal().set_timeline(timeline);
     }
 
     fn migration_flags(&self) -> MigrationFlags {

@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Lines: a document per benchmark case, as each finishes).
     #[arg(long)]
     pub json: bool,
+    /// Also draw the downtime benchmark's table into this SVG file: per
+    /// case, the Linux-faithful driver, ours and the model's lower bound.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Single-thread memcpy bytes/s over `total` bytes (64 MiB blocks, out of cache).
@@ -231,6 +235,7 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         ..DriverOptions::default()
     };
     let ours = DriverOptions::default();
+    let mut cases = Vec::new();
     for size in args.downtime_sizes.split(',').filter(|s| !s.is_empty()) {
         for dirty in args.dirty_rates.split(',').filter(|s| !s.is_empty()) {
             let from = format!("sim:state={size},object=256K-2M,dirty={dirty},{timing}");
@@ -243,6 +248,12 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             let floor = (dirty_at_stop + ours.chunk_size) as f64 / fw_rate as f64;
             let secs = m.downtime.as_secs_f64();
             let linux_secs = base.downtime.as_secs_f64();
+            cases.push(super::plot::DowntimeCase {
+                label: format!("{size}, dirty {dirty}"),
+                linux: linux_secs,
+                ours: secs,
+                limit: floor,
+            });
             let mut s = result_of("downtime");
             s.add("state", Value::Text(size.into()))
                 .add("dirty", Value::Text(dirty.into()))
@@ -271,6 +282,9 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
                 );
             emit(args.json, &s, out)?;
         }
+    }
+    if let Some(path) = &args.plot {
+        super::plot::downtime_svg(path, &cases)?;
     }
     Ok(())
 }
