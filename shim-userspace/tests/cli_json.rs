@@ -221,7 +221,11 @@ fn bench_prints_one_document_per_result() {
         assert!(doc["bytes"].as_u64().unwrap() > size, "{doc}");
         assert!(doc["peak_buffer_bytes"].as_u64().unwrap() > 0, "{doc}");
         assert!(doc["bytes_per_sec"].as_f64().unwrap() > 0.0, "{doc}");
+        assert_eq!(doc["base_state"], "4M", "{doc}");
+        assert!(doc["ratio_to_first"].as_f64().unwrap() > 0.0, "{doc}");
+        assert!(doc.get("ratio_to_1g").is_none(), "{doc}");
     }
+    assert_eq!(docs[0]["ratio_to_first"], 1.0);
 }
 
 /// A command that fails after --json was given prints one document with

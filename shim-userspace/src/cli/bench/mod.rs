@@ -51,8 +51,8 @@ pub struct BenchArgs {
     /// Per-command firmware latency of the policy benchmark's timing model.
     #[arg(long, value_name = "DURATION", default_value = "50us")]
     pub latency: String,
-    /// State sizes of the scaling benchmark (comma separated; 1G is always
-    /// run, as the base of `ratio_to_1g`).
+    /// State sizes of the scaling benchmark (comma separated; the first is
+    /// the base of the ratios).
     #[arg(long, value_name = "SIZES", default_value = "1G,16G,64G")]
     pub scaling_sizes: String,
     /// State size of the overhead and resume_overhead benchmarks.
@@ -334,7 +334,7 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// The figures `bench scaling` takes from a `migrate --json` document.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, PartialEq)]
 pub struct MigrateFigures {
     /// The document's schema.
     pub schema: String,
@@ -369,17 +369,25 @@ pub fn migrate_figures(stdout: &[u8]) -> io::Result<MigrateFigures> {
 }
 
 /// `migrate --json` of a `size` state in a child process (so its peak RSS
-/// is its own), without content (RSS does not depend on it, time would),
-/// and with objects of 4-16 MiB at every size (64 GiB of the default
-/// 64K-12M objects needs more than the sim's 8192).
+/// is its own), without content (RSS does not depend on it, time would).
+/// Objects are 4-16 MiB from 1 GiB up, whatever the size (64 GiB of the
+/// default 64K-12M objects needs more than the sim's 8192), and scaled down
+/// below it so a small state still holds several.
 fn migrate_child(size: &str) -> io::Result<MigrateFigures> {
+    let bytes = parse_size(size).map_err(io::Error::other)?;
+    let max = (16u64 << 20).min(bytes / 2).max(64 << 10);
+    let min = (4u64 << 20).min(max / 4).max(4 << 10);
     let exe = std::env::current_exe()?;
     let child = Command::new(&exe)
         .args([
             "migrate",
             "--json",
             "--from",
-            &format!("sim:state={size},object=4M-16M,content=off"),
+            &format!(
+                "sim:state={size},object={}-{},content=off",
+                super::device::human_size(min),
+                super::device::human_size(max)
+            ),
             "--to",
             "sim:state=4M,seed=99,content=off",
         ])
@@ -392,30 +400,38 @@ fn migrate_child(size: &str) -> io::Result<MigrateFigures> {
     migrate_figures(&child.stdout)
 }
 
+/// `scaling`: peak RSS per state size against the first size's run
+/// (`ratio_to_first`; also `ratio_to_1g` when that is 1 GiB, the default).
 fn scaling(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
-    let base = migrate_child("1G")?;
-    let base_rss = base.peak_rss_bytes.unwrap_or(0);
-    for size in args.scaling_sizes.split(',').filter(|s| !s.is_empty()) {
-        let m = if parse_size(size).ok() == Some(1 << 30) {
-            base.clone()
-        } else {
-            migrate_child(size)?
-        };
+    let sizes: Vec<&str> = args
+        .scaling_sizes
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut base: Option<(u64, u64)> = None;
+    for size in sizes {
+        let m = migrate_child(size)?;
         let rss = m.peak_rss_bytes.unwrap_or(0);
+        let bytes = parse_size(size).map_err(io::Error::other)?;
+        let (base_bytes, base_rss) = *base.get_or_insert((bytes, rss));
+        let ratio = rss as f64 / (base_rss as f64).max(1.0);
         let mut s = result_of("scaling");
         s.add("state", Value::Text(size.into()))
             .add("bytes", Value::Int(m.bytes))
             .add("bytes_per_sec", Value::Float(m.bytes_per_sec))
             .add("peak_rss_bytes", Value::Int(rss))
-            .add("peak_rss_bytes_1g", Value::Int(base_rss))
             .add(
-                "ratio_to_1g",
-                Value::Float(rss as f64 / (base_rss as f64).max(1.0)),
+                "base_state",
+                Value::Text(super::device::human_size(base_bytes)),
             )
-            .add(
-                "peak_buffer_bytes",
-                Value::Int(m.source_peak_buffer_bytes + m.destination_peak_buffer_bytes),
-            );
+            .add("ratio_to_first", Value::Float(ratio));
+        if base_bytes == 1 << 30 {
+            s.add("ratio_to_1g", Value::Float(ratio));
+        }
+        s.add(
+            "peak_buffer_bytes",
+            Value::Int(m.source_peak_buffer_bytes + m.destination_peak_buffer_bytes),
+        );
         emit(args.json, &s, out)?;
     }
     Ok(())
