@@ -76,42 +76,58 @@ fetch() {
   sed -i "s|^include /usr/src/|include $WORK/root/usr/src/|" "$HDR/Makefile"
 }
 
-# The Rust object: nightly with -Zbuild-std=core so core is built with the
+# The Rust objects: nightly with -Zbuild-std=core so core is built with the
 # kernel's code model, retpolines, return thunks and IBT landing pads; one
-# fat-LTO unit (profile "kernel"); only our archive member is linked, so the
-# kernel's memcpy/memset serve the libcalls.
-rust() {
-  stamp "Rust object (mlx5vf-kmod, x86_64-unknown-none, build-std)"
-  local target=$WORK/rust-target a member t
-  (cd "$ROOT" && RUSTFLAGS="-C relocation-model=static -C code-model=kernel -C no-redzone=yes \
-      -C force-frame-pointers=yes -C jump-tables=no -Zplt=yes -Zfunction-return=thunk-extern \
-      -Zcf-protection=branch -Zretpoline-external-thunk" \
-    CARGO_TARGET_DIR=$target timeout 1200 cargo +nightly build -q --profile kernel \
-      -p mlx5vf-kmod --target x86_64-unknown-none -Zbuild-std=core)
-  a=$target/x86_64-unknown-none/kernel/libmlx5vf_kmod.a
-  member=$(ar t "$a" | grep '^mlx5vf_kmod-')
+# fat-LTO unit each (profile "kernel"); only the crate's own archive member
+# is linked, so the kernel's memcpy/memset serve the libcalls. Two objects:
+# the driver (mlx5vf-linux, the same object in every module) and the
+# simulated firmware (mlx5vf-kmod, only in the modules that simulate).
+KERNEL_RUSTFLAGS="-C relocation-model=static -C code-model=kernel -C no-redzone=yes \
+  -C force-frame-pointers=yes -C jump-tables=no -Zplt=yes -Zfunction-return=thunk-extern \
+  -Zcf-protection=branch -Zretpoline-external-thunk"
+
+# rust_object LIB EXPORT_PREFIX OUT: the single LTO member of LIB, its
+# exports cut down to EXPORT_PREFIX*, checked for what the kernel can link.
+rust_object() {
+  local a=$1 prefix=$2 out=$3 crate member t keep undefined
+  crate=$(basename "$a" .a | sed 's/^lib//')
+  member=$(ar t "$a" | grep "^$crate-")
   [ "$(echo "$member" | wc -l)" = 1 ] || die "expected one LTO object in $a, got: $member"
   t=$(mktemp -d)
   (cd "$t" && ar x "$a" "$member" && ld -r -o joined.o "$member" \
     && objcopy --remove-section=.llvmbc --remove-section=.llvmcmd joined.o plain.o)
-  local keep
-  keep=$(nm --defined-only "$t/plain.o" | awk '$2 == "T" && $3 ~ /^mlx5vf_/ {print "--keep-global-symbol=" $3}')
+  keep=$(nm --defined-only "$t/plain.o" | awk -v p="^$prefix" '$2 == "T" && $3 ~ p {print "--keep-global-symbol=" $3}')
+  [ -n "$keep" ] || die "$a exports nothing named $prefix*"
   # shellcheck disable=SC2086
-  objcopy $keep "$t/plain.o" "$WORK/mlx5vf_rust.o"
+  objcopy $keep "$t/plain.o" "$out"
   rm -rf "$t"
-  local undefined
-  undefined=$(nm -u "$WORK/mlx5vf_rust.o" | awk '{print $2}' | sort | tr '\n' ' ')
-  echo "  exports: $(nm --defined-only "$WORK/mlx5vf_rust.o" | awk '$2 == "T"' | wc -l) functions; needs: $undefined"
+  undefined=$(nm -u "$out" | awk '{print $2}' | sort | tr '\n' ' ')
+  echo "  $(basename "$out"): $(nm --defined-only "$out" | awk '$2 == "T"' | wc -l) functions; needs: $undefined"
   for s in $undefined; do
     case $s in
       memcpy|memset|memmove|memcmp|__x86_return_thunk|__x86_indirect_thunk_r11) ;;
-      *) die "the Rust object needs $s, which the kernel does not export to it" ;;
+      *) die "$(basename "$out") needs $s, which the kernel does not export to it" ;;
     esac
   done
-  if readelf -rW "$WORK/mlx5vf_rust.o" | awk '/^Relocation section/{s=$3} /R_X86_64/{print s, $3}' \
+  if readelf -rW "$out" | awk '/^Relocation section/{s=$3} /R_X86_64/{print s, $3}' \
       | grep -v "'.rela.debug" | grep -vE 'R_X86_64_(64|32S|PC32|PLT32|PC64)$'; then
-    die "relocations the module loader rejects"
+    die "relocations the module loader rejects in $out"
   fi
+}
+
+rust() {
+  stamp "Rust objects (mlx5vf-linux, mlx5vf-kmod; x86_64-unknown-none, build-std)"
+  local target=$WORK/rust-target
+  # mlx5vf-linux is an rlib too, for which cargo turns LTO off: build the
+  # staticlib alone.
+  (cd "$ROOT" && RUSTFLAGS="$KERNEL_RUSTFLAGS" CARGO_TARGET_DIR=$target timeout 1200 \
+    cargo +nightly rustc -q --profile kernel -p mlx5vf-linux --lib --crate-type staticlib \
+      --target x86_64-unknown-none -Zbuild-std=core)
+  (cd "$ROOT" && RUSTFLAGS="$KERNEL_RUSTFLAGS" CARGO_TARGET_DIR=$target timeout 1200 \
+    cargo +nightly build -q --profile kernel -p mlx5vf-kmod --target x86_64-unknown-none \
+      -Zbuild-std=core)
+  rust_object "$target/x86_64-unknown-none/kernel/libmlx5vf_linux.a" mlx5vf_ "$WORK/mlx5vf_linux.o"
+  rust_object "$target/x86_64-unknown-none/kernel/libmlx5vf_kmod.a" mlx5vf_ksim_ "$WORK/mlx5vf_ksim.o"
 }
 
 module() {
@@ -120,7 +136,8 @@ module() {
   rm -rf "$WORK/mod" && mkdir -p "$WORK/mod/include"
   cp "$ROOT"/shim-linux/kmod/{Kbuild,Makefile,*.c,*.h} "$WORK/mod/"
   cp "$ROOT/shim-linux/include/mlx5vf.h" "$WORK/mod/include/"
-  cp "$WORK/mlx5vf_rust.o" "$WORK/mod/mlx5vf_rust.o_shipped"
+  cp "$WORK/mlx5vf_linux.o" "$WORK/mod/mlx5vf_linux.o_shipped"
+  cp "$WORK/mlx5vf_ksim.o" "$WORK/mod/mlx5vf_ksim.o_shipped"
   timeout 600 make -s -C "$WORK/mod" KDIR="$HDR" 2>&1 | tee "$WORK/module.log"
   if grep -E 'warning:' "$WORK/module.log"; then die "the module build warned"; fi
   ls -la "$WORK/mod/mlx5vf_sim.ko"
