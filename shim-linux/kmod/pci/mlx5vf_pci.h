@@ -38,6 +38,9 @@ struct mlx5vf_pci_dev {
 	u16 vf;
 	/* The PF side's state for this VF, owned by mlx5vf_pf_ops. */
 	void *pf;
+	/* Buffer memory held now, and the most held at once (sysfs). */
+	atomic64_t buffer_bytes;
+	atomic64_t peak_buffer_bytes;
 	struct mlx5vf_device mig;
 };
 

@@ -12,9 +12,10 @@
  * mlx5_core in the production build and from the simulated firmware in the
  * test build; this file is the same in both.
  *
- * Sysfs: the bound device's mlx5vf/ group (vf: its index on the PF; digest,
- * where the PF side can tell it) and the driver's live_objects (all zero
- * when nothing is bound, open or in flight).
+ * Sysfs: the bound device's mlx5vf/ group (vf: its index on the PF;
+ * peak_buffer_bytes: the most buffer memory its migrations held at once;
+ * digest, where the PF side can tell it) and the driver's live_objects (all
+ * zero when nothing is bound, open or in flight).
  */
 #include <linux/anon_inodes.h>
 #include <linux/atomic.h>
@@ -131,6 +132,7 @@ static struct mlx5vf_pci_buf *to_buf(uint64_t buffer)
 static int op_alloc_buffer(void *ctx, uint32_t npages, uint32_t dir, uint64_t *buffer)
 {
 	struct mlx5vf_pci_buf *b;
+	s64 now, peak;
 
 	b = kzalloc(sizeof(*b), GFP_KERNEL);
 	if (!b)
@@ -149,6 +151,10 @@ static int op_alloc_buffer(void *ctx, uint32_t npages, uint32_t dir, uint64_t *b
 	}
 	atomic_inc(&live_buffers);
 	atomic64_add(b->len, &live_buffer_bytes);
+	now = atomic64_add_return(b->len, &b->vf->buffer_bytes);
+	peak = atomic64_read(&b->vf->peak_buffer_bytes);
+	while (now > peak && !atomic64_try_cmpxchg(&b->vf->peak_buffer_bytes, &peak, now))
+		;
 	*buffer = (uint64_t)(uintptr_t)b;
 	return 0;
 }
@@ -245,6 +251,7 @@ static void op_free_buffer(void *ctx, uint64_t buffer)
 	struct mlx5vf_pci_buf *b = to_buf(buffer);
 
 	WARN_ON(b->maps);
+	atomic64_sub(b->len, &b->vf->buffer_bytes);
 	atomic64_sub(b->len, &live_buffer_bytes);
 	atomic_dec(&live_buffers);
 	kvfree(b->dma);
@@ -798,9 +805,21 @@ static ssize_t digest_show(struct device *dev, struct device_attribute *attr, ch
 }
 static DEVICE_ATTR_RO(digest);
 
+static ssize_t peak_buffer_bytes_show(struct device *dev, struct device_attribute *attr,
+				      char *buf)
+{
+	struct mlx5vf_pci_dev *vf = dev_to_mvp(dev);
+
+	if (!vf || !vf->migratable)
+		return -ENODEV;
+	return sysfs_emit(buf, "%lld\n", (long long)atomic64_read(&vf->peak_buffer_bytes));
+}
+static DEVICE_ATTR_RO(peak_buffer_bytes);
+
 static struct attribute *mvp_dev_attrs[] = {
 	&dev_attr_vf.attr,
 	&dev_attr_digest.attr,
+	&dev_attr_peak_buffer_bytes.attr,
 	NULL,
 };
 
