@@ -50,8 +50,38 @@ beside_mlx5_core() {
 	rmmod mlx5vf_pci
 }
 
-if step mlx5vf_pci-beside-mlx5_core beside_mlx5_core; then
-	echo "RIG mlx5vf_pci: loaded beside mlx5_core ($(uname -r)'s own; modprobe resolved its dependencies, no unknown or mismatched symbol, modinfo alias $(sed -n 's/^alias:[[:space:]]*//p' /tmp/modinfo))"
+# The production build bound to a real SR-IOV VF (of QEMU's NVMe PF):
+# vfio_pci_core registers it, mlx5_vf_get_core_dev() finds its PF is not
+# mlx5_core's, and it stays plain vfio-pci, as Linux's driver leaves a VF it
+# cannot migrate.
+production_on_a_vf() {
+	pf=
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat "$d/sriov_totalvfs" 2>/dev/null || echo 0)" -gt 0 ] && pf=${d##*/}
+	done
+	[ -n "$pf" ] || { echo "no SR-IOV PF"; return 1; }
+	P=/sys/bus/pci/devices/$pf
+	modprobe mlx5vf_pci || return 1
+	echo 0 > $P/sriov_drivers_autoprobe
+	echo 1 > $P/sriov_numvfs || return 1
+	vf=$(readlink $P/virtfn0)
+	vf=${vf##*/}
+	echo mlx5vf_pci > "/sys/bus/pci/devices/$vf/driver_override"
+	echo "$vf" > /sys/bus/pci/drivers_probe
+	drv=$(readlink "/sys/bus/pci/devices/$vf/driver")
+	echo "$vf: VF 0 of $pf ($(cat $P/vendor):$(cat $P/device), driver $(basename "$(readlink $P/driver)")), bound to ${drv##*/}"
+	dmesg | grep "$vf"
+	[ "${drv##*/}" = mlx5vf_pci ] || return 1
+	dmesg | grep -q "$vf: no migration: the PF is not mlx5_core's" || return 1
+	echo "$vf" > /sys/bus/pci/drivers/mlx5vf_pci/unbind || return 1
+	echo 0 > $P/sriov_numvfs
+	cat /sys/bus/pci/drivers/mlx5vf_pci/live_objects
+	rmmod mlx5vf_pci
+}
+
+if step mlx5vf_pci-beside-mlx5_core beside_mlx5_core &&
+	step mlx5vf_pci-on-a-vf production_on_a_vf; then
+	echo "RIG mlx5vf_pci: loaded beside mlx5_core ($(uname -r)'s own; modprobe resolved its dependencies, no unknown or mismatched symbol, modinfo alias $(sed -n 's/^alias:[[:space:]]*//p' /tmp/modinfo); bound to an SR-IOV VF through vfio_pci_core)"
 fi
 
 # --- The test build bound to two QEMU `edu` functions behind VT-d.

@@ -262,7 +262,8 @@ vpci_initrd() {
 
 # Q35 with VT-d (TCG emulates it) and two `edu` functions, each behind a
 # root port of its own, so each has a bus reset (VFIO_DEVICE_RESET) and an
-# IOMMU group of its own.
+# IOMMU group of its own; and an NVMe PF with one SR-IOV VF, the kind of
+# function the production build binds to.
 vpci_boot() {
   kver
   stamp "boot $KREL with intel-iommu and two PCI functions (TCG)"
@@ -272,6 +273,8 @@ vpci_boot() {
     -nographic -no-reboot -nic none -device intel-iommu \
     -device pcie-root-port,id=rp1,chassis=1,slot=1 -device edu,bus=rp1 \
     -device pcie-root-port,id=rp2,chassis=2,slot=2 -device edu,bus=rp2 \
+    -device pcie-root-port,id=rp3,chassis=3,slot=3 -device nvme-subsys,id=nvs \
+    -device nvme,bus=rp3,serial=mlx5vf,subsys=nvs,sriov_max_vfs=1,sriov_vq_flexible=2,sriov_vi_flexible=1 \
     -kernel "$WORK/root/boot/vmlinuz-$KREL" -initrd "$WORK/vpci-initrd.cpio.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 intel_iommu=on ${EXTRA_CMDLINE:-}" \
     > "$log" 2>&1 || true

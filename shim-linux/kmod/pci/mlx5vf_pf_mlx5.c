@@ -55,19 +55,22 @@ static int mvp_pf_attach(struct mlx5vf_pci_dev *vf)
 	struct mvp_pf *pf;
 	int ret;
 
-	if (!pdev->is_virtfn)
+	if (!pdev->is_virtfn) {
+		pci_info(pdev, "no migration: not an SR-IOV VF\n");
 		return -EOPNOTSUPP;
+	}
 	pf = kzalloc(sizeof(*pf), GFP_KERNEL);
 	if (!pf)
 		return -ENOMEM;
-	/* NULL: the PF is not bound to mlx5_core or its interface is down. */
 	pf->mdev = mlx5_vf_get_core_dev(pdev);
 	if (!pf->mdev) {
+		pci_info(pdev, "no migration: the PF is not mlx5_core's, or not up\n");
 		kfree(pf);
 		return -EOPNOTSUPP;
 	}
 	/* The PF's cached capability, as Linux's driver checks it first. */
 	if (!MLX5_CAP_GEN(pf->mdev, migration)) {
+		pci_info(pdev, "no migration: the PF's firmware does not offer it\n");
 		ret = -EOPNOTSUPP;
 		goto put;
 	}
