@@ -36,8 +36,8 @@ beside_mlx5_core() {
 	modprobe mlx5vf_pci || return 1
 	cut -d' ' -f1,4 /proc/modules
 	grep -q '^mlx5_core ' /proc/modules || { echo "mlx5_core is not loaded"; return 1; }
-	grep -q '^mlx5vf_pci .* mlx5_core' /proc/modules ||
-		grep -q '^mlx5_core .*mlx5vf_pci' /proc/modules ||
+	# /proc/modules lists each module's users.
+	grep -q '^mlx5_core .*mlx5vf_pci' /proc/modules ||
 		{ echo "mlx5vf_pci does not use mlx5_core"; return 1; }
 	modinfo mlx5vf_pci > /tmp/modinfo || return 1
 	cat /tmp/modinfo
