@@ -17,6 +17,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${WORK:-$ROOT/target/kernel-rig}
 FLAVOUR=cloud-amd64
 STATE=${STATE:-256M}
+VPCI_STATE=${VPCI_STATE:-64M}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
@@ -76,42 +77,58 @@ fetch() {
   sed -i "s|^include /usr/src/|include $WORK/root/usr/src/|" "$HDR/Makefile"
 }
 
-# The Rust object: nightly with -Zbuild-std=core so core is built with the
+# The Rust objects: nightly with -Zbuild-std=core so core is built with the
 # kernel's code model, retpolines, return thunks and IBT landing pads; one
-# fat-LTO unit (profile "kernel"); only our archive member is linked, so the
-# kernel's memcpy/memset serve the libcalls.
-rust() {
-  stamp "Rust object (mlx5vf-kmod, x86_64-unknown-none, build-std)"
-  local target=$WORK/rust-target a member t
-  (cd "$ROOT" && RUSTFLAGS="-C relocation-model=static -C code-model=kernel -C no-redzone=yes \
-      -C force-frame-pointers=yes -C jump-tables=no -Zplt=yes -Zfunction-return=thunk-extern \
-      -Zcf-protection=branch -Zretpoline-external-thunk" \
-    CARGO_TARGET_DIR=$target timeout 1200 cargo +nightly build -q --profile kernel \
-      -p mlx5vf-kmod --target x86_64-unknown-none -Zbuild-std=core)
-  a=$target/x86_64-unknown-none/kernel/libmlx5vf_kmod.a
-  member=$(ar t "$a" | grep '^mlx5vf_kmod-')
+# fat-LTO unit each (profile "kernel"); only the crate's own archive member
+# is linked, so the kernel's memcpy/memset serve the libcalls. Two objects:
+# the driver (mlx5vf-linux, the same object in every module) and the
+# simulated firmware (mlx5vf-kmod, only in the modules that simulate).
+KERNEL_RUSTFLAGS="-C relocation-model=static -C code-model=kernel -C no-redzone=yes \
+  -C force-frame-pointers=yes -C jump-tables=no -Zplt=yes -Zfunction-return=thunk-extern \
+  -Zcf-protection=branch -Zretpoline-external-thunk"
+
+# rust_object LIB EXPORT_PREFIX OUT: the single LTO member of LIB, its
+# exports cut down to EXPORT_PREFIX*, checked for what the kernel can link.
+rust_object() {
+  local a=$1 prefix=$2 out=$3 crate member t keep undefined
+  crate=$(basename "$a" .a | sed 's/^lib//')
+  member=$(ar t "$a" | grep "^$crate-")
   [ "$(echo "$member" | wc -l)" = 1 ] || die "expected one LTO object in $a, got: $member"
   t=$(mktemp -d)
   (cd "$t" && ar x "$a" "$member" && ld -r -o joined.o "$member" \
     && objcopy --remove-section=.llvmbc --remove-section=.llvmcmd joined.o plain.o)
-  local keep
-  keep=$(nm --defined-only "$t/plain.o" | awk '$2 == "T" && $3 ~ /^mlx5vf_/ {print "--keep-global-symbol=" $3}')
+  keep=$(nm --defined-only "$t/plain.o" | awk -v p="^$prefix" '$2 == "T" && $3 ~ p {print "--keep-global-symbol=" $3}')
+  [ -n "$keep" ] || die "$a exports nothing named $prefix*"
   # shellcheck disable=SC2086
-  objcopy $keep "$t/plain.o" "$WORK/mlx5vf_rust.o"
+  objcopy $keep "$t/plain.o" "$out"
   rm -rf "$t"
-  local undefined
-  undefined=$(nm -u "$WORK/mlx5vf_rust.o" | awk '{print $2}' | sort | tr '\n' ' ')
-  echo "  exports: $(nm --defined-only "$WORK/mlx5vf_rust.o" | awk '$2 == "T"' | wc -l) functions; needs: $undefined"
+  undefined=$(nm -u "$out" | awk '{print $2}' | sort | tr '\n' ' ')
+  echo "  $(basename "$out"): $(nm --defined-only "$out" | awk '$2 == "T"' | wc -l) functions; needs: $undefined"
   for s in $undefined; do
     case $s in
       memcpy|memset|memmove|memcmp|__x86_return_thunk|__x86_indirect_thunk_r11) ;;
-      *) die "the Rust object needs $s, which the kernel does not export to it" ;;
+      *) die "$(basename "$out") needs $s, which the kernel does not export to it" ;;
     esac
   done
-  if readelf -rW "$WORK/mlx5vf_rust.o" | awk '/^Relocation section/{s=$3} /R_X86_64/{print s, $3}' \
+  if readelf -rW "$out" | awk '/^Relocation section/{s=$3} /R_X86_64/{print s, $3}' \
       | grep -v "'.rela.debug" | grep -vE 'R_X86_64_(64|32S|PC32|PLT32|PC64)$'; then
-    die "relocations the module loader rejects"
+    die "relocations the module loader rejects in $out"
   fi
+}
+
+rust() {
+  stamp "Rust objects (mlx5vf-linux, mlx5vf-kmod; x86_64-unknown-none, build-std)"
+  local target=$WORK/rust-target
+  # mlx5vf-linux is an rlib too, for which cargo turns LTO off: build the
+  # staticlib alone.
+  (cd "$ROOT" && RUSTFLAGS="$KERNEL_RUSTFLAGS" CARGO_TARGET_DIR=$target timeout 1200 \
+    cargo +nightly rustc -q --profile kernel -p mlx5vf-linux --lib --crate-type staticlib \
+      --target x86_64-unknown-none -Zbuild-std=core)
+  (cd "$ROOT" && RUSTFLAGS="$KERNEL_RUSTFLAGS" CARGO_TARGET_DIR=$target timeout 1200 \
+    cargo +nightly build -q --profile kernel -p mlx5vf-kmod --target x86_64-unknown-none \
+      -Zbuild-std=core)
+  rust_object "$target/x86_64-unknown-none/kernel/libmlx5vf_linux.a" mlx5vf_ "$WORK/mlx5vf_linux.o"
+  rust_object "$target/x86_64-unknown-none/kernel/libmlx5vf_kmod.a" mlx5vf_ksim_ "$WORK/mlx5vf_ksim.o"
 }
 
 module() {
@@ -120,7 +137,8 @@ module() {
   rm -rf "$WORK/mod" && mkdir -p "$WORK/mod/include"
   cp "$ROOT"/shim-linux/kmod/{Kbuild,Makefile,*.c,*.h} "$WORK/mod/"
   cp "$ROOT/shim-linux/include/mlx5vf.h" "$WORK/mod/include/"
-  cp "$WORK/mlx5vf_rust.o" "$WORK/mod/mlx5vf_rust.o_shipped"
+  cp "$WORK/mlx5vf_linux.o" "$WORK/mod/mlx5vf_linux.o_shipped"
+  cp "$WORK/mlx5vf_ksim.o" "$WORK/mod/mlx5vf_ksim.o_shipped"
   timeout 600 make -s -C "$WORK/mod" KDIR="$HDR" 2>&1 | tee "$WORK/module.log"
   if grep -E 'warning:' "$WORK/module.log"; then die "the module build warned"; fi
   ls -la "$WORK/mod/mlx5vf_sim.ko"
@@ -172,8 +190,113 @@ boot() {
   echo "[rig] PASS"
 }
 
+# --- mlx5vf_pci, the vfio_pci_core variant driver (shim-linux/kmod/pci) ----
+# A boot of its own: Debian's mlx5_core.ko beside the production build, and
+# the test build bound to two QEMU PCI functions behind an emulated VT-d
+# IOMMU (tests/kernel/guest-vpci.sh).
+
+# Both flavours, against the headers package's Module.symvers, which lists
+# mlx5_core's exports (the image package's mlx5_core.ko is what loads).
+vpci_module() {
+  kver
+  stamp "mlx5vf_pci (mlx5_core and sim flavours) against $HDR"
+  local f d
+  grep -qP '\tmlx5_vf_get_core_dev\tdrivers/net/ethernet/mellanox/mlx5/core/mlx5_core\t' \
+    "$HDR/Module.symvers" || die "$HDR/Module.symvers lacks mlx5_core's exports"
+  for f in mlx5 sim; do
+    d=$WORK/vpci-mod-$f
+    rm -rf "$d" && mkdir -p "$d/include"
+    cp "$ROOT"/shim-linux/kmod/pci/{Kbuild,Makefile,*.c,*.h} "$d/"
+    cp "$ROOT/shim-linux/include/mlx5vf.h" "$ROOT/shim-linux/kmod/mlx5vf_ksim.h" "$d/include/"
+    cp "$WORK/mlx5vf_linux.o" "$d/mlx5vf_linux.o_shipped"
+    cp "$WORK/mlx5vf_ksim.o" "$d/mlx5vf_ksim.o_shipped"
+    timeout 600 make -s -C "$d" KDIR="$HDR" MLX5VF_PF=$f 2>&1 | tee "$d/build.log"
+    # modpost reports an unresolved symbol as a WARNING, not an error.
+    if grep -E 'warning:|WARNING' "$d/build.log"; then die "mlx5vf_pci ($f) build warned"; fi
+  done
+  ls -la "$WORK"/vpci-mod-*/*.ko
+}
+
+# The initramfs: a /lib/modules tree (Debian's modules the two builds and
+# mlx5_core need, by their depends=, and ours under extra/) for busybox
+# depmod and modprobe in the guest.
+vpci_initrd() {
+  kver
+  stamp "initramfs (mlx5vf_pci)"
+  local d=$WORK/vpci-irfs mods=$WORK/root/lib/modules/$KREL m ko rel dep
+  local want="vfio vfio_iommu_type1 vfio-pci-core mlx5_core" have=" "
+  rm -rf "$d" && mkdir -p "$d"/{bin,proc,sys,dev,tmp} "$d/lib/modules/$KREL/extra"
+  cp /bin/busybox "$d/bin/"
+  for a in sh mount insmod rmmod modprobe modinfo depmod lsmod poweroff cat cut dmesg ls \
+      grep uname head tail wc sed echo date sleep tr awk basename readlink; do
+    ln -s busybox "$d/bin/$a"
+  done
+  while :; do
+    # shellcheck disable=SC2086
+    set -- $want
+    [ $# -gt 0 ] || break
+    m=$1
+    shift
+    want="$*"
+    case $have in *" $m "*) continue ;; esac
+    ko=$(find "$mods/kernel" -name "$m.ko.xz" | head -1)
+    [ -n "$ko" ] || die "no $m.ko.xz in $mods"
+    rel=${ko#"$mods"/}
+    rel=${rel%.xz}
+    mkdir -p "$d/lib/modules/$KREL/$(dirname "$rel")"
+    xz -dc "$ko" > "$d/lib/modules/$KREL/$rel"
+    have="$have$m "
+    dep=$(strings "$d/lib/modules/$KREL/$rel" | sed -n 's/^depends=//p' | tr ',' ' ')
+    want="$want $dep"
+  done
+  cp "$mods/modules.builtin" "$mods/modules.order" "$d/lib/modules/$KREL/"
+  cp "$WORK/vpci-mod-mlx5/mlx5vf_pci.ko" "$WORK/vpci-mod-sim/mlx5vf_pci_test.ko" \
+    "$d/lib/modules/$KREL/extra/"
+  cp "$WORK/mlx5vf" "$d/bin/"
+  sed "s/@STATE@/$VPCI_STATE/g" "$HERE/guest-vpci.sh" > "$d/init"
+  chmod +x "$d/init"
+  (cd "$d" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/vpci-initrd.cpio.gz"
+  echo "  modules:$have"
+  ls -la "$WORK/vpci-initrd.cpio.gz"
+}
+
+# Q35 with VT-d (TCG emulates it) and two `edu` functions, each behind a
+# root port of its own, so each has a bus reset (VFIO_DEVICE_RESET) and an
+# IOMMU group of its own; and an NVMe PF with one SR-IOV VF, the kind of
+# function the production build binds to.
+vpci_boot() {
+  kver
+  stamp "boot $KREL with intel-iommu and two PCI functions (TCG)"
+  local log=$WORK/vpci-boot.log start end
+  start=$(date +%s.%N)
+  timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 2G \
+    -nographic -no-reboot -nic none -device intel-iommu \
+    -device pcie-root-port,id=rp1,chassis=1,slot=1 -device edu,bus=rp1 \
+    -device pcie-root-port,id=rp2,chassis=2,slot=2 -device edu,bus=rp2 \
+    -device pcie-root-port,id=rp3,chassis=3,slot=3 -device nvme-subsys,id=nvs \
+    -device nvme,bus=rp3,serial=mlx5vf,subsys=nvs,sriov_max_vfs=1,sriov_vq_flexible=2,sriov_vi_flexible=1 \
+    -kernel "$WORK/root/boot/vmlinuz-$KREL" -initrd "$WORK/vpci-initrd.cpio.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=4 intel_iommu=on ${EXTRA_CMDLINE:-}" \
+    > "$log" 2>&1 || true
+  end=$(date +%s.%N)
+  tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
+  echo "[rig] mlx5vf_pci boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
+  if tr -d '\r' < "$log" | grep -aE '(WARNING:|BUG:|Oops|Call Trace|kernel stack overflow)'; then
+    die "the kernel log has a WARNING, BUG or Oops (full log: $log)"
+  fi
+  tr -d '\r' < "$log" | grep -aq '^RIG mlx5vf_pci: loaded beside mlx5_core' \
+    || die "mlx5vf_pci did not load beside mlx5_core (full log: $log)"
+  tr -d '\r' < "$log" | grep -aq '^RIG mlx5vf_pci: PASS' \
+    || die "mlx5vf_pci_test did not pass (full log: $log)"
+  tr -d '\r' < "$log" | grep -aq '^@@RESULT: PASS@@' || die "no PASS marker (full log: $log)"
+  echo "[rig] mlx5vf_pci PASS"
+}
+
+vpci() { vpci_module; vpci_initrd; vpci_boot; }
+
 case "${1:-all}" in
-  all) deps; fetch; rust; module; user; initrd; boot ;;
-  deps|fetch|rust|module|user|initrd|boot) "$1" ;;
-  *) echo "usage: $0 [all|deps|fetch|rust|module|user|initrd|boot]" >&2; exit 2 ;;
+  all) deps; fetch; rust; module; user; initrd; boot; vpci ;;
+  deps|fetch|rust|module|user|initrd|boot|vpci|vpci_module|vpci_initrd|vpci_boot) "$1" ;;
+  *) echo "usage: $0 [all|deps|fetch|rust|module|user|initrd|boot|vpci|vpci_module|vpci_initrd|vpci_boot]" >&2
+     exit 2 ;;
 esac

@@ -41,7 +41,7 @@
 #   initrd     busybox + module + mlx5vf, gzip -1                   <1 s
 #   boot       QEMU TCG: 2 checks + 3 migrations of 64 MiB VFs      ~18 s
 #
-# Environment: WORK (default target/cdev-rig), RIG (reuse RIG/mlx5vf_rust.o
+# Environment: WORK (default target/cdev-rig), RIG (reuse RIG/mlx5vf_{linux,ksim}.o
 # and RIG/mlx5vf, e.g. target/kernel-rig), MLX5VF (a static mlx5vf to use
 # instead), SRC_VERSION (linux-source-6.12 version, default the apt
 # candidate), JOBS (default 2), SAVE_DELAY_US (default 3000, see below),
@@ -211,7 +211,7 @@ kernel() {
 artefacts() {
   if [ -n "${RIG:-}" ]; then
     stamp "artefacts from $RIG"
-    cp "$RIG/mlx5vf_rust.o" "$WORK/mlx5vf_rust.o"
+    cp "$RIG/mlx5vf_linux.o" "$RIG/mlx5vf_ksim.o" "$WORK/"
     cp "${MLX5VF:-$RIG/mlx5vf}" "$WORK/mlx5vf"
   else
     stamp "artefacts: tests/kernel/run.sh rust user (WORK=$WORK)"
@@ -223,12 +223,13 @@ artefacts() {
 
 module() {
   [ -f "$BUILD/Module.symvers" ] || die "run the kernel stage first"
-  [ -f "$WORK/mlx5vf_rust.o" ] || die "run the artefacts stage first"
+  [ -f "$WORK/mlx5vf_linux.o" ] || die "run the artefacts stage first"
   stamp "module against $BUILD"
   rm -rf "$WORK/mod" && mkdir -p "$WORK/mod/include"
   cp "$ROOT"/shim-linux/kmod/{Kbuild,Makefile,*.c,*.h} "$WORK/mod/"
   cp "$ROOT/shim-linux/include/mlx5vf.h" "$WORK/mod/include/"
-  cp "$WORK/mlx5vf_rust.o" "$WORK/mod/mlx5vf_rust.o_shipped"
+  cp "$WORK/mlx5vf_linux.o" "$WORK/mod/mlx5vf_linux.o_shipped"
+  cp "$WORK/mlx5vf_ksim.o" "$WORK/mod/mlx5vf_ksim.o_shipped"
   if ! timeout 600 make -s -C "$BUILD" ARCH=x86_64 M="$WORK/mod" modules > "$WORK/module.log" 2>&1; then
     cat "$WORK/module.log"
     die "module build failed"

@@ -1,9 +1,10 @@
 //! # mlx5vf-kmod
 //!
-//! The Rust half of the `mlx5vf_sim` kernel module (`shim-linux/kmod`): the
-//! whole driver of [`mlx5vf_linux`] (its C ABI comes along with this static
-//! library) and, as the device it drives, the simulated firmware of
-//! [`mlx5vf_sim`], reached through the `mlx5vf_ksim_*` functions below.
+//! The simulated firmware of [`mlx5vf_sim`] as a kernel object, reached
+//! through the `mlx5vf_ksim_*` functions below: the device behind the
+//! `mlx5vf_sim` module (`shim-linux/kmod`) and behind the test build of the
+//! `mlx5vf_pci` variant driver (`shim-linux/kmod/pci`). The driver itself is
+//! a separate object, `mlx5vf-linux`'s, the same one in every module.
 //!
 //! The firmware lives in static memory ([`Firmware::EMPTY`], configured in
 //! place): a kernel module has no heap for its 180 KiB and no stack for any
@@ -38,8 +39,28 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use mlx5vf_sim::{Dma, DmaFault, Firmware, FirmwareConfig, SimSpec};
 
-// Keep the driver's C ABI in this library.
-pub use mlx5vf_linux;
+// Hosted targets (the host build that checks and lints this crate) take
+// std's panic runtime; the kernel target brings its own handler below.
+#[cfg(not(target_os = "none"))]
+extern crate std;
+
+/// A panic (none is expected: every entry point returns errors) traps with
+/// `ud2`, as `mlx5vf-linux`'s handler does.
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: `ud2` only raises #UD; it touches no memory and never returns.
+    unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+/// A panic on other bare-metal targets spins (there is no portable trap).
+#[cfg(all(target_os = "none", not(target_arch = "x86_64")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
 
 /// `EINVAL`.
 const EINVAL: c_int = 22;
