@@ -203,6 +203,14 @@ pub trait Hal {
     /// Continues the CRC-32C `crc` over `len` bytes of `buffer` from `offset`
     /// (see [`crc32c::update`](crate::stream::crc32c::update)).
     fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32;
+
+    /// A monotonic clock in nanoseconds, if the platform has one. With it
+    /// the device measures its firmware (command latency, SAVE rate) and a
+    /// [`ChunkPolicy::Measured`](crate::save::ChunkPolicy) tunes the chunk
+    /// size; without it (the default) the configured size stays.
+    fn now_ns(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 impl<H: Hal + ?Sized> Hal for &mut H {
@@ -230,5 +238,8 @@ impl<H: Hal + ?Sized> Hal for &mut H {
     }
     fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32 {
         (**self).crc32c(buffer, offset, len, crc)
+    }
+    fn now_ns(&mut self) -> Option<u64> {
+        (**self).now_ns()
     }
 }

@@ -455,7 +455,7 @@ typedef const void __user *mlx5vf_const_uptr;
 /**
  * Bytes of `struct mlx5vf_device` (64-bit targets).
  */
-#define MLX5VF_DEVICE_SIZE 4352
+#define MLX5VF_DEVICE_SIZE 4608
 
 /**
  * Alignment of `struct mlx5vf_device`.
@@ -465,7 +465,7 @@ typedef const void __user *mlx5vf_const_uptr;
 /**
  * `MLX5VF_DEVICE_SIZE` in 64-bit words (the storage array's length).
  */
-#define MLX5VF_DEVICE_WORDS 544
+#define MLX5VF_DEVICE_WORDS 576
 
 /**
  * Bytes of `struct mlx5vf_file` (64-bit targets).
@@ -573,7 +573,7 @@ typedef const void __user *mlx5vf_const_uptr;
  * another version's header is refused at init (`-EPROTO`) instead of
  * handing the library structures it would misread.
  */
-#define MLX5VF_ABI_VERSION 2
+#define MLX5VF_ABI_VERSION 3
 
 /**
  * `struct mlx5vf_config.flags`: use chunk mode when the device offers it.

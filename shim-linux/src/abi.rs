@@ -135,11 +135,11 @@ pub const MLX5VF_DESTROY_MKEY_IN_LEN: usize = 16;
 pub const MLX5VF_DESTROY_MKEY_OUT_LEN: usize = 16;
 
 /// Bytes of `struct mlx5vf_device` (64-bit targets).
-pub const MLX5VF_DEVICE_SIZE: usize = 4352;
+pub const MLX5VF_DEVICE_SIZE: usize = 4608;
 /// Alignment of `struct mlx5vf_device`.
 pub const MLX5VF_DEVICE_ALIGN: usize = 8;
 /// `MLX5VF_DEVICE_SIZE` in 64-bit words (the storage array's length).
-pub const MLX5VF_DEVICE_WORDS: usize = 544;
+pub const MLX5VF_DEVICE_WORDS: usize = 576;
 /// Bytes of `struct mlx5vf_file` (64-bit targets).
 pub const MLX5VF_FILE_SIZE: usize = 16;
 /// Alignment of `struct mlx5vf_file`.
@@ -228,7 +228,7 @@ const fn errnos_match() -> bool {
 /// function signature or a constant's meaning changes. A caller built with
 /// another version's header is refused at init (`-EPROTO`) instead of
 /// handing the library structures it would misread.
-pub const MLX5VF_ABI_VERSION: u32 = 2;
+pub const MLX5VF_ABI_VERSION: u32 = 3;
 
 /// What the caller's header says about the ABI, checked by
 /// `mlx5vf_device_init_abi()` against the library's own view. The header's

@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use mlx5vf_core::device::{Config, Device, DeviceError};
 use mlx5vf_core::hal::{LoadToken, SaveToken};
 use mlx5vf_core::load::LoadConfig;
-use mlx5vf_core::save::{MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
+use mlx5vf_core::save::{ChunkPolicy, MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
 use mlx5vf_core::stream::MAX_RECORD_SIZE;
 use mlx5vf_core::vfio::{MigState, Session};
 
@@ -189,6 +189,9 @@ fn config_from_c(c: &mlx5vf_config) -> Option<Config> {
         } else {
             PrecopyPolicy::Chunked
         },
+        // The C ABI's platform has no clock (`Hal::now_ns`), so nothing is
+        // measured: the caller's chunk size is the policy.
+        chunk_policy: ChunkPolicy::Fixed,
         producer: if c.producer.iter().all(|&b| b == 0) {
             default.producer
         } else {

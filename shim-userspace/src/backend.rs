@@ -75,6 +75,12 @@ pub trait MigrationDevice: Send {
 pub struct Stats {
     /// The most DMA buffer memory the driver held at once.
     pub peak_buffer_bytes: u64,
+    /// The chunk size the saving policy uses now (tuned to the firmware's
+    /// measured speed, or as configured), when the driver runs here.
+    pub chunk_size: Option<u64>,
+    /// The firmware's measured command latency (ns) and SAVE rate (bytes/s),
+    /// when the driver runs here and has measured them.
+    pub firmware_speed: Option<(u64, u64)>,
 }
 
 /// A migration data file: readable while saving, writable while resuming.
@@ -181,6 +187,9 @@ pub struct DriverOptions {
     /// LOAD each image before receiving the next, as the Linux driver does
     /// (the simulated device otherwise LOADs asynchronously, pipelined).
     pub sync_load: bool,
+    /// Keep `chunk_size`, or tune it to the firmware's measured speed
+    /// within a memory cap (the default).
+    pub chunk_policy: mlx5vf_core::save::ChunkPolicy,
 }
 
 impl Default for DriverOptions {
@@ -192,6 +201,9 @@ impl Default for DriverOptions {
             integrity: true,
             linux_precopy: false,
             sync_load: false,
+            chunk_policy: mlx5vf_core::save::ChunkPolicy::Measured {
+                memory_cap: mlx5vf_core::save::DEFAULT_MEMORY_CAP,
+            },
         }
     }
 }
@@ -209,6 +221,7 @@ impl DriverOptions {
             } else {
                 mlx5vf_core::save::PrecopyPolicy::Chunked
             },
+            chunk_policy: self.chunk_policy,
             ..mlx5vf_core::device::Config::default()
         }
     }

@@ -83,6 +83,42 @@ fn migrate_without_content() {
     .fails(1, "LOAD_VHCA_STATE(0x119)");
 }
 
+/// The chunk size follows the firmware's measured speed within the memory
+/// cap: a 1 ms command latency at 4 GB/s wants chunks of 80 MB, so the
+/// 64 MiB default cap over two slots gives 32 MiB (a quarter of the
+/// latency's 20x would still round to it); `--memory-cap` lowers it and
+/// `--fixed-chunks` keeps Linux's 8 MiB.
+#[test]
+fn the_chunk_size_follows_the_measured_firmware() {
+    // Objects of at most 1 MiB: the policy, not an object, sizes the buffers.
+    let slow = "sim:state=192M,seed=3,object=64K-1M,fw-rate=4G/s,latency=1ms,content=off";
+    let to = "sim:state=1M,seed=99,content=off";
+    let j = migrate(&["--from", slow, "--to", to]);
+    assert_eq!(u64_of(&j, "source_chunk_size"), 32 << 20, "{j}");
+    assert!(u64_of(&j, "source_fw_latency_ns") >= 1_000_000, "{j}");
+    assert!(u64_of(&j, "source_peak_buffer_bytes") <= 64 << 20, "{j}");
+    let capped = migrate(&["--from", slow, "--to", to, "--memory-cap", "16M"]);
+    assert_eq!(u64_of(&capped, "source_chunk_size"), 8 << 20, "{capped}");
+    assert!(
+        u64_of(&capped, "source_peak_buffer_bytes") <= 16 << 20,
+        "{capped}"
+    );
+    let fixed = migrate(&[
+        "--from",
+        slow,
+        "--to",
+        to,
+        "--fixed-chunks",
+        "--chunk-size",
+        "4M",
+    ]);
+    assert_eq!(u64_of(&fixed, "source_chunk_size"), 4 << 20, "{fixed}");
+    assert!(
+        fixed.get("source_fw_latency_ns").is_some(),
+        "measured, not used: {fixed}"
+    );
+}
+
 /// `--timeline` draws a bar per firmware image in the SAVE and LOAD lanes
 /// (the sim reports its commands) and names the file in the summary.
 #[test]

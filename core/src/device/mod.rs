@@ -36,6 +36,7 @@ pub mod file_ops;
 mod resources;
 mod resuming;
 mod saving;
+mod tuning;
 
 pub use error::{DeviceError, SetStateError};
 pub use resources::{MAX_BUFFERS, MAX_PDS, MAX_READ_LEASES};
@@ -48,7 +49,9 @@ use crate::ifc::mkey::PAGE_SIZE;
 use crate::ifc::vhca::{ResumeVhca, SuspendVhca, VhcaSide};
 use crate::ifc::{Command, MAX_FIXED_IN};
 use crate::load::LoadConfig;
-use crate::save::{LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
+use crate::save::{
+    ChunkPolicy, LINUX_CHUNK_SIZE, LINUX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy, SpeedMeter,
+};
 use crate::stream::{PRODUCER_LEN, StreamInfo};
 use crate::vfio::{MigState, MigrationFlags, Path, Session, Step, arc_info};
 use resources::{Resources, SessionId};
@@ -81,14 +84,20 @@ pub struct Config {
     /// How PRE_COPY moves a chunk-mode state (the stream is the same
     /// format either way).
     pub precopy_policy: PrecopyPolicy,
+    /// Whether the chunk size stays `chunk_size` or follows the firmware's
+    /// measured speed (needs [`Hal::now_ns`]).
+    pub chunk_policy: ChunkPolicy,
     /// Producer named in the stream-info record.
     pub producer: [u8; PRODUCER_LEN],
 }
 
 impl Default for Config {
-    /// The Linux buffer policy (8 MiB chunks, 2 slots), with our integrity
-    /// records on and chunked PRE_COPY (what makes PRE_COPY move a
-    /// chunk-mode state; [`Config::linux`] is the Linux driver exactly).
+    /// The Linux buffer policy (8 MiB chunks, 2 slots) to start with, the
+    /// chunk size then tuned to the measured firmware speed within
+    /// [`DEFAULT_MEMORY_CAP`](crate::save::DEFAULT_MEMORY_CAP) per side,
+    /// our integrity records on and chunked PRE_COPY (what makes PRE_COPY
+    /// move a chunk-mode state; [`Config::linux`] is the Linux driver
+    /// exactly).
     fn default() -> Self {
         Self {
             chunk_size: LINUX_CHUNK_SIZE,
@@ -99,6 +108,9 @@ impl Default for Config {
             use_precopy: true,
             integrity_records: true,
             precopy_policy: PrecopyPolicy::Chunked,
+            chunk_policy: ChunkPolicy::Measured {
+                memory_cap: crate::save::DEFAULT_MEMORY_CAP,
+            },
             producer: StreamInfo::producer_from(concat!("mlx5vf ", env!("CARGO_PKG_VERSION"))),
         }
     }
@@ -111,6 +123,7 @@ impl Config {
         Self {
             integrity_records: false,
             precopy_policy: PrecopyPolicy::Linux,
+            chunk_policy: ChunkPolicy::Fixed,
             ..Self::default()
         }
     }
@@ -188,6 +201,8 @@ struct InFlightSave {
     token: SaveToken,
     buf: u16,
     session: SessionId,
+    /// When it started ([`Hal::now_ns`]), to measure the firmware's rate.
+    started_ns: Option<core::num::NonZeroU64>,
 }
 
 /// The LOAD in flight: what its completion must find (and, when the file
@@ -236,6 +251,8 @@ pub struct Device<H: Hal> {
     leaked_pds: u32,
     /// Userspace opted in to VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2.
     precopy_info_v2: bool,
+    /// What the device measured of its firmware (kept across sessions).
+    speed: SpeedMeter,
 }
 
 impl<H: Hal> Device<H> {
@@ -260,6 +277,7 @@ impl<H: Hal> Device<H> {
             leaked_mkeys: 0,
             leaked_pds: 0,
             precopy_info_v2: false,
+            speed: SpeedMeter::NEW,
         }
     }
 

@@ -101,12 +101,15 @@ impl<H: Hal> Device<H> {
 
     fn open_saving_in(&mut self, session: SessionId, mode: SaveMode) -> Result<(), DeviceError> {
         let probe = self.probe.ok_or(DeviceError::NotProbed)?;
-        let q = self.exec_vf(&QueryMigrationState {
+        let q = self.exec_vf_timed(&QueryMigrationState {
             vhca_id: probe.vhca_id,
             scope: Scope::Full,
             chunked: probe.chunk_mode,
         })?;
         let tracking = mode == SaveMode::PreCopy;
+        // A speed measured by an earlier session sizes the chunks from the
+        // start.
+        let chunk_size = self.tuned_chunk().unwrap_or(self.cfg.chunk_size);
         let cfg = SaveConfig {
             image: if probe.chunk_mode {
                 ImageMode::Chunked
@@ -115,7 +118,7 @@ impl<H: Hal> Device<H> {
             },
             mode,
             precopy: self.cfg.precopy_policy,
-            chunk_size: self.cfg.chunk_size,
+            chunk_size,
             chunk_slots: self.cfg.chunk_slots,
             page_size: crate::ifc::mkey::PAGE_SIZE,
             max_buffer: self.cfg.max_save_buffer,
@@ -126,11 +129,7 @@ impl<H: Hal> Device<H> {
                     .with_pre_copy(tracking),
                 // CAST: 4096.
                 page_size: crate::ifc::mkey::PAGE_SIZE as u32,
-                chunk_size: if probe.chunk_mode {
-                    self.cfg.chunk_size
-                } else {
-                    0
-                },
+                chunk_size: if probe.chunk_mode { chunk_size } else { 0 },
                 chunk_slots: u32::from(self.cfg.chunk_slots),
                 producer: self.cfg.producer,
             }),
@@ -249,6 +248,11 @@ impl<H: Hal> Device<H> {
         let mut input = [0u8; MAX_FIXED_IN];
         let n = cmd.encode(&mut input)?;
         let token = self.next_token(session);
+        // A clock reading of 0 counts as 1 ns: a niche keeps the field small.
+        let started_ns = self
+            .hal
+            .now_ns()
+            .map(|t| core::num::NonZeroU64::new(t).unwrap_or(core::num::NonZeroU64::MIN));
         self.hal
             .start_save(input.get(..n).unwrap_or_default(), token)
             .map_err(|e| DeviceError::Platform(e.kind()))?;
@@ -259,6 +263,7 @@ impl<H: Hal> Device<H> {
             token,
             buf: req.buf.index,
             session,
+            started_ns,
         });
         Ok(())
     }
@@ -305,6 +310,7 @@ impl<H: Hal> Device<H> {
             .as_ref()
             .and_then(|s| s.engine.in_flight())
             .map(|(_, k)| k);
+        self.measure_save(f.started_ns, output);
         self.apply_completion(f.buf, output);
         if kind == Some(SaveKind::Cleanup) {
             let failed = self.saving.as_ref().is_some_and(|s| s.engine.is_failed());

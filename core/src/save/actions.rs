@@ -71,11 +71,12 @@ impl SaveEngine {
         let what = self.wanted.take().ok_or(SaveError::WrongState)?;
         let result = match what {
             Wanted::Slot(slot, chain) => match self.slots.get_mut(usize::from(slot)) {
-                Some(s @ Slot::Empty) => {
-                    *s = Slot::Ready(buf);
+                Some(Slot::Empty) => {
                     self.stats.grown = self.stats.grown.saturating_add(1);
                     trace!("save: slot {} buffer grown to {} pages", slot, buf.npages);
-                    self.issue_chunk(slot, 0, chain)
+                    // Sized for this chunk when it was asked for: used as
+                    // it is (a retune since applies to the next refill).
+                    self.save_into(slot, buf, chain)
                 }
                 _ => Err(SaveError::WrongState),
             },

@@ -58,6 +58,7 @@ mod queue;
 mod slots;
 #[cfg(test)]
 mod tests;
+mod tuning;
 
 pub use actions::{MAX_ACTIONS, SaveAction};
 pub use error::{SaveError, SaveFailure};
@@ -67,6 +68,10 @@ pub use policy::{
 };
 pub use precopy::PrecopyInfo;
 pub use queue::{Empty, Segment};
+pub use tuning::{
+    ChunkPolicy, DEFAULT_MEMORY_CAP, FirmwareSpeed, LATENCY_SHARE, MIN_TUNED_CHUNK, SpeedMeter,
+    tuned_chunk_size,
+};
 
 /// Buffers kept for reuse after the reader is done with them. PRE_COPY starts
 /// a SAVE only when nothing is queued, so at most two non-slot images (the
@@ -253,6 +258,9 @@ pub struct SaveStats {
     pub held_back: u64,
     /// Buffers grown because a chunk needed more than the slot had.
     pub grown: u64,
+    /// The slot buffer size in use: the opening one, or the latest
+    /// [`SaveEngine::retune_chunk`].
+    pub chunk_size: u64,
 }
 
 /// One saving file's engine.
@@ -277,6 +285,9 @@ pub struct SaveEngine {
     /// can never outgrow the queue.
     reinit_pending: bool,
     slots: [Slot; MAX_CHUNK_SLOTS],
+    /// Pages each slot buffer should have once the policy was retuned
+    /// ([`SaveEngine::retune_chunk`]); `None`: whatever fits.
+    slot_target: Option<u32>,
     ready_chunks: usize,
     in_flight: Option<InFlight>,
     /// The buffer an outstanding [`SaveAction::Allocate`] is for.
@@ -308,6 +319,7 @@ impl SaveEngine {
         initial_len: 0,
         reinit_pending: false,
         slots: [Slot::Empty; MAX_CHUNK_SLOTS],
+        slot_target: None,
         ready_chunks: 0,
         in_flight: None,
         wanted: None,
@@ -321,6 +333,7 @@ impl SaveEngine {
             chunks: 0,
             held_back: 0,
             grown: 0,
+            chunk_size: 0,
         },
         info: [0; StreamInfo::RECORD_LEN],
         end: [0; StreamEnd::RECORD_LEN],
@@ -365,6 +378,7 @@ impl SaveEngine {
             return Err(SaveError::WrongState);
         }
         self.cfg = cfg;
+        self.stats.chunk_size = cfg.bytes_of(slot_bufs.first().map_or(0, |b| b.npages));
         for (slot, buf) in self.slots.iter_mut().zip(slot_bufs) {
             *slot = Slot::Ready(*buf);
         }

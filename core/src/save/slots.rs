@@ -51,28 +51,67 @@ impl SaveEngine {
             return Err(SaveError::WrongState);
         }
         let npages = self.cfg.pages_for(min_bytes);
+        // After a retune, a buffer far from the target size is replaced
+        // (either way); one within 2x of it, and big enough, is kept so a
+        // chunk grown for a large object does not churn.
+        let wanted = self.slot_target.map_or(npages, |t| t.max(npages));
+        let keep = |have: u32| {
+            have >= npages
+                && self
+                    .slot_target
+                    .is_none_or(|_| have >= wanted && have / 2 <= wanted)
+        };
         let s = self
             .slots
             .get_mut(usize::from(slot))
             .ok_or(SaveError::WrongState)?;
         match *s {
-            Slot::Ready(buf) if buf.npages >= npages => {
-                *s = Slot::Busy;
-                let kind = match chain {
-                    Chain::StopCopy => SaveKind::StopCopyChunk { slot },
-                    Chain::PreCopy { initial } => SaveKind::PreCopyChunk { slot, initial },
-                };
-                let req = self.request(buf, kind);
-                self.act(SaveAction::Save(req))
-            }
+            Slot::Ready(buf) if keep(buf.npages) => self.save_into(slot, buf, chain),
             Slot::Ready(old) => {
                 *s = Slot::Empty;
                 self.act(SaveAction::Free(old))?;
-                self.want(Wanted::Slot(slot, chain), npages)
+                self.want(Wanted::Slot(slot, chain), wanted)
             }
-            Slot::Empty => self.want(Wanted::Slot(slot, chain), npages),
+            Slot::Empty => self.want(Wanted::Slot(slot, chain), wanted),
             Slot::Busy => Err(SaveError::WrongState),
         }
+    }
+
+    /// Queues the SAVE of the next chunk of `chain` into `slot`, whose
+    /// buffer `buf` is ready.
+    pub(super) fn save_into(
+        &mut self,
+        slot: u8,
+        buf: BufRef,
+        chain: Chain,
+    ) -> Result<(), SaveError> {
+        let s = self
+            .slots
+            .get_mut(usize::from(slot))
+            .ok_or(SaveError::WrongState)?;
+        *s = Slot::Busy;
+        let kind = match chain {
+            Chain::StopCopy => SaveKind::StopCopyChunk { slot },
+            Chain::PreCopy { initial } => SaveKind::PreCopyChunk { slot, initial },
+        };
+        let req = self.request(buf, kind);
+        self.act(SaveAction::Save(req))
+    }
+
+    /// Changes the chunk size of the slots from the next chunk on (chunk
+    /// mode; a no-op otherwise): each slot buffer is replaced by one of
+    /// `chunk_size` bytes (or what a chunk needs, if more) when it is next
+    /// filled. The stream does not change: the destination sizes its
+    /// buffers from each image.
+    pub fn retune_chunk(&mut self, chunk_size: u64) {
+        if !self.cfg.chunked() || self.is_failed() {
+            return;
+        }
+        let bytes = chunk_size.clamp(self.cfg.page_size.max(1), self.cfg.max_buffer);
+        trace!("save: chunk size retuned to {} bytes", bytes);
+        self.cfg.chunk_size = bytes;
+        self.slot_target = Some(self.cfg.pages_for(bytes));
+        self.stats.chunk_size = self.cfg.bytes_of(self.cfg.pages_for(bytes));
     }
 
     /// The final save when PRE_COPY ends (PRE_COPY_P2P → STOP_COPY): a chunk

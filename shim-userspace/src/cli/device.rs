@@ -30,9 +30,20 @@ pub const DEFAULT_DESTINATION: &str = "sim:state=4M,seed=99";
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Saving policy (sim devices)")]
 pub struct SavingArgs {
-    /// Chunk buffer size the saving policy starts with (Linux: 8M).
+    /// Chunk buffer size the saving policy starts with (Linux: 8M). Once
+    /// the firmware's command latency and SAVE rate are measured, the chunk
+    /// size becomes the smallest that keeps the latency under 1/20 of a
+    /// chunk's time, within --memory-cap (unless --fixed-chunks).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub chunk_size: u64,
+    /// Keep --chunk-size whatever the firmware's speed (the Linux driver's
+    /// fixed policy).
+    #[arg(long)]
+    pub fixed_chunks: bool,
+    /// Chunk buffer memory each side may use when the chunk size is tuned
+    /// (the source's slots, the destination's two image buffers).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size, conflicts_with = "fixed_chunks")]
+    pub memory_cap: u64,
     /// Chunk slots: unread chunks allowed before SAVEs wait for the reader (Linux: 2).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub chunk_slots: u8,
@@ -54,6 +65,13 @@ impl SavingArgs {
     pub fn apply(&self, opts: &mut DriverOptions) {
         opts.chunk_size = self.chunk_size;
         opts.chunk_slots = self.chunk_slots;
+        opts.chunk_policy = if self.fixed_chunks {
+            mlx5vf_core::save::ChunkPolicy::Fixed
+        } else {
+            mlx5vf_core::save::ChunkPolicy::Measured {
+                memory_cap: self.memory_cap,
+            }
+        };
         opts.legacy = self.legacy;
         opts.integrity = !self.no_integrity;
         opts.linux_precopy = self.linux_precopy;

@@ -510,6 +510,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
             "destination_peak_buffer_bytes",
             Value::Int(dst.stats().peak_buffer_bytes),
         );
+    add_policy(&mut s, &src.stats());
     if let Some(rss) = peak_rss_bytes() {
         s.add("peak_rss_bytes", Value::Int(rss));
     }
@@ -527,6 +528,18 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
         }
     }
     Ok(s)
+}
+
+/// The saving policy as it ended: the chunk size and the firmware speed it
+/// was tuned to (when the driver runs in this process).
+fn add_policy(s: &mut Summary, stats: &crate::backend::Stats) {
+    if let Some(chunk) = stats.chunk_size {
+        s.add("source_chunk_size", Value::Int(chunk));
+    }
+    if let Some((latency_ns, rate)) = stats.firmware_speed {
+        s.add("source_fw_latency_ns", Value::Int(latency_ns))
+            .add("source_fw_bytes_per_sec", Value::Int(rate));
+    }
 }
 
 /// The process's peak resident set (`VmHWM` in `/proc/self/status`), on Linux.

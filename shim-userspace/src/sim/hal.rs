@@ -178,6 +178,8 @@ pub struct SimHal {
     next_iova: u64,
     /// Memory keys mapping each buffer (by IOVA).
     maps: HashMap<u64, u32>,
+    /// The clock's zero ([`Hal::now_ns`]).
+    origin: Instant,
 }
 
 impl std::fmt::Debug for SimHal {
@@ -205,6 +207,7 @@ impl SimHal {
             // Start high so an IOVA is never mistaken for a small number.
             next_iova: 0x10_0000_0000,
             maps: HashMap::new(),
+            origin: Instant::now(),
         })
     }
 
@@ -310,6 +313,10 @@ fn be32(bytes: &[u8], at: usize) -> u32 {
 
 impl Hal for SimHal {
     type Error = HalErrorKind;
+
+    fn now_ns(&mut self) -> Option<u64> {
+        u64::try_from(self.origin.elapsed().as_nanos()).ok()
+    }
 
     fn exec(&mut self, input: &[u8], output: &mut [u8]) -> Result<(), HalErrorKind> {
         // CAST: a 16-bit field.

@@ -179,8 +179,13 @@ impl MigrationDevice for SimDevice {
     }
 
     fn stats(&self) -> Stats {
+        let dev = self.shared.lock();
         Stats {
-            peak_buffer_bytes: self.shared.lock().stats().peak_buffer_bytes,
+            peak_buffer_bytes: dev.stats().peak_buffer_bytes,
+            chunk_size: Some(dev.chunk_size()),
+            firmware_speed: dev
+                .firmware_speed()
+                .map(|s| (s.latency_ns, s.bytes_per_sec)),
         }
     }
 }

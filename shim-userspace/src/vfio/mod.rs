@@ -493,6 +493,7 @@ impl MigrationDevice for VfioDevice {
                 .module_attribute("peak_buffer_bytes")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
+            ..Stats::default()
         }
     }
 }

@@ -64,21 +64,47 @@ fn open_sizes_follow_linux() {
 }
 
 /// A scripted firmware for the engine: the state is `total` bytes in
-/// objects of `obj` bytes; a SAVE packs whole objects up to the buffer.
+/// objects of `obj` bytes, except every `big.1`-th object, which has
+/// `big.0` bytes; a SAVE packs whole objects up to the buffer.
 struct Script {
     remaining: u64,
     obj: u64,
+    /// (size, period) of occasional larger objects; period 0: none.
+    big: (u64, u64),
+    /// Objects saved so far.
+    done: u64,
 }
 
 impl Script {
+    fn object(&self, n: u64) -> u64 {
+        let size = match self.big {
+            (size, period) if period > 0 && n % period == period - 1 => size,
+            _ => self.obj,
+        };
+        size.min(self.remaining)
+    }
+
     fn save(&mut self, size: u32) -> SaveResult {
-        let fit = (size as u64 / self.obj).max(1) * self.obj;
-        let image = fit.min(self.remaining);
-        self.remaining -= image;
+        // As firmware: a buffer that cannot hold the next object is refused.
+        let first = self.object(self.done);
+        assert!(
+            size as u64 >= first,
+            "a {size}-byte SAVE cannot hold a {first}-byte object"
+        );
+        let mut image = 0u64;
+        while self.remaining > 0 {
+            let next = self.object(self.done);
+            if image + next > size as u64 {
+                break;
+            }
+            image += next;
+            self.remaining -= next;
+            self.done += 1;
+        }
         let next = if self.remaining == 0 {
             0
         } else {
-            self.obj.min(self.remaining) as u32
+            self.object(self.done) as u32
         };
         SaveResult {
             actual_image_size: image as u32,
@@ -128,6 +154,8 @@ impl Harness {
             fw: Script {
                 remaining: total,
                 obj,
+                big: (0, 0),
+                done: 0,
             },
             stream: vec![],
             max_ready: 0,
@@ -480,6 +508,58 @@ fn growing_a_slot_for_a_large_object() {
     assert_eq!(h.engine.stats().grown, 1);
     // A buffer nobody asked for is refused (the driver keeps it).
     assert_eq!(h.engine.handle_buffer(grown), Err(SaveError::WrongState));
+}
+
+/// A retune replaces each slot buffer with one of the new size as it is
+/// next filled, up or down, and keeps the slot count: memory stays within
+/// slots x chunk; the stream moves every byte either way.
+#[test]
+fn retuning_resizes_the_slots_as_they_are_refilled() {
+    // (new size, every 16th object's size, the pages each later chunk's
+    // buffer may have): an object larger than the new size still gets a
+    // buffer that holds it, and the next refill goes back to the new size.
+    let obj = MIB;
+    for (to, big, pages) in [
+        (32 * MIB, MIB, &[8192u32][..]),
+        (2 * MIB, MIB, &[512][..]),
+        (2 * MIB, 9 * MIB, &[512, 2304][..]),
+    ] {
+        let total = 256 * MIB;
+        let (mut h, first) = Harness::open(
+            SaveConfig::linux(ImageMode::Chunked, SaveMode::StopCopy),
+            total,
+            obj,
+        );
+        h.fw.big = (big, 16);
+        assert_eq!(h.engine.stats().chunk_size, 8 * MIB);
+        h.engine.retune_chunk(to);
+        assert_eq!(h.engine.stats().chunk_size, to);
+        let mut next = h.complete(first);
+        let (mut sizes, mut peak) = (vec![], 0u64);
+        loop {
+            let live: u64 = h.live.iter().map(|b| u64::from(b.npages) * 4096).sum();
+            peak = peak.max(live);
+            if let Some(req) = next.take() {
+                sizes.push(req.buf.npages);
+                next = h.complete(req);
+                continue;
+            }
+            match h.read(u64::MAX) {
+                Ok(n) => next = n,
+                Err(Empty::EndOfStream) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        // Every chunk after the first goes into a buffer of the new size
+        // (or of an object, if larger).
+        assert!(sizes.iter().all(|p| pages.contains(p)), "{to}: {sizes:?}");
+        assert_eq!(h.engine.stats().fw_data_bytes, total);
+        // Two slots of the largest of the old size, the new one and an
+        // object, at most (an old buffer is freed before its successor is
+        // allocated).
+        assert!(peak <= 2 * to.max(8 * MIB).max(big), "{to}: peak {peak}");
+        assert_eq!(h.live.len(), 2);
+    }
 }
 
 mod precopy;

@@ -35,6 +35,7 @@ use super::device::{Summary, Value, human_bytes, parse_size, rate};
 use crate::backend::{self, DriverOptions};
 use crate::pipe::pipe;
 use crate::transfer::{self, Quiet, SaveOptions};
+use mlx5vf_core::save::ChunkPolicy;
 
 /// Arguments of `mlx5vf bench`.
 #[derive(Clone, Debug, Args)]
@@ -48,9 +49,14 @@ pub struct BenchArgs {
     /// Firmware rate of the policy benchmark's timing model.
     #[arg(long, value_name = "SIZE/s", default_value = "4G")]
     pub fw_rate: String,
-    /// Per-command firmware latency of the policy benchmark's timing model.
+    /// Per-command firmware latency of the downtime benchmark's timing
+    /// model.
     #[arg(long, value_name = "DURATION", default_value = "50us")]
     pub latency: String,
+    /// Per-command firmware latencies of the policy benchmark (comma
+    /// separated): the measured policy's chunk size follows them.
+    #[arg(long, value_name = "DURATIONS", default_value = "50us,1ms")]
+    pub policy_latencies: String,
     /// State sizes of the scaling benchmark (comma separated; the first is
     /// the base of the ratios).
     #[arg(long, value_name = "SIZES", default_value = "1G,16G,64G")]
@@ -168,13 +174,9 @@ struct Migrated {
     elapsed: Duration,
     downtime: Duration,
     source_peak_buffer_bytes: u64,
+    /// The source's chunk size at the end (tuned, or as configured).
+    chunk_size: u64,
     report: transfer::SaveReport,
-}
-
-/// One in-process migration; returns (downtime, source peak buffer bytes, bytes).
-fn migrate_once(from: &str, to: &str, opts: &DriverOptions) -> io::Result<(Duration, u64, u64)> {
-    let m = migrate_with(from, to, opts, &SaveOptions::default())?;
-    Ok((m.downtime, m.source_peak_buffer_bytes, m.report.bytes))
 }
 
 /// One in-process migration with these save options.
@@ -210,10 +212,12 @@ fn migrate_with(
         (Some(a), Some(b)) => b.saturating_duration_since(a),
         _ => Duration::ZERO,
     };
+    let stats = src.stats();
     Ok(Migrated {
         elapsed,
         downtime,
-        source_peak_buffer_bytes: src.stats().peak_buffer_bytes,
+        source_peak_buffer_bytes: stats.peak_buffer_bytes,
+        chunk_size: stats.chunk_size.unwrap_or(0),
         report: saved,
     })
 }
@@ -289,46 +293,59 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
+/// `policies`: the stop-copy downtime and source buffer memory of fixed
+/// policies and of the measured one, at each firmware latency, with the
+/// Linux policy's downtime at that latency as the reference.
 fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
-    let timing = format!(
-        "fw-rate={}/s,latency={}",
-        args.fw_rate.trim_end_matches("/s"),
-        args.latency
-    );
-    // Objects of at most 1 MiB, so the chunk size (not the largest object)
-    // decides the buffers.
-    let from = format!(
-        "sim:state={},object=64K-1M,{timing}",
-        super::device::human_size(args.policy_size)
-    );
-    let to = format!("sim:state=4M,seed=99,{timing}");
     let mib = 1u64 << 20;
-    let cases: [(&str, u64, u8, bool); 7] = [
-        ("linux (2 x 8M)", 8 * mib, 2, false),
-        ("1 x 8M", 8 * mib, 1, false),
-        ("4 x 8M", 8 * mib, 4, false),
-        ("2 x 2M", 2 * mib, 2, false),
-        ("2 x 32M", 32 * mib, 2, false),
-        ("8 x 4M", 4 * mib, 8, false),
-        ("legacy", 8 * mib, 1, true),
+    let fixed = |chunk_size, chunk_slots, legacy| DriverOptions {
+        chunk_size,
+        chunk_slots,
+        legacy,
+        chunk_policy: ChunkPolicy::Fixed,
+        ..DriverOptions::default()
+    };
+    let cases: [(&str, DriverOptions); 8] = [
+        ("linux (2 x 8M)", fixed(8 * mib, 2, false)),
+        ("1 x 8M", fixed(8 * mib, 1, false)),
+        ("4 x 8M", fixed(8 * mib, 4, false)),
+        ("2 x 2M", fixed(2 * mib, 2, false)),
+        ("2 x 32M", fixed(32 * mib, 2, false)),
+        ("8 x 4M", fixed(4 * mib, 8, false)),
+        ("legacy", fixed(8 * mib, 1, true)),
+        ("measured (2 slots, 64M cap)", DriverOptions::default()),
     ];
-    for (name, chunk, slots, legacy) in cases {
-        let opts = DriverOptions {
-            chunk_size: chunk,
-            chunk_slots: slots,
-            legacy,
-            integrity: true,
-            linux_precopy: false,
-            sync_load: false,
-        };
-        let (downtime, peak, bytes) = migrate_once(&from, &to, &opts)?;
-        let mut s = result_of("policies");
-        s.add("policy", Value::Text(name.into()))
-            .add("device", Value::Text(from.clone()))
-            .add("downtime_seconds", Value::Float(downtime.as_secs_f64()))
-            .add("source_peak_buffer_bytes", Value::Int(peak))
-            .add("stream_bytes", Value::Int(bytes));
-        emit(args.json, &s, out)?;
+    for latency in args.policy_latencies.split(',').filter(|s| !s.is_empty()) {
+        let timing = format!(
+            "fw-rate={}/s,latency={latency}",
+            args.fw_rate.trim_end_matches("/s"),
+        );
+        // Objects of at most 1 MiB, so the chunk size (not the largest
+        // object) decides the buffers.
+        let from = format!(
+            "sim:state={},object=64K-1M,{timing}",
+            super::device::human_size(args.policy_size)
+        );
+        let to = format!("sim:state=4M,seed=99,{timing}");
+        let mut linux = None;
+        for (name, opts) in &cases {
+            let m = migrate_with(&from, &to, opts, &SaveOptions::default())?;
+            let secs = m.downtime.as_secs_f64();
+            let linux_secs = *linux.get_or_insert(secs);
+            let mut s = result_of("policies");
+            s.add("policy", Value::Text((*name).into()))
+                .add("latency", Value::Text(latency.into()))
+                .add("device", Value::Text(from.clone()))
+                .add("downtime_seconds", Value::Float(secs))
+                .add("ratio_to_linux", Value::Float(secs / linux_secs.max(1e-9)))
+                .add(
+                    "source_peak_buffer_bytes",
+                    Value::Int(m.source_peak_buffer_bytes),
+                )
+                .add("chunk_size", Value::Int(m.chunk_size))
+                .add("stream_bytes", Value::Int(m.report.bytes));
+            emit(args.json, &s, out)?;
+        }
     }
     Ok(())
 }
