@@ -80,12 +80,11 @@ pub enum ChunkPolicy {
 /// ```
 pub fn tuned_chunk_size(speed: FirmwareSpeed, memory_cap: u64, slots: u8) -> u64 {
     // Bytes the firmware moves during one latency, times the share.
-    let ideal = u128::from(speed.latency_ns)
-        .saturating_mul(u128::from(speed.bytes_per_sec))
-        .saturating_mul(u128::from(LATENCY_SHARE))
-        .checked_div(1_000_000_000)
-        .unwrap_or(0);
-    let ideal = u64::try_from(ideal).unwrap_or(u64::MAX);
+    let ideal = mul_div(
+        speed.latency_ns.saturating_mul(LATENCY_SHARE),
+        speed.bytes_per_sec,
+        1_000_000_000,
+    );
     let buffers = u64::from(slots).max(BUFFERS_PER_SIDE);
     // `buffers` is at least 2: the division cannot fail.
     let most = memory_cap
@@ -96,6 +95,17 @@ pub fn tuned_chunk_size(speed: FirmwareSpeed, memory_cap: u64, slots: u8) -> u64
     // stay few, and page multiples.
     let rounded = ideal.checked_next_power_of_two().unwrap_or(most);
     rounded.clamp(MIN_TUNED_CHUNK, most)
+}
+
+/// `a x b / c`, saturating, 0 for `c` = 0. In 64 bits: a 128-bit division
+/// is a compiler-runtime call (`__udivti3`) a kernel does not link. When
+/// `a x b` overflows, `a / c x b` is used: exact to within `b`, which for
+/// the figures here (nanoseconds, bytes) is far below what matters.
+fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    match a.checked_mul(b) {
+        Some(product) => product.checked_div(c).unwrap_or(0),
+        None => a.checked_div(c).unwrap_or(0).saturating_mul(b),
+    }
 }
 
 /// What the device has measured of its firmware: the fastest command seen
@@ -150,14 +160,9 @@ impl SpeedMeter {
         if self.save_ns == 0 {
             return None;
         }
-        // `save_ns` is not 0 here: the division cannot fail.
-        let rate = u128::from(self.save_bytes)
-            .saturating_mul(1_000_000_000)
-            .checked_div(u128::from(self.save_ns))
-            .unwrap_or(0);
         Some(FirmwareSpeed {
             latency_ns,
-            bytes_per_sec: u64::try_from(rate).unwrap_or(u64::MAX).max(1),
+            bytes_per_sec: mul_div(self.save_bytes, 1_000_000_000, self.save_ns).max(1),
         })
     }
 }
@@ -207,6 +212,18 @@ mod tests {
             tuned_chunk_size(speed(u64::MAX, u64::MAX), u64::MAX, 1),
             u64::MAX / 2
         );
+    }
+
+    #[test]
+    fn mul_div_saturates_without_wide_division() {
+        assert_eq!(
+            mul_div(50_000 * 20, 4_000_000_000, 1_000_000_000),
+            4_000_000
+        );
+        assert_eq!(mul_div(7, 3, 0), 0);
+        assert_eq!(mul_div(u64::MAX, u64::MAX, 1), u64::MAX);
+        // Overflowing product: a / c first.
+        assert_eq!(mul_div(1 << 40, 1 << 30, 1 << 20), 1 << 50);
     }
 
     #[test]
