@@ -13,6 +13,7 @@ pub mod help;
 pub mod ifc;
 pub mod inspect;
 pub mod json;
+pub mod network;
 pub mod plot;
 pub mod states;
 pub mod transfer_cmds;
