@@ -819,6 +819,8 @@ pub fn accept(
     };
     listener.set_nonblocking(true).map_err(io)?;
     let deadline = Instant::now() + opts.accept_timeout;
+    // Only a TLS listener refuses peers.
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let (mut refused, mut last) = (0u32, None);
     loop {
         match interrupt

@@ -50,22 +50,26 @@ impl Socket {
     }
 
     /// Whether a signal asked the transfer to stop.
+    #[cfg(feature = "tls")] // the handshake only
     pub(crate) fn interrupted(&self) -> bool {
         self.interrupt.signal().is_some()
     }
 
     /// Bounds every wait until [`Socket::clear_deadline`] by `deadline`.
+    #[cfg(feature = "tls")] // the handshake only
     pub(crate) fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
     }
 
     /// Back to the I/O timeout alone.
+    #[cfg(feature = "tls")] // the handshake only
     pub(crate) fn clear_deadline(&mut self) {
         self.deadline = None;
     }
 
     /// Copies the first bytes the peer sent without consuming them; 0 when
     /// it closed without sending any.
+    #[cfg(feature = "tls")] // the handshake only
     pub(crate) fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.wait(PollFlags::IN)?;
         self.stream.peek(buf)

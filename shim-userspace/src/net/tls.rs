@@ -625,6 +625,27 @@ mod tests {
         assert_eq!(bare_name("something else"), "something else");
     }
 
+    /// What a peer would need to change its certificate mid-stream (TLS
+    /// 1.3 has no renegotiation) fails the stream with these words.
+    #[test]
+    fn a_handshake_message_mid_stream_is_named() {
+        let peer: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let e = rustls::Error::InappropriateHandshakeMessage {
+            expect_types: vec![],
+            got_type: rustls::HandshakeType::Certificate,
+        };
+        let words = describe_stream_error(&e, peer, 5);
+        assert!(
+            words.contains("sent a handshake message after 5 bytes (a new certificate"),
+            "{words}"
+        );
+        let alert = rustls::Error::AlertReceived(AlertDescription::UserCanceled);
+        assert!(
+            describe_stream_error(&alert, peer, 9)
+                .contains("sent TLS alert user_canceled after 9 bytes")
+        );
+    }
+
     #[test]
     fn alert_names_follow_the_rfc() {
         assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
