@@ -16,10 +16,10 @@
 //!    Linux PRE_COPY accounting, synchronous LOAD, no records of ours)
 //!    against ours, with the model's lower bound (what was dirtied since the
 //!    last round plus one chunk, at the firmware rate).
-//! 6. **Overhead** and **resume overhead** ([`driver`]): `migrate`, and the
+//! 6. **Overhead** and **resume overhead** (`driver.rs`): `migrate`, and the
 //!    destination path alone, with instant firmware and no content, against
 //!    the same bytes through the same pipe by plain writes and reads.
-//! 7. **Per chunk** ([`driver`]): the core's bookkeeping per chunk and per
+//! 7. **Per chunk** (`driver.rs`): the core's bookkeeping per chunk and per
 //!    image, against a memcpy of the chunk.
 //! 8. **TLS** (`tls.rs`): `save | load` of one state over loopback TLS
 //!    against plain TCP and the in-process pipe, with the negotiated cipher
