@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -88,19 +88,46 @@ impl Interrupt {
 
     /// Waits until `fd` is ready for `flags` or the request is raised.
     fn wait(&self, fd: impl AsFd, flags: PollFlags) -> io::Result<()> {
-        let slice = Timespec {
-            tv_sec: 0,
-            // CAST: 100 ms in nanoseconds fits an i64.
-            tv_nsec: POLL_SLICE.as_nanos() as i64,
-        };
+        match self.wait_until(fd, flags, None)? {
+            Ready::Yes => Ok(()),
+            // Without a deadline the wait ends only when ready or raised.
+            Ready::DeadlinePassed => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Waits until `fd` is ready for `flags`, the request is raised (an
+    /// error naming the signal) or `deadline` passes
+    /// ([`Ready::DeadlinePassed`]; the caller names what it waited for).
+    ///
+    /// # Errors
+    /// The request was raised, or `poll()` failed.
+    pub(crate) fn wait_until(
+        &self,
+        fd: impl AsFd,
+        flags: PollFlags,
+        deadline: Option<Instant>,
+    ) -> io::Result<Ready> {
         loop {
             if self.signal().is_some() {
                 return Err(self.error());
             }
+            let mut slice = POLL_SLICE;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Ready::DeadlinePassed);
+                }
+                slice = slice.min(left);
+            }
+            let timeout = Timespec {
+                tv_sec: 0,
+                // CAST: at most 100 ms in nanoseconds, which fits an i64.
+                tv_nsec: slice.as_nanos() as i64,
+            };
             let mut fds = [PollFd::new(&fd, flags)];
-            match rustix::event::poll(&mut fds, Some(&slice)) {
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(0) => {}
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Ready::Yes),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -114,6 +141,15 @@ impl Observer for Interrupt {
     fn interrupted_by(&self) -> Option<i32> {
         self.signal()
     }
+}
+
+/// How a [`Interrupt::wait_until`] ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// The descriptor is ready.
+    Yes,
+    /// The deadline passed first.
+    DeadlinePassed,
 }
 
 /// The name of a signal for messages (`SIGINT`), or its number.

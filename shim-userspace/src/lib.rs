@@ -42,6 +42,7 @@ pub mod backend;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod interrupt;
+pub mod net;
 pub mod pipe;
 pub mod recognise;
 #[cfg(feature = "sim")]

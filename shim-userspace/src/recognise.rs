@@ -143,6 +143,11 @@ pub fn describe_start(start: &[u8]) -> String {
     for b in shown {
         let _ = write!(hex, " {b:02x}");
     }
+    // A TLS handshake record (type 22, version 3.x): a tls:// sender
+    // talking to a plain listener.
+    if let [0x16, 0x03, ..] = shown {
+        hex.push_str(", a TLS handshake: the sender uses tls://, so listen with tls-listen://");
+    }
     hex
 }
 
@@ -437,5 +442,9 @@ mod tests {
             "bytes 7f 45 4c 46 02 01"
         );
         assert_eq!(describe_start(b"a\"b\n"), "text \"a\\\"b\\n\"");
+        assert!(
+            describe_start(&[0x16, 0x03, 0x01, 0x01, 0x02, 0x01])
+                .ends_with("a TLS handshake: the sender uses tls://, so listen with tls-listen://")
+        );
     }
 }

@@ -1,12 +1,11 @@
 //! What the device-backed subcommands share: driver options, endpoints
-//! (files, pipes, TCP), the progress bar and the summary (text or JSON).
+//! (files, pipes, TCP, TLS), the progress bar and the summary (text or JSON).
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,6 +14,7 @@ use serde::{Serialize, Serializer};
 
 use crate::backend::DriverOptions;
 use crate::interrupt::{Interrupt, Interruptible};
+use crate::net::{self, NetError, NetOptions, NetSpec, Notice};
 use crate::transfer::{Observer, Phase};
 
 /// The default device.
@@ -116,48 +116,160 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size like 8M, 512K or 4096"))
 }
 
-/// Opens where a stream goes: `-` (stdout), `tcp://HOST:PORT`, or a file
-/// path. A write that waits on a stalled reader ends when `interrupt` is
-/// raised.
+/// Where a stream goes: a local file or standard output, or a network
+/// receiver that must confirm it ([`Output::finish`]).
+pub enum Output {
+    /// A file or standard output.
+    Local(Box<dyn Write + Send>),
+    /// `tcp://` or `tls://`.
+    Net(net::Sender),
+}
+
+impl Output {
+    /// Ends the stream: flushes it, and for a network receiver waits for
+    /// it to confirm (see [`net::Sender::finish`]).
+    ///
+    /// # Errors
+    /// The output failed, or the receiver did not confirm.
+    pub fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Self::Local(w) => w.flush(),
+            Self::Net(s) => s.finish(),
+        }
+    }
+
+    /// Adds the peer and the TLS cipher suite, for a network output.
+    pub fn describe(&self, s: &mut Summary) {
+        if let Self::Net(n) = self {
+            s.add("peer", Value::Text(n.peer().to_string()));
+            if let Some(suite) = n.cipher_suite() {
+                s.add("tls_cipher_suite", Value::Text(suite));
+            }
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Local(w) => w.write(buf),
+            Self::Net(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Local(w) => w.flush(),
+            Self::Net(s) => s.flush(),
+        }
+    }
+}
+
+/// Where a stream comes from: a local file or standard input, or a network
+/// sender to be told the stream was taken ([`Input::confirm`]).
+pub enum Input {
+    /// A file or standard input.
+    Local(Box<dyn BufRead + Send>),
+    /// `tcp-listen://` or `tls-listen://`.
+    Net(net::Receiver),
+}
+
+impl Input {
+    /// Tells a network sender the stream was loaded (nothing for a file).
+    ///
+    /// # Errors
+    /// The sender could not be told.
+    pub fn confirm(&mut self) -> io::Result<()> {
+        match self {
+            Self::Local(_) => Ok(()),
+            Self::Net(r) => r.confirm(),
+        }
+    }
+
+    /// Adds the peer and the TLS cipher suite, for a network input.
+    pub fn describe(&self, s: &mut Summary) {
+        if let Self::Net(n) = self {
+            s.add("peer", Value::Text(n.peer().to_string()));
+            if let Some(suite) = n.cipher_suite() {
+                s.add("tls_cipher_suite", Value::Text(suite));
+            }
+        }
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Local(r) => r.read(buf),
+            Self::Net(r) => r.read(buf),
+        }
+    }
+}
+
+impl BufRead for Input {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Self::Local(r) => r.fill_buf(),
+            Self::Net(r) => r.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        match self {
+            Self::Local(r) => r.consume(amt),
+            Self::Net(r) => r.consume(amt),
+        }
+    }
+}
+
+/// Prints a network notice (a refused peer, the insecure warning) as its
+/// own line on stderr, as it happens.
+fn print_notice(notice: &Notice) {
+    let _ = writeln!(io::stderr().lock(), "mlx5vf: {notice}");
+}
+
+/// A network error as the I/O error an endpoint reports (its words kept;
+/// [`endpoint_is_usage`] finds it again).
+fn net_error(e: NetError) -> io::Error {
+    match e {
+        NetError::Io { what, error } => io::Error::new(error.kind(), format!("{what}: {error}")),
+        other => io::Error::other(other),
+    }
+}
+
+/// Whether an endpoint error means the command line must change (plain
+/// TCP beyond loopback without --insecure, TLS without credentials).
+pub fn endpoint_is_usage(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<NetError>())
+        .is_some_and(NetError::is_usage)
+}
+
+/// Opens where a stream goes: `-` (stdout), `tcp://HOST:PORT`,
+/// `tls://HOST:PORT` (see [`net::connect`]), or a file path. A write that
+/// waits on a stalled reader ends when `interrupt` is raised.
 ///
 /// # Errors
-/// The file cannot be created or the peer is unreachable.
-pub fn open_output(spec: &str, interrupt: &Interrupt) -> io::Result<Box<dyn Write + Send>> {
+/// The file cannot be created, the peer is unreachable or refused, or the
+/// network policy refuses the address.
+pub fn open_output(spec: &str, interrupt: &Interrupt, opts: &NetOptions) -> io::Result<Output> {
     if spec == "-" {
         let stdout = unbuffered(io::stdout().as_fd())?;
-        return Ok(Box::new(BufWriter::with_capacity(
+        return Ok(Output::Local(Box::new(BufWriter::with_capacity(
             1 << 20,
             Interruptible::new(stdout, interrupt.clone()),
-        )));
+        ))));
     }
-    if let Some(addr) = spec.strip_prefix("tcp://") {
-        // The loading side may still be starting: retry for a few seconds.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match TcpStream::connect(addr) {
-                Ok(s) => break s,
-                Err(e)
-                    if Instant::now() < deadline
-                        && e.kind() == io::ErrorKind::ConnectionRefused =>
-                {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("connecting to {addr}: {e}"),
-                    ));
-                }
-            }
-        };
-        stream.set_nodelay(true)?;
-        return Ok(Box::new(BufWriter::with_capacity(
-            1 << 20,
-            Interruptible::new(stream, interrupt.clone()),
-        )));
+    if let Some(target) = NetSpec::sender(spec) {
+        let sender =
+            net::connect(&target, opts, interrupt, &mut print_notice).map_err(net_error)?;
+        return Ok(Output::Net(sender));
     }
     let f = File::create(spec).map_err(|e| io::Error::new(e.kind(), format!("{spec}: {e}")))?;
-    Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
+    Ok(Output::Local(Box::new(BufWriter::with_capacity(
+        1 << 20,
+        f,
+    ))))
 }
 
 /// The standard stream `fd` as a file of its own, bypassing std's buffer:
@@ -169,30 +281,28 @@ fn unbuffered(fd: BorrowedFd<'_>) -> io::Result<File> {
 }
 
 /// Opens where a stream comes from: `-` (stdin), `tcp-listen://ADDR:PORT`
-/// (accepts one connection), or a file path. A read that waits on a
-/// stalled writer ends when `interrupt` is raised.
+/// or `tls-listen://ADDR:PORT` (one sender; see [`net::accept`]), or a
+/// file path. A read that waits on a stalled writer ends when `interrupt`
+/// is raised.
 ///
 /// # Errors
-/// The file cannot be opened or the address cannot be bound.
-pub fn open_input(spec: &str, interrupt: &Interrupt) -> io::Result<Box<dyn BufRead + Send>> {
+/// The file cannot be opened, the address cannot be bound, no sender was
+/// accepted in time, or the network policy refuses the address.
+pub fn open_input(spec: &str, interrupt: &Interrupt, opts: &NetOptions) -> io::Result<Input> {
     if spec == "-" {
         let stdin = unbuffered(io::stdin().as_fd())?;
-        return Ok(Box::new(BufReader::with_capacity(
+        return Ok(Input::Local(Box::new(BufReader::with_capacity(
             1 << 20,
             Interruptible::new(stdin, interrupt.clone()),
-        )));
+        ))));
     }
-    if let Some(addr) = spec.strip_prefix("tcp-listen://") {
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
-        let (stream, _) = listener.accept()?;
-        return Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            Interruptible::new(stream, interrupt.clone()),
-        )));
+    if let Some(listen) = NetSpec::receiver(spec) {
+        let receiver =
+            net::accept(&listen, opts, interrupt, &mut print_notice).map_err(net_error)?;
+        return Ok(Input::Net(receiver));
     }
     let f = File::open(spec).map_err(|e| io::Error::new(e.kind(), format!("{spec}: {e}")))?;
-    Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+    Ok(Input::Local(Box::new(BufReader::with_capacity(1 << 20, f))))
 }
 
 /// A progress bar on stderr when it is a terminal; silent otherwise. It

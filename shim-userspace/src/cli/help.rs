@@ -19,7 +19,8 @@ use crate::vfio::{BUSES, IommuPath};
 /// Examples of `mlx5vf save`.
 pub const SAVE_EXAMPLES: &[&str] = &[
     "mlx5vf save --device sim:state=4G -o state.bin",
-    "mlx5vf save --device sim:state=4G,dirty=1M --precopy -o tcp://dest:7000",
+    "mlx5vf save --device sim:state=4G,dirty=1M --precopy -o tls://dest.example:7000 --tls-creds /etc/pki/qemu",
+    "mlx5vf save --device sim:state=64M -o tcp://127.0.0.1:7000",
     "mlx5vf save --device sim:state=64M,chunks=off -o - | mlx5vf load --device sim",
     "mlx5vf save --device vfio-mig:0000:3b:00.2 -o vf.bin",
 ];
@@ -27,7 +28,8 @@ pub const SAVE_EXAMPLES: &[&str] = &[
 /// Examples of `mlx5vf load`.
 pub const LOAD_EXAMPLES: &[&str] = &[
     "mlx5vf load --device sim -i state.bin",
-    "mlx5vf load --device sim:vfs=2,seed=7 -i tcp-listen://0.0.0.0:7000",
+    "mlx5vf load --device sim:vfs=2,seed=7 -i tls-listen://0.0.0.0:7000 --tls-creds /etc/pki/qemu",
+    "mlx5vf load --device sim -i tcp-listen://127.0.0.1:7000 --accept-timeout 30s",
     "mlx5vf load --device vfio-mig:/sys/bus/pci/devices/0000:3c:00.2 -i vf.bin",
 ];
 

@@ -13,6 +13,7 @@ pub mod help;
 pub mod ifc;
 pub mod inspect;
 pub mod json;
+pub mod network;
 pub mod plot;
 pub mod states;
 pub mod transfer_cmds;
@@ -76,14 +77,14 @@ pub enum Command {
         after_long_help = help::device_specs(help::MIGRATE_EXAMPLES)
     )]
     Migrate(transfer_cmds::MigrateArgs),
-    /// Save a VF's state to a file, a pipe or a TCP peer.
+    /// Save a VF's state to a file, a pipe or a network receiver (TLS, or TCP on loopback).
     #[command(
         long_about = SAVE_ABOUT,
         after_help = help::DEVICE_SPECS_SHORT,
         after_long_help = help::device_specs(help::SAVE_EXAMPLES)
     )]
     Save(transfer_cmds::SaveArgs),
-    /// Load a VF's state from a file, a pipe or a TCP connection.
+    /// Load a VF's state from a file, a pipe or a network sender (TLS, or TCP on loopback).
     #[command(
         long_about = LOAD_ABOUT,
         after_help = help::DEVICE_SPECS_SHORT,
@@ -97,7 +98,7 @@ pub enum Command {
         after_long_help = help::device_specs(help::CHECK_EXAMPLES)
     )]
     Check(check::CheckArgs),
-    /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling, downtime vs the Linux driver.
+    /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling, downtime vs the Linux driver, TLS vs TCP.
     Bench(bench::BenchArgs),
 }
 
@@ -116,7 +117,7 @@ const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in 
     the device mid-session and recovers it first). On a digest mismatch the source is left \
     in STOP and the destination RUNNING.";
 
-const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a TCP peer: PRE_COPY rounds if \
+const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a network receiver: PRE_COPY rounds if \
     --precopy, then STOP_COPY to end of stream, as QEMU drives a VFIO device. Prints bytes, the \
     stream's format (mlx5vf, linux-mlx5, or opaque for another driver's stream, reported as \
     bytes only), records for an mlx5 stream, times, and the digest of a simulated device on \
@@ -124,6 +125,13 @@ const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a TCP peer: PRE
     The stream goes to -o; without -o to standard output, unless that is a terminal: then \
     save refuses (exit 2, before touching the device), and -o - writes to the terminal \
     anyway.\n\n\
+    Over the network: -o tls://HOST:PORT (TLS 1.3; --tls-creds DIR as QEMU's tls-creds-x509 \
+    lays it out: the receiver's certificate must be signed by ca-cert.pem and carry HOST, or \
+    --tls-hostname; client-cert.pem proves this sender to the receiver). -o tcp://HOST:PORT is \
+    plain TCP, refused beyond loopback addresses unless --insecure (warned on every run). \
+    The save succeeds only once the receiver has loaded the stream and closed the connection \
+    in order; a receiver that refuses, fails or goes silent (--io-timeout) fails the save, \
+    and the device goes back to the state it was in.\n\n\
     Where the device is left. A device found mid-session (left by an earlier user) is first \
     brought out: RESUMING or ERROR by VFIO_DEVICE_RESET, STOP_COPY walked to STOP, PRE_COPY to \
     RUNNING, PRE_COPY_P2P to RUNNING_P2P (summary: recovered=...). On success: STOP (its state \
@@ -132,7 +140,7 @@ const SAVE_ABOUT: &str = "Save a VF's state to a file, a pipe or a TCP peer: PRE
     bytes, SIGINT/SIGTERM/SIGHUP: back to the state it was in, RUNNING usually, by arcs, or by \
     VFIO_DEVICE_RESET if they fail.";
 
-const LOAD_ABOUT: &str = "Load a VF's state from a file, a pipe or a TCP connection: RESUMING, \
+const LOAD_ABOUT: &str = "Load a VF's state from a file, a pipe or a network sender: RESUMING, \
     every byte of the stream in order, STOP (where the driver judges the stream), RUNNING. \
     Prints bytes, the stream's format, records for an mlx5 stream, and the digest of a \
     simulated device on stderr.\n\n\
@@ -143,6 +151,15 @@ const LOAD_ABOUT: &str = "Load a VF's state from a file, a pipe or a TCP connect
     or mlx5vf stream-info. Other drivers' streams are opaque: the tool passes them on and the \
     driver judges them. A refusal says the device refused the stream, at which byte (or on \
     leaving RESUMING), with the errno.\n\n\
+    Over the network: -i tls-listen://ADDR:PORT (TLS 1.3; --tls-creds DIR holding ca-cert.pem, \
+    server-cert.pem, server-key.pem) serves one sender: the first whose client certificate \
+    ca-cert.pem signed. Others (no certificate, another CA's, plain TCP, a sender that \
+    refuses this certificate) are refused, one line each on stderr naming the address and \
+    why, and the listener waits on until --accept-timeout (then exit 1, device untouched). \
+    -i tcp-listen://ADDR:PORT takes the first connection and is refused beyond loopback \
+    addresses unless --insecure (warned on every run). A sender that closes without TLS \
+    close_notify, sends a TLS alert or a record that fails authentication, or sends nothing \
+    for --io-timeout fails the load with that cause, as an input failure below.\n\n\
     Where the device is left. A device found mid-session is first brought out as `save` does \
     (a RESUMING left by a killed load is reset), so a failed load never blocks the next one. \
     On success: RUNNING, with the loaded state. An empty stream, or bytes that are not an \

@@ -9,8 +9,9 @@ use mlx5vf_core::vfio::MigState;
 
 use super::device::{
     DEFAULT_DESTINATION, DEFAULT_DEVICE, LoadingArgs, Progress, SavingArgs, Summary, Value,
-    open_input, open_output, rate,
+    endpoint_is_usage, open_input, open_output, rate,
 };
+use super::network::{ListenNetArgs, SendNetArgs};
 use crate::backend::{self, DriverOptions, MigrationDevice, OpenError};
 use crate::interrupt::Interrupt;
 use crate::pipe::pipe;
@@ -34,10 +35,15 @@ pub struct SaveArgs {
     /// iterates until what the device still holds would move within it.
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: std::time::Duration,
-    /// Where the stream goes: a file, `-` for stdout, or `tcp://HOST:PORT`.
-    /// Without -o: stdout, unless it is a terminal (then save refuses; -o -
-    /// writes to a terminal anyway).
-    #[arg(short = 'o', long = "output", value_name = "PATH|-|tcp://HOST:PORT")]
+    /// Where the stream goes: a file, `-` for stdout, `tls://HOST:PORT`
+    /// (TLS, see --tls-creds) or `tcp://HOST:PORT` (plain TCP: loopback
+    /// only, unless --insecure). Without -o: stdout, unless it is a
+    /// terminal (then save refuses; -o - writes to a terminal anyway).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PATH|-|tls://HOST:PORT|tcp://HOST:PORT"
+    )]
     pub output: Option<String>,
     /// Also print the summary as one JSON document on stdout (the
     /// key=value lines stay on stderr); needs -o FILE or -o tcp://..., as
@@ -47,6 +53,9 @@ pub struct SaveArgs {
     /// How the driver saves.
     #[command(flatten)]
     pub saving: SavingArgs,
+    /// TLS credentials, policy and timeouts of tls:// and tcp://.
+    #[command(flatten)]
+    pub network: SendNetArgs,
 }
 
 /// Arguments of `mlx5vf load`.
@@ -56,12 +65,14 @@ pub struct LoadArgs {
     /// `save` produces, so a load that changed nothing shows in the digest).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_DESTINATION)]
     pub device: String,
-    /// Where the stream comes from: a file, `-` for stdin, or
-    /// `tcp-listen://ADDR:PORT` (accepts one connection).
+    /// Where the stream comes from: a file, `-` for stdin,
+    /// `tls-listen://ADDR:PORT` (one sender whose certificate the CA signed;
+    /// see --tls-creds) or `tcp-listen://ADDR:PORT` (the first connection;
+    /// loopback only, unless --insecure).
     #[arg(
         short = 'i',
         long = "input",
-        value_name = "PATH|-|tcp-listen://ADDR:PORT",
+        value_name = "PATH|-|tls-listen://ADDR:PORT|tcp-listen://ADDR:PORT",
         default_value = "-"
     )]
     pub input: String,
@@ -72,6 +83,10 @@ pub struct LoadArgs {
     /// How the driver loads.
     #[command(flatten)]
     pub loading: LoadingArgs,
+    /// TLS credentials, policy and timeouts of tls-listen:// and
+    /// tcp-listen://.
+    #[command(flatten)]
+    pub network: ListenNetArgs,
 }
 
 /// Arguments of `mlx5vf migrate`.
@@ -141,7 +156,8 @@ impl std::fmt::Display for Side {
 pub enum TransferCmdError {
     /// The device spec is wrong or the device refused to open.
     Open(OpenError),
-    /// The input or output could not be opened.
+    /// The input or output could not be opened (the device was not
+    /// touched).
     Endpoint(io::Error),
     /// The transfer failed.
     Transfer(TransferError),
@@ -154,6 +170,9 @@ pub enum TransferCmdError {
         /// How the other side's device was left.
         other: Aftermath,
     },
+    /// The load succeeded but the network sender could not be told (it
+    /// then fails, and may resume its source).
+    Unconfirmed(io::Error),
     /// `save` without `-o` would write its binary stream to a terminal.
     TerminalOutput,
     /// `save --json` whose stream goes to stdout, where the document goes.
@@ -173,7 +192,12 @@ impl std::fmt::Display for TransferCmdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Open(e) => e.fmt(f),
-            Self::Endpoint(e) => e.fmt(f),
+            Self::Endpoint(e) => write!(f, "{e}; device untouched"),
+            Self::Unconfirmed(e) => write!(
+                f,
+                "the state was loaded (the device is RUNNING with it), but the sender could \
+                 not be told, so it may resume its source: {e}"
+            ),
             Self::Transfer(e) => e.fmt(f),
             Self::Migration { side, error, other } => {
                 let other_side = match side {
@@ -184,11 +208,11 @@ impl std::fmt::Display for TransferCmdError {
             }
             Self::TerminalOutput => f.write_str(
                 "standard output is a terminal: refusing to write a binary stream to it; \
-                 give -o FILE, -o tcp://HOST:PORT, or -o - to write it there anyway",
+                 give -o FILE, -o tls://HOST:PORT, or -o - to write it there anyway",
             ),
             Self::JsonOnStreamOutput => f.write_str(
                 "--json prints its document on standard output, which would carry the stream \
-                 too: give -o FILE or -o tcp://HOST:PORT",
+                 too: give -o FILE or -o tls://HOST:PORT",
             ),
             Self::DigestMismatch {
                 source,
@@ -205,15 +229,17 @@ impl std::fmt::Display for TransferCmdError {
 impl std::error::Error for TransferCmdError {}
 
 impl TransferCmdError {
-    /// Exit status: 2 for a bad device spec, or a stream that would go to
-    /// a terminal or share stdout with `--json` (the command line must say
-    /// otherwise); 1 otherwise (an interrupted transfer too: it failed, and
-    /// its device was put back).
+    /// Exit status: 2 for a bad device spec, a stream that would go to
+    /// a terminal or share stdout with `--json`, plain TCP beyond loopback
+    /// without --insecure, or TLS without credentials (the command line must
+    /// say otherwise); 1 otherwise (an interrupted transfer too: it failed,
+    /// and its device was put back).
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Open(OpenError::Spec(_)) | Self::TerminalOutput | Self::JsonOnStreamOutput => {
                 super::EXIT_USAGE
             }
+            Self::Endpoint(e) if endpoint_is_usage(e) => super::EXIT_USAGE,
             _ => super::EXIT_FAILURE,
         }
     }
@@ -308,7 +334,9 @@ pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
     args.saving.apply(&mut opts);
     let mut dev = open(&args.device, &opts)?;
     let total = dev.data_size().unwrap_or(0);
-    let mut out = open_output(destination, &interrupt).map_err(TransferCmdError::Endpoint)?;
+    let mut out = open_output(destination, &interrupt, &args.network.options())
+        .map_err(TransferCmdError::Endpoint)?;
+    let resting = resting_state(dev.as_mut());
     let progress = Progress::new(total, true).interrupted_by(interrupt);
     let opts = SaveOptions {
         precopy: args.precopy,
@@ -318,9 +346,19 @@ pub fn save(args: &SaveArgs) -> Result<Summary, TransferCmdError> {
     let r = transfer::save(dev.as_mut(), &mut out, &opts, &progress);
     progress.finish();
     let r = r.map_err(TransferCmdError::Transfer)?;
+    // The state is out; a receiver that did not take it leaves the source
+    // the only copy, so it goes back to where it was, as after any failed
+    // migration.
+    if let Err(e) = out.finish() {
+        return Err(TransferCmdError::Transfer(TransferError {
+            failure: Failure::Output(e),
+            device: transfer::restore(dev.as_mut(), resting),
+        }));
+    }
     let mut s = Summary::default();
     s.add("command", Value::Text("save".into()))
         .add("device", Value::Text(dev.describe()));
+    out.describe(&mut s);
     add_save(&mut s, &r);
     s.add("seconds", Value::Float(r.total_time.as_secs_f64()))
         .add("bytes_per_sec", Value::Float(rate(r.bytes, r.total_time)))
@@ -349,14 +387,19 @@ pub fn load(args: &LoadArgs) -> Result<Summary, TransferCmdError> {
     let mut opts = DriverOptions::default();
     args.loading.apply(&mut opts);
     let mut dev = open(&args.device, &opts)?;
-    let mut input = open_input(&args.input, &interrupt).map_err(TransferCmdError::Endpoint)?;
+    let mut input = open_input(&args.input, &interrupt, &args.network.options())
+        .map_err(TransferCmdError::Endpoint)?;
     let progress = Progress::new(0, true).interrupted_by(interrupt);
     let r = transfer::load(dev.as_mut(), &mut input, &progress);
     progress.finish();
+    // A failed load drops the input unconfirmed: a network sender learns
+    // of the failure and keeps its source.
     let r = r.map_err(TransferCmdError::Transfer)?;
+    input.confirm().map_err(TransferCmdError::Unconfirmed)?;
     let mut s = Summary::default();
     s.add("command", Value::Text("load".into()))
         .add("device", Value::Text(dev.describe()));
+    input.describe(&mut s);
     add_load(&mut s, &r);
     s.add(
         "peak_buffer_bytes",

@@ -16,11 +16,14 @@
 //!    Linux PRE_COPY accounting, synchronous LOAD, no records of ours)
 //!    against ours, with the model's lower bound (what was dirtied since the
 //!    last round plus one chunk, at the firmware rate).
-//! 6. **Overhead** and **resume overhead** ([`driver`]): `migrate`, and the
+//! 6. **Overhead** and **resume overhead** (`driver.rs`): `migrate`, and the
 //!    destination path alone, with instant firmware and no content, against
 //!    the same bytes through the same pipe by plain writes and reads.
-//! 7. **Per chunk** ([`driver`]): the core's bookkeeping per chunk and per
+//! 7. **Per chunk** (`driver.rs`): the core's bookkeeping per chunk and per
 //!    image, against a memcpy of the chunk.
+//! 8. **TLS** (`tls.rs`): `save | load` of one state over loopback TLS
+//!    against plain TCP and the in-process pipe, with the negotiated cipher
+//!    suite and whether the CPU has AES instructions.
 
 use std::io::{self, Cursor, Write};
 use std::process::Command;
@@ -30,6 +33,8 @@ use clap::Args;
 use serde::Deserialize;
 
 mod driver;
+#[cfg(feature = "tls")]
+mod tls;
 
 use super::device::{Summary, Value, human_bytes, parse_size, rate};
 use crate::backend::{self, DriverOptions};
@@ -77,12 +82,16 @@ pub struct BenchArgs {
     /// The VMM's downtime budget in the downtime benchmark.
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: Duration,
+    /// State size of the TLS benchmark (`save | load` over a pipe, loopback
+    /// TCP and loopback TLS).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub tls_size: u64,
     /// Only these benchmarks (comma list of pipeline, policies, scaling,
-    /// resume, downtime, overhead, resume_overhead, per_chunk).
+    /// resume, downtime, overhead, resume_overhead, per_chunk, tls).
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "pipeline,policies,scaling,resume,downtime,overhead,resume_overhead,per_chunk"
+        default_value = "pipeline,policies,scaling,resume,downtime,overhead,resume_overhead,per_chunk,tls"
     )]
     pub only: String,
     /// Print each result as one JSON document per line on stdout (JSON
@@ -120,14 +129,14 @@ fn open(spec: &str, opts: &DriverOptions) -> io::Result<Box<dyn backend::Migrati
 }
 
 /// A result of `benchmark`, to which its figures are added.
-fn result_of(benchmark: &str) -> Summary {
+pub(super) fn result_of(benchmark: &str) -> Summary {
     let mut s = Summary::default();
     s.add("command", Value::Text("bench".into()))
         .add("benchmark", Value::Text(benchmark.into()));
     s
 }
 
-fn emit(json: bool, s: &Summary, out: &mut dyn Write) -> io::Result<()> {
+pub(super) fn emit(json: bool, s: &Summary, out: &mut dyn Write) -> io::Result<()> {
     if json {
         super::json::write_line(out, s)
     } else {
@@ -521,6 +530,12 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     }
     if want("per_chunk") {
         driver::per_chunk(args, out)?;
+    }
+    if want("tls") {
+        #[cfg(feature = "tls")]
+        tls::run(args, out)?;
+        #[cfg(not(feature = "tls"))]
+        return Err(io::Error::other("tls: this mlx5vf was built without TLS"));
     }
     Ok(())
 }
