@@ -245,6 +245,7 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         integrity: false,
         linux_precopy: true,
         sync_load: true,
+        chunk_policy: ChunkPolicy::Fixed,
         ..DriverOptions::default()
     };
     let ours = DriverOptions::default();
@@ -255,10 +256,10 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             let base = migrate_with(&from, &to, &linux, &save_opts)?;
             let m = migrate_with(&from, &to, &ours, &save_opts)?;
             // The model's floor: what was dirtied since the last round (the
-            // last precopy-info's dirty bytes) plus one chunk, at the
-            // firmware rate.
+            // last precopy-info's dirty bytes) plus one chunk (the one the
+            // policy ended with), at the firmware rate.
             let dirty_at_stop = m.report.last_precopy_info.map_or(0, |(i, d)| i + d);
-            let floor = (dirty_at_stop + ours.chunk_size) as f64 / fw_rate as f64;
+            let floor = (dirty_at_stop + m.chunk_size) as f64 / fw_rate as f64;
             let secs = m.downtime.as_secs_f64();
             let linux_secs = base.downtime.as_secs_f64();
             cases.push(super::plot::DowntimeCase {
@@ -292,7 +293,8 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
                 .add(
                     "source_peak_buffer_bytes",
                     Value::Int(m.source_peak_buffer_bytes),
-                );
+                )
+                .add("chunk_size", Value::Int(m.chunk_size));
             emit(args.json, &s, out)?;
         }
     }
@@ -330,12 +332,13 @@ fn policies(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
             args.fw_rate.trim_end_matches("/s"),
         );
         // Objects of at most 1 MiB, so the chunk size (not the largest
-        // object) decides the buffers.
+        // object) decides the buffers; no content, so the timing model
+        // (not the generator) sets the pace.
         let from = format!(
-            "sim:state={},object=64K-1M,{timing}",
+            "sim:state={},object=64K-1M,content=off,{timing}",
             super::device::human_size(args.policy_size)
         );
-        let to = format!("sim:state=4M,seed=99,{timing}");
+        let to = format!("sim:state=4M,seed=99,content=off,{timing}");
         let mut linux = None;
         for (name, opts) in &cases {
             let m = migrate_with(&from, &to, opts, &SaveOptions::default())?;
