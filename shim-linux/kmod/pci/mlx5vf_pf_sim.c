@@ -39,9 +39,10 @@ static int vf_count;
 /* Runs the simulated firmware's asynchronous commands. */
 static struct workqueue_struct *sim_wq;
 
+/* The firmware side of one asynchronous command (mlx5vf_vfio_async.fw_priv). */
 struct mvp_sim_async {
 	struct work_struct work;
-	struct mlx5vf_pci_async *a;
+	struct mlx5vf_vfio_async *a;
 };
 
 static int mvp_sim_init(void)
@@ -97,7 +98,7 @@ static void mvp_sim_detach(struct mlx5vf_pci_dev *vf)
 	mutex_unlock(&vf_lock);
 }
 
-static int mvp_sim_exec(struct mlx5vf_pci_dev *vf, const void *in, size_t in_len, void *out,
+static int mvp_sim_exec(struct mlx5vf_vfio_dev *mig, const void *in, size_t in_len, void *out,
 			size_t out_len)
 {
 	int ret;
@@ -111,18 +112,18 @@ static int mvp_sim_exec(struct mlx5vf_pci_dev *vf, const void *in, size_t in_len
 static void mvp_sim_async_work(struct work_struct *work)
 {
 	struct mvp_sim_async *sa = container_of(work, struct mvp_sim_async, work);
-	struct mlx5vf_pci_async *a = sa->a;
+	struct mlx5vf_vfio_async *a = sa->a;
 	int ret;
 
 	if (!a->load && save_delay_us)
 		usleep_range(save_delay_us, save_delay_us + save_delay_us / 8 + 1);
-	ret = mvp_sim_exec(a->vf, a->in, a->in_len, a->out, sizeof(a->out));
-	mlx5vf_pci_async_done(a, ret);
+	ret = mvp_sim_exec(a->dev, a->in, a->in_len, a->out, sizeof(a->out));
+	mlx5vf_vfio_async_done(a, ret);
 }
 
-static int mvp_sim_exec_async(struct mlx5vf_pci_async *a)
+static int mvp_sim_exec_async(struct mlx5vf_vfio_async *a)
 {
-	struct mvp_sim_async *sa = (struct mvp_sim_async *)a->pf_priv;
+	struct mvp_sim_async *sa = (struct mvp_sim_async *)a->fw_priv;
 
 	sa->a = a;
 	INIT_WORK(&sa->work, mvp_sim_async_work);
@@ -130,7 +131,7 @@ static int mvp_sim_exec_async(struct mlx5vf_pci_async *a)
 	return 0;
 }
 
-static int mvp_sim_iommu(bool map, struct mlx5vf_pci_buf *b)
+static int mvp_sim_iommu(bool map, struct mlx5vf_vfio_buf *b)
 {
 	u64 iova = (u64)(uintptr_t)b->mem;
 	int ret;
@@ -144,7 +145,7 @@ static int mvp_sim_iommu(bool map, struct mlx5vf_pci_buf *b)
 	return ret;
 }
 
-static int mvp_sim_dma_map(struct mlx5vf_pci_buf *b)
+static int mvp_sim_dma_map(struct mlx5vf_vfio_buf *b)
 {
 	u32 i;
 	int ret = mvp_sim_iommu(true, b);
@@ -156,7 +157,7 @@ static int mvp_sim_dma_map(struct mlx5vf_pci_buf *b)
 	return 0;
 }
 
-static void mvp_sim_dma_unmap(struct mlx5vf_pci_buf *b)
+static void mvp_sim_dma_unmap(struct mlx5vf_vfio_buf *b)
 {
 	WARN_ON(mvp_sim_iommu(false, b));
 }
@@ -190,17 +191,21 @@ static void mvp_sim_accounting(struct mlx5vf_pf_accounting *acct)
 	acct->iommu_mappings = a.iommu_mappings;
 }
 
+static const struct mlx5vf_vfio_fw_ops mvp_sim_fw_ops = {
+	.exec = mvp_sim_exec,
+	.exec_async = mvp_sim_exec_async,
+	.async_priv_size = sizeof(struct mvp_sim_async),
+	.dma_map = mvp_sim_dma_map,
+	.dma_unmap = mvp_sim_dma_unmap,
+};
+
 const struct mlx5vf_pf_ops mlx5vf_pf_ops = {
 	.init = mvp_sim_init,
 	.exit = mvp_sim_exit,
 	.attach = mvp_sim_attach,
 	.attach_end = mvp_sim_attach_end,
 	.detach = mvp_sim_detach,
-	.exec = mvp_sim_exec,
-	.exec_async = mvp_sim_exec_async,
-	.async_priv_size = sizeof(struct mvp_sim_async),
-	.dma_map = mvp_sim_dma_map,
-	.dma_unmap = mvp_sim_dma_unmap,
+	.fw = &mvp_sim_fw_ops,
 	.function_reset = mvp_sim_function_reset,
 	.digest = mvp_sim_digest,
 	.accounting = mvp_sim_accounting,
