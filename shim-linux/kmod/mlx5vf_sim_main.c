@@ -7,8 +7,8 @@
  * migration with the mlx5vf driver logic (libmlx5vf_linux, also Rust). This
  * file is the module: its devices, their vfio_device_ops and sysfs. The
  * migration side (the platform of libmlx5vf_linux, the vfio_migration_ops,
- * the data file) is mlx5vf_vfio_mig.c, shared with mlx5vf_pci; this file
- * gives it the simulated firmware's commands.
+ * the data file) is mlx5vf_vfio_mig.c, shared with mlx5vf_pci, and the
+ * firmware behind it mlx5vf_simfw.c, shared with mlx5vf_pci_test.
  *
  * Per VF (platform device "mlx5vf-sim.N"), sysfs group mlx5vf/:
  *   digest             the VF's state digest (SHA-256 hex, as the userspace
@@ -20,15 +20,12 @@
  * chunk_size / chunk_slots (the driver's chunk policy, 0 = Linux's),
  * save_delay_us (extra latency of every SAVE completion).
  */
-#include <linux/delay.h>
 #include <linux/module.h>
-#include <linux/mutex.h>
 #include <linux/platform_device.h>
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
-#include <linux/workqueue.h>
 
-#include "mlx5vf_ksim.h"
+#include "mlx5vf_simfw.h"
 #include "mlx5vf_vfio_mig.h"
 
 #define MVS_NAME "mlx5vf-sim"
@@ -37,147 +34,6 @@
 static char *spec = "sim:state=256M,vfs=2";
 module_param(spec, charp, 0444);
 MODULE_PARM_DESC(spec, "simulated PF: sim:state=SIZE,vfs=N,precopy=on|off,... (mlx5vf --help)");
-
-/* ------------------------------------------------------------------------ */
-/* The simulated firmware */
-
-static unsigned int save_delay_us;
-module_param(save_delay_us, uint, 0444);
-MODULE_PARM_DESC(save_delay_us, "extra latency of every SAVE completion, in microseconds");
-
-/* Serialises every call into the simulated firmware. */
-static DEFINE_MUTEX(ksim_lock);
-/* Runs the simulated firmware's asynchronous commands. */
-static struct workqueue_struct *mvs_fw_wq;
-
-/* The firmware side of one asynchronous command (mlx5vf_vfio_async.fw_priv). */
-struct mvs_fw_async {
-	struct work_struct work;
-	struct mlx5vf_vfio_async *a;
-};
-
-static int mvs_fw_init(void)
-{
-	int ret, vfs;
-
-	mutex_lock(&ksim_lock);
-	ret = mlx5vf_ksim_configure(spec, strlen(spec));
-	vfs = ret ? 0 : max(mlx5vf_ksim_vf_count(), 0);
-	mutex_unlock(&ksim_lock);
-	if (ret) {
-		pr_err(KBUILD_MODNAME ": bad spec \"%s\"\n", spec);
-		return ret;
-	}
-	mvs_fw_wq = alloc_workqueue(KBUILD_MODNAME "_fw", WQ_UNBOUND, 0);
-	if (!mvs_fw_wq)
-		return -ENOMEM;
-	return vfs;
-}
-
-static void mvs_fw_exit(void)
-{
-	destroy_workqueue(mvs_fw_wq);
-}
-
-static int mvs_fw_exec(struct mlx5vf_vfio_dev *dev, const void *in, size_t in_len, void *out,
-		       size_t out_len)
-{
-	int ret;
-
-	mutex_lock(&ksim_lock);
-	ret = mlx5vf_ksim_exec(in, in_len, out, out_len);
-	mutex_unlock(&ksim_lock);
-	return ret;
-}
-
-static void mvs_fw_async_work(struct work_struct *work)
-{
-	struct mvs_fw_async *sa = container_of(work, struct mvs_fw_async, work);
-	struct mlx5vf_vfio_async *a = sa->a;
-	int ret;
-
-	if (!a->load && save_delay_us)
-		usleep_range(save_delay_us, save_delay_us + save_delay_us / 8 + 1);
-	ret = mvs_fw_exec(a->dev, a->in, a->in_len, a->out, sizeof(a->out));
-	mlx5vf_vfio_async_done(a, ret);
-}
-
-static int mvs_fw_exec_async(struct mlx5vf_vfio_async *a)
-{
-	struct mvs_fw_async *sa = (struct mvs_fw_async *)a->fw_priv;
-
-	sa->a = a;
-	INIT_WORK(&sa->work, mvs_fw_async_work);
-	queue_work(mvs_fw_wq, &sa->work);
-	return 0;
-}
-
-static int mvs_fw_iommu(bool map, struct mlx5vf_vfio_buf *b)
-{
-	u64 iova = (u64)(uintptr_t)b->mem;
-	int ret;
-
-	mutex_lock(&ksim_lock);
-	if (map)
-		ret = mlx5vf_ksim_iommu_map(iova, b->len);
-	else
-		ret = mlx5vf_ksim_iommu_unmap(iova, b->len);
-	mutex_unlock(&ksim_lock);
-	return ret;
-}
-
-/* vmalloc memory is page aligned: the page addresses are the IOVAs. */
-static int mvs_fw_dma_map(struct mlx5vf_vfio_buf *b)
-{
-	u32 i;
-	int ret = mvs_fw_iommu(true, b);
-
-	if (ret)
-		return ret;
-	for (i = 0; i < b->npages; i++)
-		b->dma[i] = (dma_addr_t)(uintptr_t)b->mem + (dma_addr_t)i * MLX5VF_PAGE_SIZE;
-	return 0;
-}
-
-static void mvs_fw_dma_unmap(struct mlx5vf_vfio_buf *b)
-{
-	WARN_ON(mvs_fw_iommu(false, b));
-}
-
-static const struct mlx5vf_vfio_fw_ops mvs_fw_ops = {
-	.exec = mvs_fw_exec,
-	.exec_async = mvs_fw_exec_async,
-	.async_priv_size = sizeof(struct mvs_fw_async),
-	.dma_map = mvs_fw_dma_map,
-	.dma_unmap = mvs_fw_dma_unmap,
-};
-
-static void mvs_fw_reset_vf(u16 vf)
-{
-	mutex_lock(&ksim_lock);
-	mlx5vf_ksim_reset_vf(vf);
-	mutex_unlock(&ksim_lock);
-}
-
-static int mvs_fw_digest(u16 vf, char *buf, size_t len)
-{
-	int ret;
-
-	mutex_lock(&ksim_lock);
-	ret = mlx5vf_ksim_digest(vf, buf, len);
-	mutex_unlock(&ksim_lock);
-	return ret;
-}
-
-static void mvs_fw_accounting(struct mlx5vf_ksim_accounting *acct)
-{
-	mutex_lock(&ksim_lock);
-	mlx5vf_ksim_accounting(acct);
-	mutex_unlock(&ksim_lock);
-}
-
-/* ------------------------------------------------------------------------ */
-/* The devices */
 
 static struct platform_device *pdevs[MVS_MAX_VFS];
 static int npdevs;
@@ -204,7 +60,7 @@ static int mvs_init_dev(struct vfio_device *vdev)
 	d->vf = to_platform_device(vdev->dev)->id;
 	if (d->vf >= MVS_MAX_VFS)
 		return -EINVAL;
-	mlx5vf_vfio_dev_init(&d->mig, vdev, &mvs_fw_ops);
+	mlx5vf_vfio_dev_init(&d->mig, vdev, &mlx5vf_simfw_ops);
 	ret = mlx5vf_vfio_dev_probe(&d->mig, d->vf);
 	if (ret) {
 		mlx5vf_vfio_dev_destroy(&d->mig);
@@ -227,7 +83,7 @@ static int mvs_open_device(struct vfio_device *vdev)
 	struct mvs_dev *d = container_of(vdev, struct mvs_dev, vdev);
 
 	/* vfio-pci resets the function at open; so do we. */
-	mvs_fw_reset_vf(d->vf);
+	mlx5vf_simfw_reset_vf(d->vf);
 	mlx5vf_vfio_open(&d->mig);
 	return 0;
 }
@@ -259,7 +115,7 @@ static long mvs_device_ioctl(struct vfio_device *vdev, unsigned int cmd, unsigne
 	}
 	case VFIO_DEVICE_RESET:
 		/* A function-level reset, then the driver's reset_done. */
-		mvs_fw_reset_vf(d->vf);
+		mlx5vf_simfw_reset_vf(d->vf);
 		mlx5vf_vfio_reset_done(&d->mig);
 		return 0;
 	}
@@ -287,7 +143,7 @@ static ssize_t digest_show(struct device *dev, struct device_attribute *attr, ch
 	char hex[65];
 	int rc;
 
-	rc = mvs_fw_digest(to_platform_device(dev)->id, hex, sizeof(hex));
+	rc = mlx5vf_simfw_digest(to_platform_device(dev)->id, hex, sizeof(hex));
 	return rc ? rc : sysfs_emit(buf, "%s\n", hex);
 }
 static DEVICE_ATTR_RO(digest);
@@ -308,7 +164,7 @@ static ssize_t live_objects_show(struct device *dev, struct device_attribute *at
 	struct mlx5vf_ksim_accounting a = {};
 	struct mlx5vf_vfio_live live;
 
-	mvs_fw_accounting(&a);
+	mlx5vf_simfw_accounting(&a);
 	mlx5vf_vfio_get_live(&live);
 	return sysfs_emit(buf,
 			  "buffers %d\nbuffer_bytes %lld\nfiles %d\nsaves_in_flight %d\n"
@@ -385,7 +241,7 @@ static int __init mvs_init(void)
 {
 	int ret, vfs, i;
 
-	vfs = mvs_fw_init();
+	vfs = mlx5vf_simfw_init(spec);
 	if (vfs < 0)
 		return vfs;
 	ret = mlx5vf_vfio_init();
@@ -412,7 +268,7 @@ unregister:
 vfio_exit:
 	mlx5vf_vfio_exit();
 simfw_exit:
-	mvs_fw_exit();
+	mlx5vf_simfw_exit();
 	return ret;
 }
 
@@ -423,9 +279,9 @@ static void __exit mvs_exit(void)
 
 	mvs_unregister_devices();
 	platform_driver_unregister(&mvs_driver);
-	mvs_fw_exit();
+	mlx5vf_simfw_exit();
 	mlx5vf_vfio_exit();
-	mvs_fw_accounting(&a);
+	mlx5vf_simfw_accounting(&a);
 	mlx5vf_vfio_get_live(&live);
 	/* Anything still live here is a leak: say so loudly (the rig fails). */
 	WARN(live.buffers || live.files || live.async || live.devices || a.pds || a.mkeys ||

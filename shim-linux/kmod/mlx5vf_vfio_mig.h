@@ -8,9 +8,9 @@
  * A module embeds one struct mlx5vf_vfio_dev in each of its VFIO devices
  * and supplies what differs between modules:
  *   - how commands reach firmware and buffers reach the device
- *     (struct mlx5vf_vfio_fw_ops): the simulated firmware in mlx5vf_sim
- *     (mlx5vf_sim_main.c) and mlx5vf_pci_test (pci/mlx5vf_pf_sim.c), the
- *     PF's command interface in mlx5vf_pci (pci/mlx5vf_pf_mlx5.c);
+ *     (struct mlx5vf_vfio_fw_ops): the simulated firmware in mlx5vf_sim and
+ *     mlx5vf_pci_test (mlx5vf_simfw.c), the PF's command interface in
+ *     mlx5vf_pci (pci/mlx5vf_pf_mlx5.c);
  *   - how a vfio_device leads to its struct mlx5vf_vfio_dev
  *     (mlx5vf_vfio_dev_of(), defined by the module).
  */
