@@ -207,6 +207,8 @@ vpci_module() {
     d=$WORK/vpci-mod-$f
     rm -rf "$d" && mkdir -p "$d/include"
     cp "$ROOT"/shim-linux/kmod/pci/{Kbuild,Makefile,*.c,*.h} "$d/"
+    # The C both modules share (the sim flavour's firmware too).
+    cp "$ROOT"/shim-linux/kmod/mlx5vf_{vfio_mig,simfw}.[ch] "$d/"
     cp "$ROOT/shim-linux/include/mlx5vf.h" "$ROOT/shim-linux/kmod/mlx5vf_ksim.h" "$d/include/"
     cp "$WORK/mlx5vf_linux.o" "$d/mlx5vf_linux.o_shipped"
     cp "$WORK/mlx5vf_ksim.o" "$d/mlx5vf_ksim.o_shipped"

@@ -28,10 +28,10 @@ struct mvp_pf {
 	struct notifier_block nb;
 };
 
-/* The PF side of one asynchronous command (mlx5vf_pci_async.pf_priv). */
+/* The PF side of one asynchronous command (mlx5vf_vfio_async.fw_priv). */
 struct mvp_pf_async {
 	struct mlx5_async_work work;
-	struct mlx5vf_pci_async *a;
+	struct mlx5vf_vfio_async *a;
 };
 
 static int mvp_pf_sriov_event(struct notifier_block *nb, unsigned long event, void *data)
@@ -40,10 +40,10 @@ static int mvp_pf_sriov_event(struct notifier_block *nb, unsigned long event, vo
 
 	switch (event) {
 	case MLX5_PF_NOTIFY_DISABLE_VF:
-		mlx5vf_pci_vf_event(pf->vf, false);
+		mlx5vf_vfio_vf_event(&pf->vf->mig, false);
 		break;
 	case MLX5_PF_NOTIFY_ENABLE_VF:
-		mlx5vf_pci_vf_event(pf->vf, true);
+		mlx5vf_vfio_vf_event(&pf->vf->mig, true);
 		break;
 	}
 	return NOTIFY_DONE;
@@ -137,10 +137,10 @@ static int mvp_pf_status(int ret)
 	return ret == -EREMOTEIO ? 0 : ret;
 }
 
-static int mvp_pf_exec(struct mlx5vf_pci_dev *vf, const void *in, size_t in_len, void *out,
+static int mvp_pf_exec(struct mlx5vf_vfio_dev *mig, const void *in, size_t in_len, void *out,
 		       size_t out_len)
 {
-	struct mvp_pf *pf = vf->pf;
+	struct mvp_pf *pf = mlx5vf_pci_of(mig)->pf;
 
 	if (in_len > INT_MAX || out_len > INT_MAX)
 		return -EINVAL;
@@ -152,22 +152,22 @@ static void mvp_pf_async_cb(int status, struct mlx5_async_work *work)
 {
 	struct mvp_pf_async *pa = container_of(work, struct mvp_pf_async, work);
 
-	mlx5vf_pci_async_done(pa->a, mvp_pf_status(status));
+	mlx5vf_vfio_async_done(pa->a, mvp_pf_status(status));
 }
 
-static int mvp_pf_exec_async(struct mlx5vf_pci_async *a)
+static int mvp_pf_exec_async(struct mlx5vf_vfio_async *a)
 {
-	struct mvp_pf *pf = a->vf->pf;
-	struct mvp_pf_async *pa = (struct mvp_pf_async *)a->pf_priv;
+	struct mvp_pf *pf = mlx5vf_pci_of(a->dev)->pf;
+	struct mvp_pf_async *pa = (struct mvp_pf_async *)a->fw_priv;
 
 	pa->a = a;
 	return mlx5_cmd_exec_cb(&pf->async_ctx, a->in, a->in_len, a->out, sizeof(a->out),
 				mvp_pf_async_cb, &pa->work);
 }
 
-static int mvp_pf_dma_map(struct mlx5vf_pci_buf *b)
+static int mvp_pf_dma_map(struct mlx5vf_vfio_buf *b)
 {
-	struct mvp_pf *pf = b->vf->pf;
+	struct mvp_pf *pf = mlx5vf_pci_of(b->dev)->pf;
 	struct sg_dma_page_iter iter;
 	struct page **pages;
 	u32 i;
@@ -202,13 +202,21 @@ static int mvp_pf_dma_map(struct mlx5vf_pci_buf *b)
 	return 0;
 }
 
-static void mvp_pf_dma_unmap(struct mlx5vf_pci_buf *b)
+static void mvp_pf_dma_unmap(struct mlx5vf_vfio_buf *b)
 {
-	struct mvp_pf *pf = b->vf->pf;
+	struct mvp_pf *pf = mlx5vf_pci_of(b->dev)->pf;
 
 	dma_unmap_sgtable(pf->mdev->device, &b->sgt, b->dir, 0);
 	sg_free_table(&b->sgt);
 }
+
+static const struct mlx5vf_vfio_fw_ops mvp_pf_fw_ops = {
+	.exec = mvp_pf_exec,
+	.exec_async = mvp_pf_exec_async,
+	.async_priv_size = sizeof(struct mvp_pf_async),
+	.dma_map = mvp_pf_dma_map,
+	.dma_unmap = mvp_pf_dma_unmap,
+};
 
 const struct mlx5vf_pf_ops mlx5vf_pf_ops = {
 	.attach = mvp_pf_attach,
@@ -216,9 +224,5 @@ const struct mlx5vf_pf_ops mlx5vf_pf_ops = {
 	.unwatch = mvp_pf_unwatch,
 	.attach_end = mvp_pf_attach_end,
 	.detach = mvp_pf_detach,
-	.exec = mvp_pf_exec,
-	.exec_async = mvp_pf_exec_async,
-	.async_priv_size = sizeof(struct mvp_pf_async),
-	.dma_map = mvp_pf_dma_map,
-	.dma_unmap = mvp_pf_dma_unmap,
+	.fw = &mvp_pf_fw_ops,
 };

@@ -1,0 +1,686 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+/*
+ * The VFIO migration side of mlx5vf_sim, mlx5vf_pci and mlx5vf_pci_test
+ * (mlx5vf_vfio_mig.h): what a driver writes around libmlx5vf_linux (Rust,
+ * include/mlx5vf.h) whatever its firmware, once. The platform callbacks
+ * (buffers, mkeys, copies, the device lock and its wake-ups, asynchronous
+ * commands and the delivery of their completions), the migration data
+ * file's file_operations, the vfio_migration_ops, and the device's setup
+ * and teardown. Commands and DMA mapping go through the module's
+ * struct mlx5vf_vfio_fw_ops.
+ *
+ * Module parameters (of whichever module links this file): chunk_size and
+ * chunk_slots, the driver's chunk policy (0 = Linux's).
+ */
+#include <linux/anon_inodes.h>
+#include <linux/atomic.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/module.h>
+#include <linux/poll.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/vfio.h>
+#include <linux/vmalloc.h>
+
+#include "mlx5vf_vfio_mig.h"
+
+static unsigned long chunk_size;
+module_param(chunk_size, ulong, 0444);
+MODULE_PARM_DESC(chunk_size, "chunk buffer size in bytes (0: 8 MiB, as Linux)");
+static unsigned int chunk_slots;
+module_param(chunk_slots, uint, 0444);
+MODULE_PARM_DESC(chunk_slots, "chunk slots (0: 2, as Linux)");
+
+/* Delivers asynchronous completions (they need the device lock). */
+static struct workqueue_struct *deliver_wq;
+
+static atomic_t live_devices = ATOMIC_INIT(0);
+static atomic_t live_buffers = ATOMIC_INIT(0);
+static atomic64_t live_buffer_bytes = ATOMIC64_INIT(0);
+static atomic_t live_files = ATOMIC_INIT(0);
+static atomic_t live_async = ATOMIC_INIT(0);
+
+int mlx5vf_vfio_init(void)
+{
+	deliver_wq = alloc_workqueue(KBUILD_MODNAME, WQ_UNBOUND, 0);
+	return deliver_wq ? 0 : -ENOMEM;
+}
+
+void mlx5vf_vfio_exit(void)
+{
+	destroy_workqueue(deliver_wq);
+}
+
+void mlx5vf_vfio_get_live(struct mlx5vf_vfio_live *live)
+{
+	live->devices = atomic_read(&live_devices);
+	live->buffers = atomic_read(&live_buffers);
+	live->buffer_bytes = atomic64_read(&live_buffer_bytes);
+	live->files = atomic_read(&live_files);
+	live->async = atomic_read(&live_async);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The platform of libmlx5vf_linux */
+
+static int op_exec(void *ctx, const void *in, size_t in_len, void *out, size_t out_len)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+
+	return dev->fw->exec(dev, in, in_len, out, out_len);
+}
+
+static void async_deliver(struct work_struct *work)
+{
+	struct mlx5vf_vfio_async *a = container_of(work, struct mlx5vf_vfio_async, work);
+	struct mlx5vf_vfio_dev *dev = a->dev;
+	int ret;
+
+	mlx5vf_lock(&dev->mig);
+	if (a->load)
+		ret = mlx5vf_load_complete(&dev->mig, a->token, a->status, a->out, sizeof(a->out));
+	else
+		ret = mlx5vf_save_complete(&dev->mig, a->token, a->status, a->out, sizeof(a->out));
+	mlx5vf_unlock(&dev->mig);
+	WARN_ONCE(ret, KBUILD_MODNAME ": %s completion refused: %d\n", a->load ? "LOAD" : "SAVE",
+		  ret);
+	kfree(a);
+	atomic_dec(&live_async);
+}
+
+void mlx5vf_vfio_async_done(struct mlx5vf_vfio_async *a, int status)
+{
+	a->status = status;
+	queue_work(deliver_wq, &a->work);
+}
+
+static int start_async(struct mlx5vf_vfio_dev *dev, const void *in, size_t in_len, u64 token,
+		       bool load)
+{
+	struct mlx5vf_vfio_async *a;
+	int ret;
+
+	if (in_len > MLX5VF_VFIO_ASYNC_IN_MAX)
+		return -EINVAL;
+	a = kzalloc(struct_size(a, fw_priv, dev->fw->async_priv_size), GFP_KERNEL);
+	if (!a)
+		return -ENOMEM;
+	INIT_WORK(&a->work, async_deliver);
+	a->dev = dev;
+	a->token = token;
+	a->load = load;
+	a->in_len = in_len;
+	memcpy(a->in, in, in_len);
+	atomic_inc(&live_async);
+	ret = dev->fw->exec_async(a);
+	if (ret) {
+		atomic_dec(&live_async);
+		kfree(a);
+	}
+	return ret;
+}
+
+static int op_start_save(void *ctx, const void *in, size_t in_len, uint64_t token)
+{
+	return start_async(ctx, in, in_len, token, false);
+}
+
+/* LOADs run asynchronously too: image k+1 arrives while image k LOADs. */
+static int op_start_load(void *ctx, const void *in, size_t in_len, uint64_t token)
+{
+	return start_async(ctx, in, in_len, token, true);
+}
+
+static struct mlx5vf_vfio_buf *to_buf(uint64_t buffer)
+{
+	return (struct mlx5vf_vfio_buf *)(uintptr_t)buffer;
+}
+
+static int op_alloc_buffer(void *ctx, uint32_t npages, uint32_t dir, uint64_t *buffer)
+{
+	struct mlx5vf_vfio_buf *b;
+	s64 now, peak;
+
+	b = kzalloc(sizeof(*b), GFP_KERNEL);
+	if (!b)
+		return -ENOMEM;
+	b->dev = ctx;
+	b->npages = npages;
+	b->len = (size_t)npages * MLX5VF_PAGE_SIZE;
+	b->dir = dir == MLX5VF_DMA_TO_DEVICE ? DMA_TO_DEVICE : DMA_FROM_DEVICE;
+	b->mem = vzalloc(b->len);
+	b->dma = kvcalloc(npages, sizeof(*b->dma), GFP_KERNEL);
+	if (!b->mem || !b->dma) {
+		kvfree(b->dma);
+		vfree(b->mem);
+		kfree(b);
+		return -ENOMEM;
+	}
+	atomic_inc(&live_buffers);
+	atomic64_add(b->len, &live_buffer_bytes);
+	now = atomic64_add_return(b->len, &b->dev->buffer_bytes);
+	peak = atomic64_read(&b->dev->peak_buffer_bytes);
+	while (now > peak && !atomic64_try_cmpxchg(&b->dev->peak_buffer_bytes, &peak, now))
+		;
+	*buffer = (uint64_t)(uintptr_t)b;
+	return 0;
+}
+
+static void unmap_bufs(const uint64_t *buffers, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		struct mlx5vf_vfio_buf *b = to_buf(buffers[i]);
+
+		if (--b->maps == 0)
+			b->dev->fw->dma_unmap(b);
+	}
+}
+
+static int op_map_buffers(void *ctx, uint32_t pd, const uint64_t *buffers, size_t count,
+			  uint32_t *mkey)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+	u8 out[MLX5VF_CREATE_MKEY_OUT_LEN];
+	size_t i, mapped, npages = 0, n = 0;
+	u64 *pages = NULL;
+	void *in = NULL;
+	int64_t in_len;
+	int ret = 0;
+
+	for (mapped = 0; mapped < count; mapped++) {
+		struct mlx5vf_vfio_buf *b = to_buf(buffers[mapped]);
+
+		if (b->maps++ == 0) {
+			ret = dev->fw->dma_map(b);
+			if (ret) {
+				b->maps--;
+				goto unmap;
+			}
+		}
+		npages += b->npages;
+	}
+	ret = -EINVAL;
+	if (npages > U32_MAX)
+		goto unmap;
+	ret = -ENOMEM;
+	pages = kvmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
+	if (!pages)
+		goto unmap;
+	for (i = 0; i < count; i++) {
+		struct mlx5vf_vfio_buf *b = to_buf(buffers[i]);
+		u32 k;
+
+		for (k = 0; k < b->npages; k++)
+			pages[n++] = b->dma[k];
+	}
+	in_len = mlx5vf_create_mkey_in_len(npages);
+	if (in_len < 0) {
+		ret = in_len;
+		goto unmap;
+	}
+	in = kvzalloc(in_len, GFP_KERNEL);
+	if (!in)
+		goto unmap;
+	in_len = mlx5vf_encode_create_mkey(in, in_len, pd, pages, npages);
+	if (in_len < 0) {
+		ret = in_len;
+		goto unmap;
+	}
+	ret = dev->fw->exec(dev, in, in_len, out, sizeof(out));
+	if (!ret)
+		ret = mlx5vf_decode_create_mkey(out, sizeof(out), mkey);
+	if (!ret)
+		goto out;
+unmap:
+	unmap_bufs(buffers, mapped);
+out:
+	kvfree(in);
+	kvfree(pages);
+	return ret;
+}
+
+static int op_unmap_buffers(void *ctx, uint32_t mkey, const uint64_t *buffers, size_t count)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+	u8 in[MLX5VF_DESTROY_MKEY_IN_LEN], out[MLX5VF_DESTROY_MKEY_OUT_LEN];
+	int ret = mlx5vf_encode_destroy_mkey(in, sizeof(in), mkey);
+
+	if (ret >= 0)
+		ret = dev->fw->exec(dev, in, ret, out, sizeof(out));
+	if (!ret)
+		ret = mlx5vf_decode_destroy_mkey(out, sizeof(out));
+	unmap_bufs(buffers, count);
+	return ret;
+}
+
+static void op_free_buffer(void *ctx, uint64_t buffer)
+{
+	struct mlx5vf_vfio_buf *b = to_buf(buffer);
+
+	WARN_ON(b->maps);
+	atomic64_sub(b->len, &b->dev->buffer_bytes);
+	atomic64_sub(b->len, &live_buffer_bytes);
+	atomic_dec(&live_buffers);
+	kvfree(b->dma);
+	vfree(b->mem);
+	kfree(b);
+}
+
+static bool in_buf(struct mlx5vf_vfio_buf *b, uint64_t offset, uint64_t len)
+{
+	return !WARN_ON_ONCE(offset > b->len || len > b->len - offset);
+}
+
+static uint32_t op_crc32c(void *ctx, uint64_t buffer, uint64_t offset, uint64_t len, uint32_t crc)
+{
+	struct mlx5vf_vfio_buf *b = to_buf(buffer);
+
+	if (!in_buf(b, offset, len))
+		return crc;
+	return mlx5vf_crc32c(crc, (u8 *)b->mem + offset, len);
+}
+
+static int64_t op_buffer_to_user(void *ctx, mlx5vf_uptr user_dst, uint64_t buffer, uint64_t offset,
+				 size_t len)
+{
+	struct mlx5vf_vfio_buf *b = to_buf(buffer);
+
+	if (!in_buf(b, offset, len))
+		return -EINVAL;
+	return len - copy_to_user(user_dst, (u8 *)b->mem + offset, len);
+}
+
+static int64_t op_buffer_from_user(void *ctx, uint64_t buffer, uint64_t offset,
+				   mlx5vf_const_uptr user_src, size_t len)
+{
+	struct mlx5vf_vfio_buf *b = to_buf(buffer);
+
+	if (!in_buf(b, offset, len))
+		return -EINVAL;
+	return len - copy_from_user((u8 *)b->mem + offset, user_src, len);
+}
+
+static int64_t op_copy_to_user(void *ctx, mlx5vf_uptr user_dst, const void *src, size_t len)
+{
+	return len - copy_to_user(user_dst, src, len);
+}
+
+static int64_t op_copy_from_user(void *ctx, void *dst, mlx5vf_const_uptr user_src, size_t len)
+{
+	return len - copy_from_user(dst, user_src, len);
+}
+
+static void op_lock(void *ctx)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+
+	mutex_lock(&dev->state_mutex);
+}
+
+static bool op_trylock(void *ctx)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+
+	return mutex_trylock(&dev->state_mutex);
+}
+
+static void op_unlock(void *ctx)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+
+	mutex_unlock(&dev->state_mutex);
+}
+
+static void op_wake(void *ctx)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+
+	wake_up_all(&dev->wq);
+}
+
+static const struct mlx5vf_platform_ops platform_ops = {
+	.exec = op_exec,
+	.start_save = op_start_save,
+	.alloc_buffer = op_alloc_buffer,
+	.map_buffers = op_map_buffers,
+	.unmap_buffers = op_unmap_buffers,
+	.free_buffer = op_free_buffer,
+	.crc32c = op_crc32c,
+	.buffer_to_user = op_buffer_to_user,
+	.buffer_from_user = op_buffer_from_user,
+	.copy_to_user = op_copy_to_user,
+	.copy_from_user = op_copy_from_user,
+	.lock = op_lock,
+	.trylock = op_trylock,
+	.unlock = op_unlock,
+	.wake = op_wake,
+	.start_load = op_start_load,
+};
+
+/* ------------------------------------------------------------------------ */
+/* The migration data file */
+
+struct mig_file {
+	struct mlx5vf_vfio_dev *dev;
+	struct mutex read_lock;	/* one reader at a time */
+	struct mlx5vf_file mf;
+};
+
+/* Waits for the library's event counter to move past seq. */
+static int wait_events(struct mlx5vf_vfio_dev *dev, u32 seq)
+{
+	return wait_event_interruptible(dev->wq, mlx5vf_events(&dev->mig) != seq);
+}
+
+static u32 io_flags(struct file *filp, loff_t *pos)
+{
+	u32 flags = 0;
+
+	if (filp->f_flags & O_NONBLOCK)
+		flags |= MLX5VF_IO_NONBLOCK;
+	if (pos)
+		flags |= MLX5VF_IO_POSITIONED;
+	return flags;
+}
+
+static ssize_t mig_read(struct file *filp, char __user *buf, size_t len, loff_t *pos)
+{
+	struct mig_file *f = filp->private_data;
+	u32 flags = io_flags(filp, pos);
+	size_t done = 0;
+	int ret;
+
+	if (mutex_lock_interruptible(&f->read_lock))
+		return -ERESTARTSYS;
+	for (;;) {
+		u32 seq = mlx5vf_events(&f->dev->mig);
+
+		ret = mlx5vf_file_read(&f->mf, buf, len, flags, &done);
+		if (ret != MLX5VF_RETRY)
+			break;
+		if (wait_events(f->dev, seq)) {
+			ret = -ERESTARTSYS;
+			break;
+		}
+	}
+	mutex_unlock(&f->read_lock);
+	return ret ? ret : done;
+}
+
+static ssize_t mig_write(struct file *filp, const char __user *buf, size_t len, loff_t *pos)
+{
+	struct mig_file *f = filp->private_data;
+	u32 flags = io_flags(filp, pos);
+	size_t done = 0;
+	int ret;
+
+	for (;;) {
+		u32 seq = mlx5vf_events(&f->dev->mig);
+
+		ret = mlx5vf_file_write(&f->mf, buf, len, flags, &done);
+		if (ret != MLX5VF_RETRY)
+			break;
+		if (wait_events(f->dev, seq))
+			return -ERESTARTSYS;
+	}
+	return ret ? ret : done;
+}
+
+static __poll_t mig_poll(struct file *filp, struct poll_table_struct *wait)
+{
+	struct mig_file *f = filp->private_data;
+
+	poll_wait(filp, &f->dev->wq, wait);
+	return (__force __poll_t)mlx5vf_file_poll(&f->mf);
+}
+
+static long mig_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
+{
+	struct mig_file *f = filp->private_data;
+	int ret;
+
+	for (;;) {
+		u32 seq = mlx5vf_events(&f->dev->mig);
+
+		ret = mlx5vf_file_ioctl(&f->mf, cmd, (void __user *)arg);
+		if (ret != MLX5VF_RETRY)
+			return ret;
+		if (wait_events(f->dev, seq))
+			return -ERESTARTSYS;
+	}
+}
+
+static void free_mig_file(struct mig_file *f)
+{
+	mutex_destroy(&f->read_lock);
+	kfree(f);
+}
+
+static int mig_release(struct inode *inode, struct file *filp)
+{
+	struct mig_file *f = filp->private_data;
+	struct vfio_device *vdev = f->dev->vdev;
+
+	mlx5vf_file_release(&f->mf);
+	free_mig_file(f);
+	atomic_dec(&live_files);
+	/* The file held the device: its storage must outlive the file. */
+	vfio_put_device(vdev);
+	return 0;
+}
+
+static const struct file_operations save_fops = {
+	.owner = THIS_MODULE,
+	.read = mig_read,
+	.poll = mig_poll,
+	.unlocked_ioctl = mig_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.release = mig_release,
+};
+
+static const struct file_operations resume_fops = {
+	.owner = THIS_MODULE,
+	.write = mig_write,
+	.unlocked_ioctl = mig_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.release = mig_release,
+};
+
+/* ------------------------------------------------------------------------ */
+/* vfio_migration_ops */
+
+static struct file *mig_set_state(struct vfio_device *vdev, enum vfio_device_mig_state new_state)
+{
+	struct mlx5vf_vfio_dev *dev = mlx5vf_vfio_dev_of(vdev);
+	const struct file_operations *fops;
+	struct mig_file *f;
+	struct file *filp;
+	int ret;
+
+	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	if (!f)
+		return ERR_PTR(-ENOMEM);
+	f->dev = dev;
+	mutex_init(&f->read_lock);
+	mlx5vf_lock(&dev->mig);
+	for (;;) {
+		u32 seq = mlx5vf_events(&dev->mig);
+
+		ret = mlx5vf_set_state(&dev->mig, new_state, &f->mf);
+		if (ret != MLX5VF_RETRY)
+			break;
+		mlx5vf_unlock(&dev->mig);
+		if (wait_events(dev, seq)) {
+			free_mig_file(f);
+			return ERR_PTR(-ERESTARTSYS);
+		}
+		mlx5vf_lock(&dev->mig);
+	}
+	mlx5vf_unlock(&dev->mig);
+	if (ret <= 0) {
+		free_mig_file(f);
+		return ret ? ERR_PTR(ret) : NULL;
+	}
+	/* The file keeps the device (and the module, through .owner). */
+	get_device(&vdev->device);
+	atomic_inc(&live_files);
+	fops = ret == MLX5VF_NEW_SAVING_FILE ? &save_fops : &resume_fops;
+	filp = anon_inode_getfile("[mlx5vf_mig]", fops, f,
+				  ret == MLX5VF_NEW_SAVING_FILE ? O_RDONLY : O_WRONLY);
+	if (IS_ERR(filp)) {
+		mlx5vf_file_release(&f->mf);
+		free_mig_file(f);
+		atomic_dec(&live_files);
+		vfio_put_device(vdev);
+		return filp;
+	}
+	stream_open(filp->f_inode, filp);
+	return filp;
+}
+
+static int mig_get_state(struct vfio_device *vdev, enum vfio_device_mig_state *state)
+{
+	struct mlx5vf_vfio_dev *dev = mlx5vf_vfio_dev_of(vdev);
+	u32 s;
+	int ret;
+
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_get_state(&dev->mig, &s);
+	mlx5vf_unlock(&dev->mig);
+	if (!ret)
+		*state = s;
+	return ret;
+}
+
+static int mig_get_data_size(struct vfio_device *vdev, unsigned long *stop_copy_length)
+{
+	struct mlx5vf_vfio_dev *dev = mlx5vf_vfio_dev_of(vdev);
+	u64 size;
+	int ret;
+
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_get_data_size(&dev->mig, &size);
+	mlx5vf_unlock(&dev->mig);
+	if (!ret)
+		*stop_copy_length = size;
+	return ret;
+}
+
+static const struct vfio_migration_ops mig_ops = {
+	.migration_set_state = mig_set_state,
+	.migration_get_state = mig_get_state,
+	.migration_get_data_size = mig_get_data_size,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Setup and teardown, and the device's other events */
+
+void mlx5vf_vfio_dev_init(struct mlx5vf_vfio_dev *dev, struct vfio_device *vdev,
+			  const struct mlx5vf_vfio_fw_ops *fw)
+{
+	dev->vdev = vdev;
+	dev->fw = fw;
+	mutex_init(&dev->state_mutex);
+	init_waitqueue_head(&dev->wq);
+	atomic64_set(&dev->buffer_bytes, 0);
+	atomic64_set(&dev->peak_buffer_bytes, 0);
+}
+
+void mlx5vf_vfio_dev_destroy(struct mlx5vf_vfio_dev *dev)
+{
+	mutex_destroy(&dev->state_mutex);
+}
+
+/* Tears the library's device down once no SAVE or LOAD is in flight. */
+static void fini_mig(struct mlx5vf_vfio_dev *dev)
+{
+	int ret;
+
+	for (;;) {
+		u32 seq = mlx5vf_events(&dev->mig);
+
+		ret = mlx5vf_device_fini(&dev->mig);
+		if (ret != MLX5VF_RETRY)
+			break;
+		wait_event(dev->wq, mlx5vf_events(&dev->mig) != seq);
+	}
+	/* A delivery may still be returning from mlx5vf_unlock(). */
+	flush_workqueue(deliver_wq);
+	WARN(ret, KBUILD_MODNAME ": device teardown failed: %d\n", ret);
+}
+
+int mlx5vf_vfio_dev_probe(struct mlx5vf_vfio_dev *dev, u16 vf)
+{
+	struct mlx5vf_config cfg;
+	void *scratch;
+	int ret;
+
+	mlx5vf_config_default(&cfg);
+	if (chunk_size)
+		cfg.chunk_size = chunk_size;
+	if (chunk_slots)
+		cfg.chunk_slots = chunk_slots;
+	ret = mlx5vf_device_init(&dev->mig, &platform_ops, dev, &cfg);
+	if (ret)
+		return ret;
+	scratch = kzalloc(MLX5VF_PROBE_SCRATCH_LEN, GFP_KERNEL);
+	if (!scratch) {
+		fini_mig(dev);
+		return -ENOMEM;
+	}
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_device_probe(&dev->mig, vf, scratch, MLX5VF_PROBE_SCRATCH_LEN);
+	mlx5vf_unlock(&dev->mig);
+	kfree(scratch);
+	if (ret) {
+		fini_mig(dev);
+		return ret;
+	}
+	atomic_inc(&live_devices);
+	return 0;
+}
+
+void mlx5vf_vfio_dev_fini(struct mlx5vf_vfio_dev *dev)
+{
+	fini_mig(dev);
+	atomic_dec(&live_devices);
+}
+
+void mlx5vf_vfio_dev_offer(struct mlx5vf_vfio_dev *dev)
+{
+	dev->vdev->migration_flags = mlx5vf_migration_flags(&dev->mig);
+	dev->vdev->mig_ops = &mig_ops;
+}
+
+void mlx5vf_vfio_open(struct mlx5vf_vfio_dev *dev)
+{
+	mlx5vf_lock(&dev->mig);
+	mlx5vf_open_device(&dev->mig);
+	mlx5vf_unlock(&dev->mig);
+}
+
+void mlx5vf_vfio_close(struct mlx5vf_vfio_dev *dev)
+{
+	mlx5vf_lock(&dev->mig);
+	mlx5vf_close_device(&dev->mig);
+	mlx5vf_unlock(&dev->mig);
+}
+
+void mlx5vf_vfio_reset_done(struct mlx5vf_vfio_dev *dev)
+{
+	mlx5vf_reset_done(&dev->mig);
+	wake_up_all(&dev->wq);
+}
+
+void mlx5vf_vfio_vf_event(struct mlx5vf_vfio_dev *dev, bool enabled)
+{
+	mlx5vf_lock(&dev->mig);
+	if (enabled)
+		mlx5vf_vf_attach(&dev->mig);
+	else
+		mlx5vf_vf_detach(&dev->mig);
+	mlx5vf_unlock(&dev->mig);
+}
