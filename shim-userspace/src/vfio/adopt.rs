@@ -172,9 +172,12 @@ impl VfioDevice {
             .then(|| vfio_cdev_sysfs(rustix::fs::Dev::from(stat.st_rdev)))
             .flatten();
         let info = sys::device_info(&device).map_err(|e| {
-            // vfio_device_fops_unl_ioctl(): a character device refuses
+            // vfio_device_fops_unl_ioctl(): a VFIO character device refuses
             // every ioctl but BIND_IOMMUFD with EINVAL until it is bound.
-            let unbound = e == Errno::INVAL && char_device;
+            // Other character devices may say EINVAL too (the container
+            // /dev/vfio/vfio does before VFIO_SET_IOMMU): only one sysfs
+            // lists as a vfio-dev is taken for an unbound VFIO cdev.
+            let unbound = e == Errno::INVAL && sysfs.is_some();
             err(
                 Step::DeviceInfo,
                 if unbound {
