@@ -8,7 +8,9 @@
 //! - `sim:...` (the default): a simulated mlx5 PF with one VF, driven by
 //!   [`mlx5vf_core::device::Device`] in this process;
 //! - `vfio-mig:DEVICE[,iommu=auto|group|cdev]`: any device behind the
-//!   kernel's VFIO migration uAPI v2 (see [`crate::vfio`]).
+//!   kernel's VFIO migration uAPI v2 (see [`crate::vfio`]);
+//! - `vfio-fd:DEVICE_FD,container=FD|iommufd=FD`: the same, through
+//!   descriptors inherited from the parent process (a VMM's).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -149,12 +151,18 @@ pub fn io_error(e: DeviceError) -> io::Error {
     io::Error::new(kind, DriverError(e))
 }
 
-/// The errno behind an I/O error: the OS's, or the driver's.
+/// The errno behind an I/O error: the OS's, the driver's, or the one a
+/// [`VfioError`](crate::vfio::VfioError) carries.
 pub fn errno_of(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<DriverError>())
-            .map(|d| d.0.errno().code())
+        let inner = e.get_ref()?;
+        if let Some(d) = inner.downcast_ref::<DriverError>() {
+            return Some(d.0.errno().code());
+        }
+        inner
+            .downcast_ref::<crate::vfio::VfioError>()
+            .and_then(crate::vfio::VfioError::errno)
+            .map(|n| n.raw_os_error())
     })
 }
 
@@ -234,6 +242,8 @@ pub enum OpenError {
     Spec(String),
     /// The device refused (probe failed, …).
     Device(io::Error),
+    /// A VFIO device could not be opened or adopted (the step and errno).
+    Vfio(crate::vfio::VfioError),
 }
 
 impl fmt::Display for OpenError {
@@ -241,6 +251,7 @@ impl fmt::Display for OpenError {
         match self {
             Self::Spec(m) => f.write_str(m),
             Self::Device(e) => write!(f, "cannot open device: {e}"),
+            Self::Vfio(e) => write!(f, "cannot open device: {e}"),
         }
     }
 }
@@ -248,7 +259,7 @@ impl fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 /// Opens the device a spec names: `sim[:key=value,...]` (the default when
-/// the spec is empty) or `vfio-mig:...`.
+/// the spec is empty), `vfio-mig:...` or `vfio-fd:...`.
 ///
 /// # Errors
 /// [`OpenError`].
@@ -273,10 +284,15 @@ pub fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>
     }
     if spec.starts_with("vfio-mig:") {
         let parsed = crate::vfio::VfioSpec::parse(spec).map_err(OpenError::Spec)?;
-        let dev = crate::vfio::VfioDevice::open(spec, &parsed).map_err(OpenError::Device)?;
+        let dev = crate::vfio::VfioDevice::open(spec, &parsed).map_err(OpenError::Vfio)?;
+        return Ok(Box::new(dev));
+    }
+    if spec.starts_with("vfio-fd:") {
+        let parsed = crate::vfio::FdSpec::parse(spec).map_err(OpenError::Spec)?;
+        let dev = crate::vfio::VfioDevice::inherit(&parsed).map_err(OpenError::Vfio)?;
         return Ok(Box::new(dev));
     }
     Err(OpenError::Spec(format!(
-        "unknown device spec {spec:?}: expected sim[:key=value,...] or vfio-mig:..."
+        "unknown device spec {spec:?}: expected sim[:key=value,...], vfio-mig:... or vfio-fd:..."
     )))
 }

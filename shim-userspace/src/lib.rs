@@ -19,7 +19,8 @@
 //! `cli` (the tool: clap, indicatif, serde) and `sim` (the built-in
 //! simulated device) are on by default. A VMM embedding the transfer loop
 //! and the VFIO client builds with `default-features = false`: then only
-//! `vfio-mig:` specs open.
+//! `vfio-mig:` and `vfio-fd:` specs open, and a VMM hands the client the
+//! descriptors it holds with [`vfio::VfioDevice::adopt`].
 //!
 //! # Exit status
 //! `0` success; `1` the request was well formed but failed (no such

@@ -104,6 +104,59 @@ killed_mid_stream() {
 	return 0
 }
 
+# Runs `mlx5vf pass-fds` (which opens the VFs as a VMM does: group and
+# container, its own fds) and insists that the program it ran worked on
+# the descriptors it inherited (its own output names each passed spec as an
+# adopted device), and that the parent, after adopting its own fds and
+# dropping that adoption, still read the same state through them: one
+# report line per device in `want`, "device=N spec=... passed_as=SPEC ...
+# state=S state_after_adoption_dropped=S".
+adopted() {
+	want=$1
+	shift
+	mlx5vf pass-fds "$@" > /tmp/adopted.out 2>&1
+	rc=$?
+	cat /tmp/adopted.out
+	[ $rc = 0 ] || { echo "exit status $rc"; return 1; }
+	for w in $want; do
+		line=$(grep "^$w spec=" /tmp/adopted.out)
+		passed=$(echo "$line" | sed -n 's/.* passed_as=\([^ ]*\) .*/\1/p')
+		[ -n "$passed" ] || { echo "no report line for $w"; return 1; }
+		echo "$line" | grep -q ' state=\([A-Z_]*\) state_after_adoption_dropped=\1$' \
+			|| { echo "$w: the state differs through the adoption and after it"; return 1; }
+		grep -v '^device=[0-9]* spec=' /tmp/adopted.out \
+			| grep -qF "$passed (adopted: VFIO container" \
+			|| { echo "$w: the program did not name $passed as an adopted device"; return 1; }
+	done
+}
+
+# Descriptors that are not VFIO devices are refused at the step that
+# checks them, before any transfer, whatever the parent handed over: a
+# plain file, and the container given as the device.
+adopt_refuses() {
+	mlx5vf save --device vfio-fd:5,container=6 -o /dev/null 5</proc/uptime 6</dev/vfio/vfio 2> /tmp/err
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "plain file: exit status $rc, expected 1"; return 1; }
+	grep -q 'vfio-fd:5,container=6: VFIO_DEVICE_GET_INFO: not a VFIO device fd (ENOTTY' /tmp/err \
+		|| return 1
+	mlx5vf save --device vfio-fd:5,container=6 -o /dev/null 5<>/dev/vfio/vfio 6<>/dev/vfio/vfio 2> /tmp/err
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "container as device: exit status $rc, expected 1"; return 1; }
+	grep -q 'VFIO_DEVICE_GET_INFO: not a VFIO device fd' /tmp/err || return 1
+	# A real device fd with its container named as an iommufd: refused at
+	# the IOMMU fd's check; the parent's own fds still answer afterwards.
+	mlx5vf pass-fds --device $D0 -- sh -c \
+		'mlx5vf save --device "$(echo "$1" | sed s/container=/iommufd=/)" -o /dev/null' \
+		sh '{0}' > /tmp/err 2>&1
+	rc=$?
+	cat /tmp/err
+	[ $rc = 1 ] || { echo "container as iommufd: exit status $rc, expected 1"; return 1; }
+	grep -q ': IOMMU_OPTION on the iommufd: not an iommufd (ENOTTY' /tmp/err || return 1
+	grep -q '^device=0 spec=.* state=RUNNING state_after_adoption_dropped=RUNNING$' /tmp/err
+}
+
 insmod /mods/vfio.ko && insmod /mods/vfio_iommu_type1.ko || fails=$((fails + 1))
 
 # --- a 2-VF PF with PRE_COPY, SAVE completions 3 ms late so a non-blocking
@@ -137,6 +190,26 @@ step migrate-no-precopy mlx5vf migrate --from $D0 --to $D1 --json
 step digests-equal-no-precopy digests_equal
 step nothing-live-no-precopy nothing_live
 step rmmod-no-precopy rmmod mlx5vf_sim
+
+# --- adoption: mlx5vf on descriptors a VMM holds (vfio-fd: specs), through
+# pass-fds, on the real VFIO core's group/container path.
+step insmod-adopt insmod /mods/mlx5vf_sim.ko spec=sim:state=64M,vfs=2,seed=21 save_delay_us=3000
+step adopt-check adopted device=0 --device $D0 -- mlx5vf check --device '{0}' --strict --require-eagain
+step digests-differ-before-adopt-save digests_differ
+step adopt-save adopted device=0 --device $D0 -- mlx5vf save --device '{0}' -o /tmp/a.bin --json
+step adopt-load adopted device=0 --device $D1 -- mlx5vf load --device '{0}' -i /tmp/a.bin --json
+rm -f /tmp/a.bin
+step digests-equal-after-adopt-load digests_equal
+step adopt-refuses-non-vfio-fds adopt_refuses
+step nothing-live-adopt nothing_live
+step rmmod-adopt rmmod mlx5vf_sim
+step insmod-adopt-migrate insmod /mods/mlx5vf_sim.ko spec=sim:state=64M,vfs=2,seed=31
+step digests-differ-before-adopt-migrate digests_differ
+step adopt-migrate-precopy adopted "device=0 device=1" --device $D1 --device $D0 -- \
+	mlx5vf migrate --precopy --from '{0}' --to '{1}' --json
+step digests-equal-after-adopt-migrate digests_equal
+step nothing-live-adopt-migrate nothing_live
+step rmmod-adopt-migrate rmmod mlx5vf_sim
 
 echo "=== kernel messages"
 dmesg | grep -E 'mlx5vf|WARNING|BUG|Oops|leak' | sed 's/^/  /' | tail -40

@@ -42,7 +42,7 @@ pub const LONG_ABOUT: &str = "Check a device against the VFIO migration uAPI v2:
 /// Arguments of `mlx5vf check`.
 #[derive(Clone, Debug, Args)]
 pub struct CheckArgs {
-    /// The device to check (`sim:...` or `vfio-mig:...`).
+    /// The device to check (`sim:...`, `vfio-mig:...` or `vfio-fd:...`).
     #[arg(long, value_name = "SPEC", default_value = DEFAULT_DEVICE)]
     pub device: String,
     /// Fail unless a non-blocking read saw EAGAIN at least once (for devices

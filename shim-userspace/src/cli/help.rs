@@ -5,7 +5,7 @@
 //! [`mlx5vf_sim::spec::KEYS`] (the table the spec parser looks names up in,
 //! defaults from [`mlx5vf_sim::SimSpec::DEFAULT`]) and the `iommu=` values
 //! from [`IommuPath::CHOICES`], so the help cannot offer a key the parser
-//! refuses or miss one it accepts.
+//! refuses or miss one it accepts; every example's specs parse (a test).
 
 use std::fmt::Write as _;
 
@@ -23,6 +23,7 @@ pub const SAVE_EXAMPLES: &[&str] = &[
     "mlx5vf save --device sim:state=64M -o tcp://127.0.0.1:7000",
     "mlx5vf save --device sim:state=64M,chunks=off -o - | mlx5vf load --device sim",
     "mlx5vf save --device vfio-mig:0000:3b:00.2 -o vf.bin",
+    "mlx5vf save --device vfio-fd:5,container=4 -o vf.bin",
 ];
 
 /// Examples of `mlx5vf load`.
@@ -38,6 +39,7 @@ pub const MIGRATE_EXAMPLES: &[&str] = &[
     "mlx5vf migrate --from sim:state=4G,dirty=2M,fw-rate=4G/s --to sim --precopy",
     "mlx5vf migrate --from sim:state=1G,object=4K-1M --to sim:seed=9 --chunk-slots 4",
     "mlx5vf migrate --from vfio-mig:0000:3b:00.2 --to vfio-mig:0000:3b:00.3,iommu=group",
+    "mlx5vf pass-fds --device vfio-mig:0000:3b:00.2 -- mlx5vf migrate --from {0} --to sim",
 ];
 
 /// Examples of `mlx5vf check`.
@@ -45,7 +47,24 @@ pub const CHECK_EXAMPLES: &[&str] = &[
     "mlx5vf check --device sim:state=32M,latency=200us --strict",
     "mlx5vf check --device sim:precopy=off",
     "mlx5vf check --device vfio-mig:0000:3b:00.2,iommu=cdev --strict --require-eagain",
+    "mlx5vf check --device vfio-fd:7,iommufd=8",
 ];
+
+/// Examples of `mlx5vf pass-fds`.
+pub const PASS_FDS_EXAMPLES: &[&str] = &[
+    "mlx5vf pass-fds --device vfio-mig:0000:3b:00.2 -- mlx5vf check --device {0} --strict",
+    "mlx5vf pass-fds --device vfio-mig:0000:3b:00.2 --device vfio-mig:0000:3b:00.3 -- \
+     mlx5vf migrate --from {0} --to {1}",
+];
+
+/// An `Examples:` section.
+pub fn examples(examples: &[&str]) -> String {
+    let mut s = String::from("Examples:");
+    for example in examples {
+        let _ = write!(s, "\n  {example}");
+    }
+    s
+}
 
 /// Width of the name column of the key lists.
 const NAME_COLUMN: usize = 22;
@@ -99,6 +118,20 @@ pub fn device_specs(examples: &[&str]) -> String {
             format!("iommu={name}")
         );
     }
+    let _ = writeln!(
+        s,
+        "  vfio-fd:DEVICE_FD,container=FD\n  vfio-fd:DEVICE_FD,iommufd=FD"
+    );
+    let _ = writeln!(
+        s,
+        "      The same device through descriptors this process inherited from its parent\n      \
+         (a VMM's, as QEMU's fd= options take them): a VFIO device fd with the container its\n      \
+         group is attached to, or a VFIO character-device fd with the iommufd it is bound\n      \
+         to. The tool checks them (VFIO_DEVICE_GET_INFO, the container's API version or the\n      \
+         iommufd's IOMMU_OPTION, migration with STOP_COPY), works on duplicates and leaves\n      \
+         the inherited fds open; it maps no DMA (migration needs none), so the VMM's\n      \
+         mappings stay as they are. `mlx5vf pass-fds` opens devices and runs a program so."
+    );
     let _ = writeln!(s, "\nExamples:");
     for example in examples {
         let _ = writeln!(s, "  {example}");
@@ -108,8 +141,8 @@ pub fn device_specs(examples: &[&str]) -> String {
 }
 
 /// The short pointer `-h` shows in place of the device-spec section.
-pub const DEVICE_SPECS_SHORT: &str = "SPEC is sim[:KEY=VALUE,...] or vfio-mig:DEVICE[,iommu=...]; \
-     --help lists the keys, their defaults and examples.";
+pub const DEVICE_SPECS_SHORT: &str = "SPEC is sim[:KEY=VALUE,...], vfio-mig:DEVICE[,iommu=...] or \
+     vfio-fd:FD,container=FD|iommufd=FD; --help lists the keys, their defaults and examples.";
 
 /// A clap error as the one line `main` prints after `mlx5vf: `: clap's
 /// message (a list of missing arguments joined onto it), its tip if it has
@@ -181,10 +214,25 @@ mod tests {
             LOAD_EXAMPLES,
             MIGRATE_EXAMPLES,
             CHECK_EXAMPLES,
+            PASS_FDS_EXAMPLES,
         ];
         for example in all.into_iter().flatten() {
             for command in example.split(" | ") {
                 let words: Vec<&str> = command.split_whitespace().collect();
+                // pass-fds runs a command line of its own after `--`, with
+                // {N} standing for a vfio-fd: spec.
+                if let Some(i) = words.iter().position(|w| *w == "--") {
+                    let inner: Vec<String> = words[i + 1..]
+                        .iter()
+                        .map(|w| {
+                            w.replace("{0}", "vfio-fd:5,container=4")
+                                .replace("{1}", "vfio-fd:7,iommufd=6")
+                        })
+                        .collect();
+                    if let Err(e) = Cli::try_parse_from(&inner) {
+                        panic!("{command}: {}", usage_error_line(&e, &inner[1..]));
+                    }
+                }
                 if let Err(e) = Cli::try_parse_from(&words) {
                     panic!("{command}: {}", usage_error_line(&e, &words[1..]));
                 }
@@ -193,6 +241,9 @@ mod tests {
                 }
                 for spec in words.iter().filter(|w| w.starts_with("vfio-mig:")) {
                     crate::vfio::VfioSpec::parse(spec).unwrap();
+                }
+                for spec in words.iter().filter(|w| w.starts_with("vfio-fd:")) {
+                    crate::vfio::FdSpec::parse(spec).unwrap();
                 }
             }
         }
@@ -216,6 +267,8 @@ mod tests {
             text.contains("vfio-mig:DEVICE[,iommu=auto|group|cdev]"),
             "{text}"
         );
+        assert!(text.contains("vfio-fd:DEVICE_FD,container=FD"), "{text}");
+        assert!(text.contains("vfio-fd:DEVICE_FD,iommufd=FD"), "{text}");
         assert!(text.ends_with("Examples:\n  mlx5vf check"), "{text}");
     }
 

@@ -14,6 +14,7 @@ pub mod ifc;
 pub mod inspect;
 pub mod json;
 pub mod network;
+pub mod pass_fds;
 pub mod plot;
 pub mod states;
 pub mod transfer_cmds;
@@ -42,7 +43,8 @@ pub const EXIT_BROKEN_PIPE: u8 = 141;
     long_about = "mlx5 VF live-migration driver logic (the Linux mlx5-vfio-pci migration \
                   path, chunk mode included), in Rust.\n\n\
                   Commands that take a device (save, load, migrate, check) describe device \
-                  specs (sim:..., vfio-mig:...) with examples in their --help.\n\n\
+                  specs (sim:..., vfio-mig:..., vfio-fd:...) with examples in their --help; \
+                  pass-fds opens devices as a VMM does and hands their fds to a program.\n\n\
                   --json (on every command that reports) prints one JSON document on \
                   standard output, with \"schema\": \"mlx5vf/1\" and its \"command\"; \
                   what is meant for people stays on standard error; a failure is a \
@@ -100,6 +102,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling, downtime vs the Linux driver, TLS vs TCP.
     Bench(bench::BenchArgs),
+    /// Open VFIO devices as a VMM does and run a program that adopts their fds (vfio-fd: specs).
+    #[command(long_about = pass_fds::LONG_ABOUT, after_help = help::examples(help::PASS_FDS_EXAMPLES))]
+    PassFds(pass_fds::PassFdsArgs),
 }
 
 const MIGRATE_ABOUT: &str = "Migrate a VF's state from one device to another in this process: the \
@@ -175,6 +180,8 @@ impl Command {
     /// The `command` of its JSON document, when `--json` was given.
     pub fn json_name(&self) -> Option<&'static str> {
         let (json, name) = match self {
+            // A launcher: its program reports (with its own --json).
+            Self::PassFds(_) => return None,
             Self::Ifc(cmd) => (cmd.json(), cmd.name()),
             Self::States(cmd) => (cmd.json(), cmd.name()),
             Self::Inspect(args) => (args.json, "inspect"),
@@ -206,6 +213,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
         Command::Load(args) => finish(transfer_cmds::load(args), json, out),
         Command::Bench(args) => bench::run(args, out).map_err(Error::Bench),
         Command::Check(args) => check::run(args, out).map_err(Error::Check),
+        Command::PassFds(args) => pass_fds::run(args).map_err(Error::PassFds),
     };
     if let (Err(e), Some(name)) = (&result, command.json_name()) {
         if !e.has_document() {
@@ -293,6 +301,8 @@ pub enum Error {
     Bench(io::Error),
     /// `mlx5vf check`.
     Check(check::CheckError),
+    /// `mlx5vf pass-fds`.
+    PassFds(pass_fds::PassFdsError),
     /// Writing the results failed.
     Output(io::Error),
 }
@@ -310,6 +320,7 @@ impl Error {
             Self::Bench(_) => EXIT_FAILURE,
             Self::Check(check::CheckError::Open(backend::OpenError::Spec(_))) => EXIT_USAGE,
             Self::Check(_) => EXIT_FAILURE,
+            Self::PassFds(e) => e.exit_code(),
             Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_BROKEN_PIPE,
             Self::Output(_) => EXIT_FAILURE,
         }
@@ -345,6 +356,7 @@ impl fmt::Display for Error {
             Self::Transfer(e) => e.fmt(f),
             Self::Bench(e) => write!(f, "bench: {e}"),
             Self::Check(e) => write!(f, "check: {e}"),
+            Self::PassFds(e) => write!(f, "pass-fds: {e}"),
             Self::Output(e) => write!(f, "writing output: {e}"),
         }
     }
@@ -359,6 +371,7 @@ impl std::error::Error for Error {
             Self::Transfer(e) => Some(e),
             Self::Bench(e) => Some(e),
             Self::Check(e) => Some(e),
+            Self::PassFds(e) => Some(e),
             Self::Output(e) => Some(e),
         }
     }

@@ -10,10 +10,9 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_void};
-use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use rustix::io::{Errno, Result};
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, opcode};
 use static_assertions::const_assert_eq;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -35,6 +34,7 @@ const VFIO_SET_IOMMU: Opcode = vfio_io(2);
 const VFIO_GROUP_GET_STATUS: Opcode = vfio_io(3);
 const VFIO_GROUP_SET_CONTAINER: Opcode = vfio_io(4);
 const VFIO_GROUP_GET_DEVICE_FD: Opcode = vfio_io(6);
+const VFIO_DEVICE_GET_INFO: Opcode = vfio_io(7);
 const VFIO_DEVICE_RESET: Opcode = vfio_io(11);
 const VFIO_DEVICE_FEATURE: Opcode = vfio_io(17);
 const VFIO_DEVICE_BIND_IOMMUFD: Opcode = vfio_io(18);
@@ -42,6 +42,12 @@ const VFIO_DEVICE_ATTACH_IOMMUFD_PT: Opcode = vfio_io(19);
 const VFIO_MIG_GET_PRECOPY_INFO: Opcode = vfio_io(21);
 /// `IOMMU_IOAS_ALLOC`: `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC = 0x81)`.
 const IOMMU_IOAS_ALLOC: Opcode = opcode::none(IOMMUFD_TYPE, 0x81);
+/// `IOMMU_OPTION`: `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_OPTION = 0x87)`.
+const IOMMU_OPTION: Opcode = opcode::none(IOMMUFD_TYPE, 0x87);
+/// `IOMMU_OPTION_RLIMIT_MODE`: a global option, readable by anyone.
+const IOMMU_OPTION_RLIMIT_MODE: u32 = 0;
+/// `IOMMU_OPTION_OP_GET`.
+const IOMMU_OPTION_OP_GET: u16 = 1;
 
 /// `VFIO_API_VERSION`: the only container API version there is.
 pub(super) const VFIO_API_VERSION: i32 = 0;
@@ -127,6 +133,48 @@ struct AttachIommufdPt {
 }
 const_assert_eq!(size_of::<AttachIommufdPt>(), 12);
 
+/// `struct vfio_device_info` up to `num_irqs` (the kernel's `minsz`; the
+/// capability chain after it is not asked for).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+pub(super) struct DeviceInfo {
+    argsz: u32,
+    /// `VFIO_DEVICE_FLAGS_*`.
+    pub(super) flags: u32,
+    /// Regions (BARs, config space, migration region of v1, ...).
+    pub(super) num_regions: u32,
+    /// Interrupt types.
+    pub(super) num_irqs: u32,
+}
+const_assert_eq!(size_of::<DeviceInfo>(), 16);
+
+/// `VFIO_DEVICE_FLAGS_PCI`.
+pub(super) const DEVICE_FLAGS_PCI: u32 = 1 << 1;
+/// `VFIO_DEVICE_FLAGS_PLATFORM`.
+pub(super) const DEVICE_FLAGS_PLATFORM: u32 = 1 << 2;
+
+/// `struct vfio_device_feature_mig_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct MigDeviceState {
+    device_state: u32,
+    data_fd: i32,
+}
+const_assert_eq!(size_of::<MigDeviceState>(), 8);
+
+/// `struct iommu_option`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct IommuOption {
+    size: u32,
+    option_id: u32,
+    op: u16,
+    reserved: u16,
+    object_id: u32,
+    val64: u64,
+}
+const_assert_eq!(size_of::<IommuOption>(), 24);
+
 /// `struct iommu_ioas_alloc`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
@@ -161,17 +209,13 @@ unsafe impl Ioctl for Call {
         self.arg
     }
 
-    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut c_void) -> rustix::io::Result<IoctlOutput> {
+    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut c_void) -> Result<IoctlOutput> {
         Ok(out)
     }
 }
 
 /// An ioctl whose argument is `value`, read and written by the kernel.
-fn call_with<T: FromBytes + IntoBytes>(
-    fd: impl AsFd,
-    op: Opcode,
-    value: &mut T,
-) -> io::Result<i32> {
+fn call_with<T: FromBytes + IntoBytes>(fd: impl AsFd, op: Opcode, value: &mut T) -> Result<i32> {
     let call = Call {
         opcode: op,
         arg: std::ptr::from_mut(value).cast(),
@@ -179,47 +223,64 @@ fn call_with<T: FromBytes + IntoBytes>(
     // SAFETY: see `Call`: `value` is live and exclusively borrowed for the
     // call, its size covers the argsz every caller sets, and any bytes the
     // kernel writes form a valid `T` (`FromBytes`).
-    Ok(unsafe { rustix::ioctl::ioctl(fd, call) }?)
+    unsafe { rustix::ioctl::ioctl(fd, call) }
 }
 
 /// An ioctl whose argument is an integer passed by value (or none).
-fn call_int(fd: impl AsFd, op: Opcode, value: usize) -> io::Result<i32> {
+fn call_int(fd: impl AsFd, op: Opcode, value: usize) -> Result<i32> {
     let call = Call {
         opcode: op,
         arg: std::ptr::without_provenance_mut(value),
     };
     // SAFETY: see `Call`: the opcodes passed here take an integer argument
     // (or ignore it) and never dereference it.
-    Ok(unsafe { rustix::ioctl::ioctl(fd, call) }?)
+    unsafe { rustix::ioctl::ioctl(fd, call) }
 }
 
 /// Takes ownership of a file descriptor an ioctl just returned.
-fn owned_fd(raw: i32) -> io::Result<OwnedFd> {
+fn owned_fd(raw: i32) -> Result<OwnedFd> {
+    // A successful ioctl that returns an fd returns a valid one; a negative
+    // number would be a kernel bug, reported as the bad fd it is.
     if raw < 0 {
-        return Err(io::Error::other(format!("kernel returned fd {raw}")));
+        return Err(Errno::BADF);
     }
     // SAFETY: the kernel installed `raw` in our table for this call and
     // returned it to us alone; nothing else in the process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// A duplicate (close-on-exec, numbered 3 or above) of fd number `raw`,
+/// which the caller says this process inherited from its parent, as
+/// QEMU's `fd=` options take a VMM's descriptors. Fd `raw` itself is left
+/// as it is: whoever owns it keeps it.
+pub(super) fn dup_inherited(raw: RawFd) -> Result<OwnedFd> {
+    if raw < 0 {
+        return Err(Errno::BADF);
+    }
+    // SAFETY: the borrow lives for this one F_DUPFD_CLOEXEC only, which
+    // neither closes nor changes fd `raw`, whoever owns it; a number that
+    // is not open is refused by the kernel with EBADF.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    rustix::io::fcntl_dupfd_cloexec(fd, 3)
+}
+
 /// `VFIO_GET_API_VERSION` on the container.
-pub(super) fn api_version(container: &File) -> io::Result<i32> {
+pub(super) fn api_version(container: impl AsFd) -> Result<i32> {
     call_int(container, VFIO_GET_API_VERSION, 0)
 }
 
 /// `VFIO_CHECK_EXTENSION`: whether the container supports IOMMU `kind`.
-pub(super) fn check_extension(container: &File, kind: u32) -> io::Result<bool> {
+pub(super) fn check_extension(container: impl AsFd, kind: u32) -> Result<bool> {
     Ok(call_int(container, VFIO_CHECK_EXTENSION, kind as usize)? > 0)
 }
 
 /// `VFIO_SET_IOMMU`.
-pub(super) fn set_iommu(container: &File, kind: u32) -> io::Result<()> {
+pub(super) fn set_iommu(container: impl AsFd, kind: u32) -> Result<()> {
     call_int(container, VFIO_SET_IOMMU, kind as usize).map(drop)
 }
 
 /// `VFIO_GROUP_GET_STATUS`: the group's flags.
-pub(super) fn group_flags(group: &File) -> io::Result<u32> {
+pub(super) fn group_flags(group: impl AsFd) -> Result<u32> {
     let mut status = GroupStatus {
         argsz: size_of::<GroupStatus>() as u32,
         flags: 0,
@@ -229,30 +290,40 @@ pub(super) fn group_flags(group: &File) -> io::Result<u32> {
 }
 
 /// `VFIO_GROUP_SET_CONTAINER`.
-pub(super) fn group_set_container(group: &File, container: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut fd: i32 = container.as_raw_fd();
+pub(super) fn group_set_container(group: impl AsFd, container: impl AsFd) -> Result<()> {
+    let mut fd: i32 = container.as_fd().as_raw_fd();
     call_with(group, VFIO_GROUP_SET_CONTAINER, &mut fd).map(drop)
 }
 
 /// `VFIO_GROUP_GET_DEVICE_FD`: opens the device `name` of the group.
-pub(super) fn group_device_fd(group: &File, name: &CStr) -> io::Result<File> {
+pub(super) fn group_device_fd(group: impl AsFd, name: &CStr) -> Result<OwnedFd> {
     let call = Call {
         opcode: VFIO_GROUP_GET_DEVICE_FD,
         arg: name.as_ptr().cast_mut().cast(),
     };
     // SAFETY: see `Call`: the kernel reads the NUL-terminated `name` only.
     let raw = unsafe { rustix::ioctl::ioctl(group, call) }?;
-    owned_fd(raw).map(File::from)
+    owned_fd(raw)
+}
+
+/// `VFIO_DEVICE_GET_INFO`: what kind of device, its regions and
+/// interrupts. Answers on any VFIO device fd the user may use; an
+/// unbound cdev fails `EINVAL`, any other file `ENOTTY`.
+pub(super) fn device_info(device: impl AsFd) -> Result<DeviceInfo> {
+    let mut info = DeviceInfo {
+        argsz: size_of::<DeviceInfo>() as u32,
+        ..DeviceInfo::default()
+    };
+    call_with(device, VFIO_DEVICE_GET_INFO, &mut info)?;
+    Ok(info)
 }
 
 /// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id.
-pub(super) fn bind_iommufd(device: &File, iommufd: &File) -> io::Result<u32> {
-    use std::os::fd::AsRawFd;
+pub(super) fn bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32> {
     let mut bind = BindIommufd {
         argsz: size_of::<BindIommufd>() as u32,
         flags: 0,
-        iommufd: iommufd.as_raw_fd(),
+        iommufd: iommufd.as_fd().as_raw_fd(),
         out_devid: 0,
     };
     call_with(device, VFIO_DEVICE_BIND_IOMMUFD, &mut bind)?;
@@ -260,7 +331,7 @@ pub(super) fn bind_iommufd(device: &File, iommufd: &File) -> io::Result<u32> {
 }
 
 /// `IOMMU_IOAS_ALLOC`: a new I/O address space.
-pub(super) fn ioas_alloc(iommufd: &File) -> io::Result<u32> {
+pub(super) fn ioas_alloc(iommufd: impl AsFd) -> Result<u32> {
     let mut alloc = IoasAlloc {
         size: size_of::<IoasAlloc>() as u32,
         flags: 0,
@@ -270,8 +341,22 @@ pub(super) fn ioas_alloc(iommufd: &File) -> io::Result<u32> {
     Ok(alloc.out_ioas_id)
 }
 
+/// `IOMMU_OPTION` GET of `RLIMIT_MODE`: a read with no side effect that
+/// only an iommufd answers (Linux 6.2 and later), so it tells an iommufd
+/// from any other file.
+pub(super) fn iommufd_rlimit_mode(iommufd: impl AsFd) -> Result<u64> {
+    let mut option = IommuOption {
+        size: size_of::<IommuOption>() as u32,
+        option_id: IOMMU_OPTION_RLIMIT_MODE,
+        op: IOMMU_OPTION_OP_GET,
+        ..IommuOption::default()
+    };
+    call_with(iommufd, IOMMU_OPTION, &mut option)?;
+    Ok(option.val64)
+}
+
 /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
-pub(super) fn attach_pt(device: &File, pt_id: u32) -> io::Result<()> {
+pub(super) fn attach_pt(device: impl AsFd, pt_id: u32) -> Result<()> {
     let mut attach = AttachIommufdPt {
         argsz: size_of::<AttachIommufdPt>() as u32,
         flags: 0,
@@ -281,12 +366,12 @@ pub(super) fn attach_pt(device: &File, pt_id: u32) -> io::Result<()> {
 }
 
 /// `VFIO_DEVICE_RESET`.
-pub(super) fn device_reset(device: &File) -> io::Result<()> {
+pub(super) fn device_reset(device: impl AsFd) -> Result<()> {
     call_int(device, VFIO_DEVICE_RESET, 0).map(drop)
 }
 
 /// `VFIO_DEVICE_FEATURE` with an 8-byte payload; returns the payload.
-fn feature(device: &File, flags: u32, payload: [u8; 8]) -> io::Result<[u8; 8]> {
+fn feature(device: impl AsFd, flags: u32, payload: [u8; 8]) -> Result<[u8; 8]> {
     let mut f = Feature {
         argsz: size_of::<Feature>() as u32,
         flags,
@@ -296,42 +381,56 @@ fn feature(device: &File, flags: u32, payload: [u8; 8]) -> io::Result<[u8; 8]> {
     Ok(f.data)
 }
 
+/// PROBE of GET `VFIO_DEVICE_FEATURE_MIGRATION`: `Ok` when the driver
+/// offers migration, `ENOTTY` when it does not.
+pub(super) fn probe_migration(device: impl AsFd) -> Result<()> {
+    let mut f = Feature {
+        argsz: 8,
+        flags: FEATURE_PROBE | FEATURE_GET | FEATURE_MIGRATION,
+        data: [0; 8],
+    };
+    call_with(device, VFIO_DEVICE_FEATURE, &mut f).map(drop)
+}
+
 /// GET `VFIO_DEVICE_FEATURE_MIGRATION`: the migration flags.
-pub(super) fn migration_flags(device: &File) -> io::Result<u64> {
+pub(super) fn migration_flags(device: impl AsFd) -> Result<u64> {
     feature(device, FEATURE_GET | FEATURE_MIGRATION, [0; 8]).map(u64::from_ne_bytes)
 }
 
 /// GET `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`.
-pub(super) fn get_state(device: &File) -> io::Result<u32> {
+pub(super) fn get_state(device: impl AsFd) -> Result<u32> {
     let data = feature(device, FEATURE_GET | FEATURE_MIG_DEVICE_STATE, [0; 8])?;
-    let (state, _) = u32::read_from_prefix(&data).map_err(|_| io::Error::other("short payload"))?;
-    Ok(state)
+    let state: MigDeviceState = zerocopy::transmute!(data);
+    Ok(state.device_state)
 }
 
 /// SET `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`: the data fd the transition
 /// opened, if any.
-pub(super) fn set_state(device: &File, state: u32) -> io::Result<Option<File>> {
-    let mut payload = [0u8; 8];
-    let (s, fd) = payload.split_at_mut(4);
-    s.copy_from_slice(&state.to_ne_bytes());
-    fd.copy_from_slice(&(-1i32).to_ne_bytes());
-    let data = feature(device, FEATURE_SET | FEATURE_MIG_DEVICE_STATE, payload)?;
-    let raw = i32::read_from_bytes(data.get(4..).unwrap_or_default())
-        .map_err(|_| io::Error::other("short payload"))?;
-    if raw < 0 {
+pub(super) fn set_state(device: impl AsFd, state: u32) -> Result<Option<OwnedFd>> {
+    let request = MigDeviceState {
+        device_state: state,
+        data_fd: -1,
+    };
+    let data = feature(
+        device,
+        FEATURE_SET | FEATURE_MIG_DEVICE_STATE,
+        zerocopy::transmute!(request),
+    )?;
+    let reply: MigDeviceState = zerocopy::transmute!(data);
+    if reply.data_fd < 0 {
         return Ok(None);
     }
-    owned_fd(raw).map(|fd| Some(File::from(fd)))
+    owned_fd(reply.data_fd).map(Some)
 }
 
 /// GET `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`: `stop_copy_length`.
-pub(super) fn data_size(device: &File) -> io::Result<u64> {
+pub(super) fn data_size(device: impl AsFd) -> Result<u64> {
     feature(device, FEATURE_GET | FEATURE_MIG_DATA_SIZE, [0; 8]).map(u64::from_ne_bytes)
 }
 
 /// PROBE|SET `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2`: whether the kernel
 /// knows the v2 opt-in.
-pub(super) fn probe_precopy_info_v2(device: &File) -> bool {
+pub(super) fn probe_precopy_info_v2(device: impl AsFd) -> bool {
     let mut f = Feature {
         argsz: 8,
         flags: FEATURE_PROBE | FEATURE_SET | FEATURE_MIG_PRECOPY_INFO_V2,
@@ -341,7 +440,7 @@ pub(super) fn probe_precopy_info_v2(device: &File) -> bool {
 }
 
 /// SET `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (no payload).
-pub(super) fn enable_precopy_info_v2(device: &File) -> io::Result<()> {
+pub(super) fn enable_precopy_info_v2(device: impl AsFd) -> Result<()> {
     let mut f = Feature {
         argsz: 8,
         flags: FEATURE_SET | FEATURE_MIG_PRECOPY_INFO_V2,
@@ -351,7 +450,7 @@ pub(super) fn enable_precopy_info_v2(device: &File) -> io::Result<()> {
 }
 
 /// `VFIO_MIG_GET_PRECOPY_INFO` on a data fd.
-pub(super) fn precopy_info(data: &File) -> io::Result<PrecopyInfo> {
+pub(super) fn precopy_info(data: impl AsFd) -> Result<PrecopyInfo> {
     let mut info = PrecopyInfo {
         argsz: size_of::<PrecopyInfo>() as u32,
         ..PrecopyInfo::default()
@@ -363,6 +462,21 @@ pub(super) fn precopy_info(data: &File) -> io::Result<PrecopyInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A number that is not open is refused by the kernel (EBADF), and a
+    /// duplicate of an open one leaves the original open.
+    #[test]
+    fn inherited_fds_are_duplicated_not_taken() {
+        assert_eq!(dup_inherited(-1).map(drop), Err(Errno::BADF));
+        let (read, _write) = rustix::pipe::pipe().unwrap();
+        let raw = read.as_raw_fd();
+        let dup = dup_inherited(raw).unwrap();
+        assert_ne!(dup.as_raw_fd(), raw);
+        drop(dup);
+        assert!(rustix::io::fcntl_getfd(&read).is_ok());
+        // The highest number a process may have is never open here.
+        assert_eq!(dup_inherited(i32::MAX).map(drop), Err(Errno::BADF));
+    }
 
     /// The numbers `vfio-uapi.md` checked with gcc's `_IO` on x86_64.
     #[test]
@@ -378,22 +492,25 @@ mod tests {
         assert_eq!(VFIO_GROUP_GET_STATUS, 0x3b67);
         assert_eq!(VFIO_GROUP_SET_CONTAINER, 0x3b68);
         assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
+        assert_eq!(VFIO_DEVICE_GET_INFO, 0x3b6b);
         assert_eq!(VFIO_DEVICE_RESET, 0x3b6f);
         assert_eq!(VFIO_DEVICE_FEATURE, 0x3b75);
         assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, 0x3b76);
         assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
         assert_eq!(VFIO_MIG_GET_PRECOPY_INFO, 0x3b79);
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
+        assert_eq!(IOMMU_OPTION, 0x3b87);
     }
 
     /// An ioctl on a file that is not a VFIO device fails with the kernel's
     /// errno (ENOTTY), not a panic or a made-up error.
     #[test]
     fn ioctls_on_a_plain_file_fail_with_enotty() {
-        let f = File::open("/proc/self/stat").unwrap();
-        let e = migration_flags(&f).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(25), "{e}");
-        let e = precopy_info(&f).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(25), "{e}");
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(migration_flags(&f), Err(Errno::NOTTY));
+        assert_eq!(precopy_info(&f).map(drop), Err(Errno::NOTTY));
+        assert_eq!(device_info(&f).map(drop), Err(Errno::NOTTY));
+        assert_eq!(iommufd_rlimit_mode(&f), Err(Errno::NOTTY));
+        assert_eq!(api_version(&f), Err(Errno::NOTTY));
     }
 }

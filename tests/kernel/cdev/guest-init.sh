@@ -153,6 +153,22 @@ step check-group via "$GROUP" mlx5vf check --device vfio-mig:mlx5vf-sim.0,iommu=
 step migrate-group-to-cdev ends "$G" "$C" mlx5vf migrate --from vfio-mig:mlx5vf-sim.0,iommu=group \
 	--to vfio-mig:mlx5vf-sim.1,iommu=cdev --json
 step digests-equal-mixed digests_equal
+
+# --- adoption over iommufd: pass-fds opens the VFs through their character
+# devices bound to /dev/iommu, as a VMM does, and hands them to mlx5vf as
+# vfio-fd:N,iommufd=M; the adopted cdev leads to its sysfs directory.
+fresh adopt ,seed=13 save_delay_us=@SAVE_DELAY_US@
+step adopt-check-cdev via "(adopted: iommufd, $SYS0)" mlx5vf pass-fds \
+	--device vfio-mig:mlx5vf-sim.0,iommu=cdev -- mlx5vf check --device '{0}' --strict --require-eagain
+step adopt-migrate-cdev via "(adopted: iommufd, $SYS1)" mlx5vf pass-fds \
+	--device vfio-mig:mlx5vf-sim.0,iommu=cdev --device vfio-mig:mlx5vf-sim.1,iommu=cdev -- \
+	mlx5vf migrate --precopy --from '{0}' --to '{1}' --json
+step digests-equal-adopt-cdev digests_equal
+step adopt-refuses-unbound-cdev fails_with "not bound to an iommufd" \
+	sh -c "mlx5vf check --device vfio-fd:5,iommufd=6 5<>$(vf1_cdev) 6<>/dev/iommu"
+step adopt-refuses-cdev-with-container fails_with "give iommufd=FD" mlx5vf pass-fds \
+	--device vfio-mig:mlx5vf-sim.0,iommu=cdev -- \
+	sh -c 'mlx5vf check --device "$(echo "$1" | sed s/iommufd=/container=/)"' sh '{0}'
 step nothing-live nothing_live
 step rmmod rmmod mlx5vf_sim
 

@@ -16,6 +16,9 @@
 #     /dev/vfio/devices node and from a device name (both pick the cdev), and
 #     group -> cdev: VF digests differ before (a fresh seed each time) and
 #     match after; `check` over iommu=group passes too;
+#   - adoption over iommufd: `pass-fds` opens the VFs' cdevs as a VMM does
+#     and `check` and `migrate --precopy` run on vfio-fd:N,iommufd=M; an
+#     unbound cdev and a cdev given with container= are refused by name;
 #   - every live object of the module is zero, rmmod is clean, and the kernel
 #     log has no WARNING/BUG/Oops/leak.
 # Each command's output must name the path it took, so a silent fallback
