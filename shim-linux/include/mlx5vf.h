@@ -601,6 +601,14 @@ typedef const void __user *mlx5vf_const_uptr;
 #define MLX5VF_CFG_LINUX_PRECOPY (1 << 3)
 
 /**
+ * `mlx5vf_config.flags`: tune the chunk size to the firmware's measured
+ * command latency and SAVE rate, within `memory_cap` bytes of chunk
+ * buffers per side (on by default). Needs the optional `now_ns` callback;
+ * without it, or without this flag, `chunk_size` stays.
+ */
+#define MLX5VF_CFG_MEASURED_CHUNKS (1 << 4)
+
+/**
  * `struct mlx5vf_probe_info.flags`: saving uses chunk mode.
  */
 #define MLX5VF_PROBE_CHUNK_MODE (1 << 0)
@@ -641,6 +649,11 @@ struct mlx5vf_config {
          * allocates up front (default 64 MiB).
          */
         uint64_t max_hint;
+        /**
+         * With `MLX5VF_CFG_MEASURED_CHUNKS`: chunk buffer memory per side the
+         * tuned chunk size stays within (default 64 MiB; 0: the default).
+         */
+        uint64_t memory_cap;
         /**
          * Chunk buffers in flight or unread at once (Linux: 2; 1 to 8).
          */
@@ -796,6 +809,13 @@ struct mlx5vf_platform_ops {
          * meanwhile. Return 0 if started; on an error nothing may complete.
          */
         int (*start_load)(void *ctx, const void *input, size_t in_len, uint64_t token);
+        /**
+         * OPTIONAL (may be `NULL`: nothing is measured and `chunk_size`
+         * stays). A monotonic clock in nanoseconds (`ktime_get_ns()`), with
+         * which the core times QUERY commands and SAVEs to tune the chunk size
+         * (`MLX5VF_CFG_MEASURED_CHUNKS`). Called with the device lock held.
+         */
+        uint64_t (*now_ns)(void *ctx);
 };
 
 /**

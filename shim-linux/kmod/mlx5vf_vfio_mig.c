@@ -10,7 +10,10 @@
  * struct mlx5vf_vfio_fw_ops.
  *
  * Module parameters (of whichever module links this file): chunk_size and
- * chunk_slots, the driver's chunk policy (0 = Linux's).
+ * chunk_slots, the driver's chunk policy (0 = Linux's) to start with;
+ * memory_cap, the chunk buffer memory per side the size may then be tuned
+ * within (from the firmware's measured latency and rate; 0 = 64 MiB); and
+ * fixed_chunks, to keep chunk_size whatever the firmware's speed.
  */
 #include <linux/anon_inodes.h>
 #include <linux/atomic.h>
@@ -19,6 +22,7 @@
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
+#include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
 #include <linux/vmalloc.h>
@@ -31,6 +35,12 @@ MODULE_PARM_DESC(chunk_size, "chunk buffer size in bytes (0: 8 MiB, as Linux)");
 static unsigned int chunk_slots;
 module_param(chunk_slots, uint, 0444);
 MODULE_PARM_DESC(chunk_slots, "chunk slots (0: 2, as Linux)");
+static unsigned long memory_cap;
+module_param(memory_cap, ulong, 0444);
+MODULE_PARM_DESC(memory_cap, "chunk buffer bytes per side the tuned chunk size stays within (0: 64 MiB)");
+static bool fixed_chunks;
+module_param(fixed_chunks, bool, 0444);
+MODULE_PARM_DESC(fixed_chunks, "keep chunk_size instead of tuning it to the firmware's speed");
 
 /* Delivers asynchronous completions (they need the device lock). */
 static struct workqueue_struct *deliver_wq;
@@ -341,6 +351,12 @@ static void op_wake(void *ctx)
 	wake_up_all(&dev->wq);
 }
 
+/* The clock the core times QUERYs and SAVEs with, to tune the chunk size. */
+static u64 op_now_ns(void *ctx)
+{
+	return ktime_get_ns();
+}
+
 static const struct mlx5vf_platform_ops platform_ops = {
 	.exec = op_exec,
 	.start_save = op_start_save,
@@ -358,6 +374,7 @@ static const struct mlx5vf_platform_ops platform_ops = {
 	.unlock = op_unlock,
 	.wake = op_wake,
 	.start_load = op_start_load,
+	.now_ns = op_now_ns,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -623,6 +640,10 @@ int mlx5vf_vfio_dev_probe(struct mlx5vf_vfio_dev *dev, u16 vf)
 		cfg.chunk_size = chunk_size;
 	if (chunk_slots)
 		cfg.chunk_slots = chunk_slots;
+	if (memory_cap)
+		cfg.memory_cap = memory_cap;
+	if (fixed_chunks)
+		cfg.flags &= ~MLX5VF_CFG_MEASURED_CHUNKS;
 	ret = mlx5vf_device_init(&dev->mig, &platform_ops, dev, &cfg);
 	if (ret)
 		return ret;

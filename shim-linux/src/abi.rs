@@ -268,6 +268,11 @@ pub const MLX5VF_CFG_INTEGRITY: u32 = 1 << 2;
 /// Off (the default): chunked PRE_COPY saves whole images through the
 /// chunk slots and reports what firmware still holds.
 pub const MLX5VF_CFG_LINUX_PRECOPY: u32 = 1 << 3;
+/// `mlx5vf_config.flags`: tune the chunk size to the firmware's measured
+/// command latency and SAVE rate, within `memory_cap` bytes of chunk
+/// buffers per side (on by default). Needs the optional `now_ns` callback;
+/// without it, or without this flag, `chunk_size` stays.
+pub const MLX5VF_CFG_MEASURED_CHUNKS: u32 = 1 << 4;
 
 /// `struct mlx5vf_probe_info.flags`: saving uses chunk mode.
 pub const MLX5VF_PROBE_CHUNK_MODE: u32 = 1 << 0;
@@ -313,6 +318,9 @@ pub struct mlx5vf_config {
     /// Cap on how much of the incoming STOP_COPY_SIZE hint a resuming file
     /// allocates up front (default 64 MiB).
     pub max_hint: u64,
+    /// With `MLX5VF_CFG_MEASURED_CHUNKS`: chunk buffer memory per side the
+    /// tuned chunk size stays within (default 64 MiB; 0: the default).
+    pub memory_cap: u64,
     /// Chunk buffers in flight or unread at once (Linux: 2; 1 to 8).
     pub chunk_slots: u32,
     /// `MLX5VF_CFG_*` bits (default: chunks, PRE_COPY, integrity).
@@ -504,6 +512,11 @@ pub struct mlx5vf_platform_ops {
             token: u64,
         ) -> c_int,
     >,
+    /// OPTIONAL (may be `NULL`: nothing is measured and `chunk_size`
+    /// stays). A monotonic clock in nanoseconds (`ktime_get_ns()`), with
+    /// which the core times QUERY commands and SAVEs to tune the chunk size
+    /// (`MLX5VF_CFG_MEASURED_CHUNKS`). Called with the device lock held.
+    pub now_ns: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
 }
 
 // ---------------------------------------------------------------------------

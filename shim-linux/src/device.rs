@@ -18,15 +18,17 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use mlx5vf_core::device::{Config, Device, DeviceError};
 use mlx5vf_core::hal::{LoadToken, SaveToken};
 use mlx5vf_core::load::LoadConfig;
-use mlx5vf_core::save::{ChunkPolicy, MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy};
+use mlx5vf_core::save::{
+    ChunkPolicy, DEFAULT_MEMORY_CAP, MAX_CHUNK_SLOTS, MAX_SAVE_BUFFER, PrecopyPolicy,
+};
 use mlx5vf_core::stream::MAX_RECORD_SIZE;
 use mlx5vf_core::vfio::{MigState, Session};
 
 use crate::abi::{
     MLX5VF_ABI_VERSION, MLX5VF_CFG_CHUNKS, MLX5VF_CFG_INTEGRITY, MLX5VF_CFG_LINUX_PRECOPY,
-    MLX5VF_CFG_PRECOPY, MLX5VF_DEVICE_ALIGN, MLX5VF_DEVICE_SIZE, MLX5VF_EBUSY, MLX5VF_EINVAL,
-    MLX5VF_ENODEV, MLX5VF_EPROTO, MLX5VF_NEW_RESUMING_FILE, MLX5VF_NEW_SAVING_FILE,
-    MLX5VF_PAGE_SIZE, MLX5VF_PROBE_CHUNK_MODE, MLX5VF_PROBE_DIRTY_TRACKING,
+    MLX5VF_CFG_MEASURED_CHUNKS, MLX5VF_CFG_PRECOPY, MLX5VF_DEVICE_ALIGN, MLX5VF_DEVICE_SIZE,
+    MLX5VF_EBUSY, MLX5VF_EINVAL, MLX5VF_ENODEV, MLX5VF_EPROTO, MLX5VF_NEW_RESUMING_FILE,
+    MLX5VF_NEW_SAVING_FILE, MLX5VF_PAGE_SIZE, MLX5VF_PROBE_CHUNK_MODE, MLX5VF_PROBE_DIRTY_TRACKING,
     MLX5VF_PROBE_SCRATCH_LEN, MLX5VF_RETRY, mlx5vf_abi, mlx5vf_config, mlx5vf_device, mlx5vf_file,
     mlx5vf_platform_ops, mlx5vf_probe_info,
 };
@@ -166,7 +168,8 @@ fn config_from_c(c: &mlx5vf_config) -> Option<Config> {
             & !(MLX5VF_CFG_CHUNKS
                 | MLX5VF_CFG_PRECOPY
                 | MLX5VF_CFG_INTEGRITY
-                | MLX5VF_CFG_LINUX_PRECOPY)
+                | MLX5VF_CFG_LINUX_PRECOPY
+                | MLX5VF_CFG_MEASURED_CHUNKS)
             == 0;
     if !ok {
         return None;
@@ -189,9 +192,19 @@ fn config_from_c(c: &mlx5vf_config) -> Option<Config> {
         } else {
             PrecopyPolicy::Chunked
         },
-        // The C ABI's platform has no clock (`Hal::now_ns`), so nothing is
-        // measured: the caller's chunk size is the policy.
-        chunk_policy: ChunkPolicy::Fixed,
+        // Measuring needs the platform's clock too (`now_ns`); without it
+        // the core measures nothing and `chunk_size` stays either way.
+        chunk_policy: if c.flags & MLX5VF_CFG_MEASURED_CHUNKS != 0 {
+            ChunkPolicy::Measured {
+                memory_cap: if c.memory_cap == 0 {
+                    DEFAULT_MEMORY_CAP
+                } else {
+                    c.memory_cap
+                },
+            }
+        } else {
+            ChunkPolicy::Fixed
+        },
         producer: if c.producer.iter().all(|&b| b == 0) {
             default.producer
         } else {
@@ -217,6 +230,10 @@ pub unsafe extern "C" fn mlx5vf_config_default(cfg: *mut mlx5vf_config) {
         max_save_buffer: d.max_save_buffer,
         max_image: d.load.max_image,
         max_hint: d.load.max_hint,
+        memory_cap: match d.chunk_policy {
+            ChunkPolicy::Measured { memory_cap } => memory_cap,
+            ChunkPolicy::Fixed => DEFAULT_MEMORY_CAP,
+        },
         chunk_slots: u32::from(d.chunk_slots),
         flags: (if d.use_chunks { MLX5VF_CFG_CHUNKS } else { 0 })
             | (if d.use_precopy { MLX5VF_CFG_PRECOPY } else { 0 })
@@ -227,6 +244,11 @@ pub unsafe extern "C" fn mlx5vf_config_default(cfg: *mut mlx5vf_config) {
             })
             | (if d.precopy_policy == PrecopyPolicy::Linux {
                 MLX5VF_CFG_LINUX_PRECOPY
+            } else {
+                0
+            })
+            | (if matches!(d.chunk_policy, ChunkPolicy::Measured { .. }) {
+                MLX5VF_CFG_MEASURED_CHUNKS
             } else {
                 0
             }),

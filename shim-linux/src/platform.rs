@@ -50,6 +50,8 @@ pub(crate) struct Ops {
     pub(crate) wake: LockFn,
     /// `NULL` in the table: LOADs run through `exec`.
     pub(crate) start_load: Option<StartSaveFn>,
+    /// `NULL` in the table: nothing is measured.
+    pub(crate) now_ns: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
 }
 
 impl Ops {
@@ -72,6 +74,7 @@ impl Ops {
             unlock: t.unlock?,
             wake: t.wake?,
             start_load: t.start_load,
+            now_ns: t.now_ns,
         })
     }
 }
@@ -208,6 +211,13 @@ impl Hal for CHal {
     fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32 {
         // SAFETY: a live handle and a range the core computed inside it.
         unsafe { (self.ops.crc32c)(self.ctx, buffer.0, offset, len, crc) }
+    }
+
+    fn now_ns(&mut self) -> Option<u64> {
+        let now_ns = self.ops.now_ns?;
+        // SAFETY: the caller's optional callback (Ops invariant), called
+        // with the lock held as documented.
+        Some(unsafe { now_ns(self.ctx) })
     }
 }
 

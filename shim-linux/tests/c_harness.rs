@@ -202,6 +202,7 @@ c_tests!(
     next_state,
     roundtrip_chunked,
     roundtrip_legacy,
+    measured_chunks,
     roundtrip_async_load,
     roundtrip_short_copies,
     precopy,

@@ -352,6 +352,7 @@ const OPS: mlx5vf_platform_ops = mlx5vf_platform_ops {
     wake: Some(op_wake),
     // LOADs through exec: the model checks the SAVE side's lock protocol.
     start_load: None,
+    now_ns: None,
 };
 
 /// One device and its platform, shared by the model's threads.

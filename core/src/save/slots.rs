@@ -107,7 +107,11 @@ impl SaveEngine {
         if !self.cfg.chunked() || self.is_failed() {
             return;
         }
-        let bytes = chunk_size.clamp(self.cfg.page_size.max(1), self.cfg.max_buffer);
+        // Not `clamp`: it panics when the bounds cross (a max_buffer below a
+        // page is the caller's odd config, not a reason to stop).
+        let bytes = chunk_size
+            .max(self.cfg.page_size.max(1))
+            .min(self.cfg.max_buffer);
         trace!("save: chunk size retuned to {} bytes", bytes);
         self.cfg.chunk_size = bytes;
         self.slot_target = Some(self.cfg.pages_for(bytes));

@@ -94,18 +94,39 @@ pub fn tuned_chunk_size(speed: FirmwareSpeed, memory_cap: u64, slots: u8) -> u64
     // Round up to a power of two (then within the bounds): buffer sizes
     // stay few, and page multiples.
     let rounded = ideal.checked_next_power_of_two().unwrap_or(most);
-    rounded.clamp(MIN_TUNED_CHUNK, most)
+    // `most` is at least the floor; `max`/`min`, not `clamp`, which has a
+    // panic path for crossed bounds.
+    rounded.max(MIN_TUNED_CHUNK).min(most)
 }
 
-/// `a x b / c`, saturating, 0 for `c` = 0. In 64 bits: a 128-bit division
-/// is a compiler-runtime call (`__udivti3`) a kernel does not link. When
-/// `a x b` overflows, `a / c x b` is used: exact to within `b`, which for
-/// the figures here (nanoseconds, bytes) is far below what matters.
+/// `a x b / c` exactly, saturating at `u64::MAX`, 0 for `c` = 0. The
+/// 128-bit product is divided by shift-and-subtract: a 128-bit `/` is a
+/// compiler-runtime call (`__udivti3`) a kernel does not link.
 fn mul_div(a: u64, b: u64, c: u64) -> u64 {
-    match a.checked_mul(b) {
-        Some(product) => product.checked_div(c).unwrap_or(0),
-        None => a.checked_div(c).unwrap_or(0).saturating_mul(b),
+    if c == 0 {
+        return 0;
     }
+    let product = u128::from(a).wrapping_mul(u128::from(b));
+    // CAST: the high and low halves of a u128.
+    let (mut high, mut low) = ((product >> 64) as u64, product as u64);
+    if high >= c {
+        // The quotient needs more than 64 bits.
+        return u64::MAX;
+    }
+    // Invariant: high < c, so each step's remainder fits and the quotient
+    // takes exactly 64 steps.
+    let mut quotient = 0u64;
+    for _ in 0..64 {
+        let carry = high >> 63;
+        high = (high << 1) | (low >> 63);
+        low <<= 1;
+        quotient <<= 1;
+        if carry != 0 || high >= c {
+            high = high.wrapping_sub(c);
+            quotient |= 1;
+        }
+    }
+    quotient
 }
 
 /// What the device has measured of its firmware: the fastest command seen
@@ -222,8 +243,32 @@ mod tests {
         );
         assert_eq!(mul_div(7, 3, 0), 0);
         assert_eq!(mul_div(u64::MAX, u64::MAX, 1), u64::MAX);
-        // Overflowing product: a / c first.
+        assert_eq!(mul_div(u64::MAX, u64::MAX, u64::MAX), u64::MAX);
+        // Products beyond 64 bits, either factor below the divisor.
         assert_eq!(mul_div(1 << 40, 1 << 30, 1 << 20), 1 << 50);
+        assert_eq!(
+            mul_div(20_000, 2_000_000_000_000_000, 1_000_000_000),
+            40_000_000_000
+        );
+        assert_eq!(mul_div(3, u64::MAX, u64::MAX), 3);
+        // Against 128-bit arithmetic on a spread of values.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (a, b, c) = (
+                x >> (x % 64),
+                x.rotate_left(17) >> (x % 50),
+                (x >> 20).max(1),
+            );
+            let want = (u128::from(a) * u128::from(b)) / u128::from(c);
+            assert_eq!(
+                mul_div(a, b, c),
+                u64::try_from(want).unwrap_or(u64::MAX),
+                "{a} {b} {c}"
+            );
+        }
     }
 
     #[test]

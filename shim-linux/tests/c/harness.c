@@ -108,6 +108,8 @@ struct plat {
 
 	atomic_int read_waits; /* MLX5VF_RETRY waits of readers */
 	int set_state_retries;
+	uint32_t max_alloc_pages; /* the largest buffer asked for */
+	uint64_t clock_ns; /* op_now_ns: 1 ms more at each call */
 };
 
 static struct hbuf *find_buf(struct plat *p, uint64_t id)
@@ -167,6 +169,8 @@ static int op_alloc_buffer(void *ctx, uint32_t npages, uint32_t dir, uint64_t *b
 {
 	struct plat *p = ctx;
 	CHECK(npages > 0, "alloc of 0 pages");
+	if (npages > p->max_alloc_pages)
+		p->max_alloc_pages = npages;
 	CHECK(dir == MLX5VF_DMA_TO_DEVICE || dir == MLX5VF_DMA_FROM_DEVICE, "dir %u", dir);
 	if (p->fail_alloc_after == 0) {
 		p->fail_alloc_after = -1;
@@ -380,6 +384,17 @@ static void op_wake(void *ctx)
 	atomic_fetch_add(&p->wakes, 1);
 	pthread_cond_broadcast(&p->wake_cv);
 	pthread_mutex_unlock(&p->wait_mx);
+}
+
+/* A clock that moves 1 ms at each reading: every command "takes" 1 ms, so
+ * the core measures a 1 ms latency and SAVEs that move their bytes in no
+ * time beyond it (the fastest rate it can compute). */
+static uint64_t op_now_ns(void *ctx)
+{
+	struct plat *p = ctx;
+	CHECK(p->owner == (unsigned long)pthread_self(), "now_ns without the device lock");
+	p->clock_ns += 1000000;
+	return p->clock_ns;
 }
 
 static const struct mlx5vf_platform_ops plat_ops = {
@@ -725,7 +740,9 @@ static void t_abi_layout(void)
 	mlx5vf_config_default(&cfg);
 	CHECK_EQ(cfg.chunk_size, 8 << 20);
 	CHECK_EQ(cfg.chunk_slots, 2);
-	CHECK_EQ(cfg.flags, MLX5VF_CFG_CHUNKS | MLX5VF_CFG_PRECOPY | MLX5VF_CFG_INTEGRITY);
+	CHECK_EQ(cfg.flags, MLX5VF_CFG_CHUNKS | MLX5VF_CFG_PRECOPY | MLX5VF_CFG_INTEGRITY |
+				    MLX5VF_CFG_MEASURED_CHUNKS);
+	CHECK_EQ(cfg.memory_cap, 64 << 20);
 	CHECK_EQ(cfg.max_save_buffer, (1ull << 32) - 4096);
 
 	/* init refuses what it cannot use */
@@ -968,6 +985,53 @@ static void t_roundtrip_async_load(void)
 	/* Every image went through ops->start_load and mlx5vf_load_complete(). */
 	CHECK(atomic_load(&async_loads_completed) - before >= 20, "%d asynchronous LOADs",
 	      atomic_load(&async_loads_completed) - before);
+}
+
+/* MLX5VF_CFG_MEASURED_CHUNKS with a clock: once a QUERY and a SAVE (of at
+ * least 1 MiB) are timed, the chunks grow to what the memory cap allows
+ * (8 MiB over two slots: 4 MiB); without the clock, or without the flag,
+ * they stay 2 MiB. */
+static void measured_case(int with_clock, uint32_t flags, uint32_t want_pages)
+{
+	struct mlx5vf_config cfg = small_chunks(2 << 20);
+	cfg.flags = flags;
+	cfg.memory_cap = 8 << 20;
+	struct plat *src = plat_new("sim:state=24M,object=128K-768K,seed=3", &cfg, 1);
+	struct plat *dst = plat_new("sim:state=6M,seed=9", &cfg, 1);
+	if (with_clock) {
+		/* The ops table is copied at init: re-initialise with the clock. */
+		struct mlx5vf_platform_ops ops = plat_ops;
+		ops.now_ns = op_now_ns;
+		static uint8_t scratch[MLX5VF_PROBE_SCRATCH_LEN];
+		CHECK_EQ(device_fini(src), 0);
+		CHECK_EQ(mlx5vf_device_init(&src->dev, &ops, src, &cfg), 0);
+		mlx5vf_lock(&src->dev);
+		CHECK_EQ(mlx5vf_device_probe(&src->dev, 0, scratch, sizeof(scratch)), 0);
+		mlx5vf_unlock(&src->dev);
+	}
+	struct mlx5vf_file sf, df;
+	uint64_t total = 0;
+	CHECK_EQ(set_state(dst, MLX5VF_STATE_RESUMING, &df), MLX5VF_NEW_RESUMING_FILE);
+	CHECK_EQ(set_state(src, MLX5VF_STATE_STOP_COPY, &sf), MLX5VF_NEW_SAVING_FILE);
+	CHECK_EQ(pump(src, &sf, dst, &df, 1 << 20, &total), 0);
+	CHECK_EQ(set_state(src, MLX5VF_STATE_STOP, NULL), 0);
+	mlx5vf_file_release(&sf);
+	CHECK_EQ(set_state(dst, MLX5VF_STATE_STOP, NULL), 0);
+	CHECK_EQ(set_state(dst, MLX5VF_STATE_RUNNING, NULL), 0);
+	mlx5vf_file_release(&df);
+	CHECK(digests_equal(src, dst), "destination digest differs from the source");
+	CHECK(src->max_alloc_pages == want_pages, "largest source buffer %u pages, want %u (clock %llu)",
+	      src->max_alloc_pages, want_pages, (unsigned long long)src->clock_ns);
+	plat_free(src);
+	plat_free(dst);
+}
+
+static void t_measured_chunks(void)
+{
+	uint32_t def = MLX5VF_CFG_CHUNKS | MLX5VF_CFG_PRECOPY | MLX5VF_CFG_INTEGRITY;
+	measured_case(1, def | MLX5VF_CFG_MEASURED_CHUNKS, (4 << 20) / MLX5VF_PAGE_SIZE);
+	measured_case(0, def | MLX5VF_CFG_MEASURED_CHUNKS, (2 << 20) / MLX5VF_PAGE_SIZE);
+	measured_case(1, def, (2 << 20) / MLX5VF_PAGE_SIZE);
 }
 
 static void t_roundtrip_legacy(void)
@@ -1590,6 +1654,7 @@ static const struct {
 	{ "next_state", t_next_state },
 	{ "roundtrip_chunked", t_roundtrip_chunked },
 	{ "roundtrip_legacy", t_roundtrip_legacy },
+	{ "measured_chunks", t_measured_chunks },
 	{ "roundtrip_async_load", t_roundtrip_async_load },
 	{ "roundtrip_short_copies", t_roundtrip_short_copies },
 	{ "precopy", t_precopy },
