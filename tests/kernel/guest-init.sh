@@ -161,7 +161,10 @@ insmod /mods/vfio.ko && insmod /mods/vfio_iommu_type1.ko || fails=$((fails + 1))
 
 # --- a 2-VF PF with PRE_COPY, SAVE completions 3 ms late so a non-blocking
 # reader meets EAGAIN for sure (at 300 us under TCG it sometimes did not).
-step insmod insmod /mods/mlx5vf_sim.ko spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=3000
+# fixed_chunks: --require-eagain wants every SAVE slower than a read; a
+# tuned chunk size (the default) changes how often a reader finds one in
+# flight, and the migrations below run with it.
+step insmod insmod /mods/mlx5vf_sim.ko spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=3000 fixed_chunks=1
 step digests-differ-before digests_differ
 step check mlx5vf check --device $D0 --strict --require-eagain
 step migrate mlx5vf migrate --from $D0 --to $D1 --json
@@ -193,7 +196,7 @@ step rmmod-no-precopy rmmod mlx5vf_sim
 
 # --- adoption: mlx5vf on descriptors a VMM holds (vfio-fd: specs), through
 # pass-fds, on the real VFIO core's group/container path.
-step insmod-adopt insmod /mods/mlx5vf_sim.ko spec=sim:state=64M,vfs=2,seed=21 save_delay_us=3000
+step insmod-adopt insmod /mods/mlx5vf_sim.ko spec=sim:state=64M,vfs=2,seed=21 save_delay_us=3000 fixed_chunks=1
 step adopt-check adopted device=0 --device $D0 -- mlx5vf check --device '{0}' --strict --require-eagain
 step digests-differ-before-adopt-save digests_differ
 step adopt-save adopted device=0 --device $D0 -- mlx5vf save --device '{0}' -o /tmp/a.bin --json

@@ -135,7 +135,7 @@ unbind_nothing_live() {
 }
 
 modprobe vfio_iommu_type1
-if step insmod-test modprobe mlx5vf_pci_test spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=3000 &&
+if step insmod-test modprobe mlx5vf_pci_test spec=sim:state=@STATE@,vfs=2,seed=11 save_delay_us=3000 fixed_chunks=1 &&
 	step bind bind_functions; then
 	step digests-differ-before digests_differ
 	step check mlx5vf check --device "$D0" --strict --require-eagain

@@ -101,7 +101,7 @@ impl<H: Hal> Device<H> {
 
     fn open_saving_in(&mut self, session: SessionId, mode: SaveMode) -> Result<(), DeviceError> {
         let probe = self.probe.ok_or(DeviceError::NotProbed)?;
-        let q = self.exec_vf_timed(&QueryMigrationState {
+        let q = self.exec_vf(&QueryMigrationState {
             vhca_id: probe.vhca_id,
             scope: Scope::Full,
             chunked: probe.chunk_mode,

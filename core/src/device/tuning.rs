@@ -1,5 +1,6 @@
-//! The device measures its firmware and tunes the saving policy: QUERY
-//! commands give the per-command latency, SAVEs the rate, and under
+//! The device measures its firmware and tunes the saving policy: SAVEs of
+//! two sizes give a SAVE's fixed cost and the rate (the device asks for
+//! one smaller probe chunk to get the second size), and under
 //! [`ChunkPolicy::Measured`] the chunk size follows
 //! ([`tuned_chunk_size`]). Without a platform clock nothing is measured and
 //! the configured size stays.
@@ -8,25 +9,10 @@ use core::num::NonZeroU64;
 
 use super::Device;
 use crate::hal::Hal;
-use crate::ifc::Command;
 use crate::ifc::migration::SaveResult;
 use crate::save::{ChunkPolicy, FirmwareSpeed, tuned_chunk_size};
 
 impl<H: Hal> Device<H> {
-    /// Runs a command addressed to the VF that moves no bulk data, timing
-    /// it as a latency sample.
-    pub(super) fn exec_vf_timed<C: Command>(
-        &mut self,
-        cmd: &C,
-    ) -> Result<C::Output, super::DeviceError> {
-        let start = self.hal.now_ns();
-        let out = self.exec_vf(cmd)?;
-        if let (Some(start), Some(end)) = (start, self.hal.now_ns()) {
-            self.speed.observe_command(end.saturating_sub(start));
-        }
-        Ok(out)
-    }
-
     /// What the device measured of its firmware, once it has both figures.
     pub fn firmware_speed(&self) -> Option<FirmwareSpeed> {
         self.speed.speed()
@@ -64,8 +50,15 @@ impl<H: Hal> Device<H> {
                 end.saturating_sub(start.get()),
             );
         }
-        let Some(chunk) = self.tuned_chunk() else {
+        if !matches!(self.cfg.chunk_policy, ChunkPolicy::Measured { .. }) {
             return;
+        }
+        let chunk = match self.tuned_chunk() {
+            Some(chunk) => chunk,
+            None => match self.speed.probe_size() {
+                Some(probe) => probe,
+                None => return,
+            },
         };
         if let Some(f) = self.saving.as_mut() {
             if f.engine.stats().chunk_size != chunk {

@@ -12,10 +12,11 @@
 //! 1 ms).
 //!
 //! The platform supplies a clock ([`crate::hal::Hal::now_ns`]); the device
-//! times its QUERY commands (latency) and SAVEs (rate) with it in a
-//! [`SpeedMeter`], which keeps the figures for later sessions.
-
-use core::num::NonZeroU64;
+//! times its SAVEs with it in a [`SpeedMeter`], which keeps the figures for
+//! later sessions. A SAVE's fixed cost is its own (firmware prepares the
+//! state; it need not be a QUERY's latency), so both figures come from
+//! SAVEs of two sizes: the first chunks, and a smaller probe chunk the
+//! device asks for once ([`SpeedMeter::probe_size`]).
 
 /// A chunk SAVE's fixed cost may be at most this fraction of its transfer
 /// time (1/20: at least 95 % of a SAVE moves bytes).
@@ -32,15 +33,18 @@ pub const DEFAULT_MEMORY_CAP: u64 = 64 << 20;
 /// while the reader empties the other; the destination receives into one
 /// while the other LOADs.
 const BUFFERS_PER_SIDE: u64 = 2;
-/// A SAVE this small says little about the rate (its time is mostly
-/// latency and noise).
-const MIN_RATE_SAMPLE: u64 = 1 << 20;
+/// Probe chunks the device asks for at most: an object larger than the
+/// probe makes its chunk as large as the first ones, and then the sizes do
+/// not differ; after this many tries the configured size stays.
+const MAX_PROBES: u8 = 3;
+/// The smallest probe chunk.
+const MIN_PROBE: u64 = 256 << 10;
 
 /// The firmware's measured speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FirmwareSpeed {
-    /// Fixed cost of a command, nanoseconds.
+    /// Fixed cost of a SAVE, nanoseconds.
     pub latency_ns: u64,
     /// SAVE bytes per second once the command runs.
     pub bytes_per_sec: u64,
@@ -129,61 +133,108 @@ fn mul_div(a: u64, b: u64, c: u64) -> u64 {
     quotient
 }
 
-/// What the device has measured of its firmware: the fastest command seen
-/// (latency) and the rate over every SAVE large enough to tell one (total
-/// bytes over total time less latency: one slow or fast sample does not
-/// flip the tuned size back and forth).
-// Option<NonZeroU64> is 8 bytes where Option<u64> is 16: the meter lives in
-// the device, whose size a C caller reserves (MLX5VF_DEVICE_SIZE).
+/// SAVEs of one size class: their count, bytes and nanoseconds (sums,
+/// saturating).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Samples {
+    count: u32,
+    bytes: u64,
+    ns: u64,
+}
+
+impl Samples {
+    fn add(&mut self, bytes: u64, ns: u64) {
+        self.count = self.count.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.ns = self.ns.saturating_add(ns);
+    }
+
+    /// Mean bytes and nanoseconds, once there is a sample.
+    fn mean(&self) -> Option<(u64, u64)> {
+        let n = u64::from(self.count);
+        Some((self.bytes.checked_div(n)?, self.ns.checked_div(n)?))
+    }
+}
+
+/// What the device has measured of its firmware's SAVEs, as two size
+/// classes: "large" (at least half the first sample) and "small". With
+/// both, the line through their means gives the fixed cost (where it
+/// meets size 0) and the rate (its slope). Means over every sample, so one
+/// slow or fast SAVE does not flip the tuned size back and forth.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpeedMeter {
-    /// Nanoseconds, at least 1.
-    latency_ns: Option<NonZeroU64>,
-    /// Bytes of the SAVEs sampled (saturating).
-    save_bytes: u64,
-    /// Their nanoseconds beyond the latency, each at least 1 (saturating).
-    save_ns: u64,
+    /// Half the first sample's bytes: the class boundary (0: no sample).
+    split: u64,
+    small: Samples,
+    large: Samples,
+    /// Probe chunks asked for.
+    probes: u8,
 }
 
 impl SpeedMeter {
     /// Nothing measured.
     pub const NEW: Self = Self {
-        latency_ns: None,
-        save_bytes: 0,
-        save_ns: 0,
+        split: 0,
+        small: Samples {
+            count: 0,
+            bytes: 0,
+            ns: 0,
+        },
+        large: Samples {
+            count: 0,
+            bytes: 0,
+            ns: 0,
+        },
+        probes: 0,
     };
 
-    /// A command that moves no bulk data took `ns`.
-    pub fn observe_command(&mut self, ns: u64) {
-        let ns = NonZeroU64::new(ns).unwrap_or(NonZeroU64::MIN);
-        self.latency_ns = Some(self.latency_ns.map_or(ns, |l| l.min(ns)));
-    }
-
-    /// A SAVE of `bytes` took `ns` from its start to its completion. Needs
-    /// a latency first (the rate is what remains after it).
+    /// A SAVE of `bytes` took `ns` from its start to its completion.
     pub fn observe_save(&mut self, bytes: u64, ns: u64) {
-        let Some(latency) = self.latency_ns else {
-            return;
-        };
-        if bytes < MIN_RATE_SAMPLE {
+        if bytes == 0 {
             return;
         }
-        // The bytes' share of the time; at least 1 ns, so instant firmware
-        // reads as very fast rather than dividing by zero.
-        let moving = ns.saturating_sub(latency.get()).max(1);
-        self.save_bytes = self.save_bytes.saturating_add(bytes);
-        self.save_ns = self.save_ns.saturating_add(moving);
+        if self.split == 0 {
+            self.split = (bytes / 2).max(1);
+        }
+        if bytes >= self.split {
+            self.large.add(bytes, ns);
+        } else {
+            self.small.add(bytes, ns);
+        }
     }
 
-    /// The speed, once both figures are known.
-    pub fn speed(&self) -> Option<FirmwareSpeed> {
-        let latency_ns = self.latency_ns?.get();
-        if self.save_ns == 0 {
+    /// The chunk size to SAVE once, smaller than the first ones, so both
+    /// size classes have a sample; `None` when not needed (or tried
+    /// [`MAX_PROBES`] times). Asking counts as a try.
+    pub fn probe_size(&mut self) -> Option<u64> {
+        if self.large.count == 0 || self.small.count > 0 || self.probes >= MAX_PROBES {
             return None;
         }
+        self.probes = self.probes.saturating_add(1);
+        Some((self.split / 2).max(MIN_PROBE))
+    }
+
+    /// The speed, once SAVEs of two sizes (the larger mean at least 1.5
+    /// times the smaller) were timed. A time that does not grow with the
+    /// size reads as a fixed cost and an unlimited rate.
+    pub fn speed(&self) -> Option<FirmwareSpeed> {
+        let (small_bytes, small_ns) = self.small.mean()?;
+        let (large_bytes, large_ns) = self.large.mean()?;
+        let more_bytes = large_bytes.checked_sub(small_bytes)?;
+        if more_bytes < small_bytes / 2 || more_bytes == 0 {
+            return None;
+        }
+        let Some(more_ns) = large_ns.checked_sub(small_ns).filter(|&d| d > 0) else {
+            return Some(FirmwareSpeed {
+                latency_ns: small_ns.max(large_ns),
+                bytes_per_sec: u64::MAX,
+            });
+        };
+        // The small class's time less its bytes' share of the slope.
+        let latency_ns = small_ns.saturating_sub(mul_div(small_bytes, more_ns, more_bytes));
         Some(FirmwareSpeed {
             latency_ns,
-            bytes_per_sec: mul_div(self.save_bytes, 1_000_000_000, self.save_ns).max(1),
+            bytes_per_sec: mul_div(more_bytes, 1_000_000_000, more_ns).max(1),
         })
     }
 }
@@ -272,28 +323,51 @@ mod tests {
     }
 
     #[test]
-    fn the_meter_needs_a_latency_and_a_real_sample() {
+    fn the_meter_fits_a_fixed_cost_and_a_rate_from_two_sizes() {
+        // 1 ms per SAVE plus 4 GB/s (4 bytes per ns).
+        let time = |bytes: u64| 1_000_000 + bytes / 4;
+        let mut m = SpeedMeter::NEW;
+        assert_eq!(m.probe_size(), None, "nothing to probe against yet");
+        for _ in 0..3 {
+            m.observe_save(8 * MIB, time(8 * MIB));
+        }
+        assert_eq!(m.speed(), None, "one size says nothing of the fixed cost");
+        // The probe: a quarter of the first sample.
+        assert_eq!(m.probe_size(), Some(2 * MIB));
+        m.observe_save(2 * MIB, time(2 * MIB));
+        assert_eq!(m.probe_size(), None, "both classes sampled");
+        assert_eq!(m.speed(), Some(speed(1_000_000, 4_000_000_000)));
+        // A short last chunk joins the small class; the fit stays.
+        m.observe_save(MIB, time(MIB));
+        let s = m.speed().unwrap();
+        assert_eq!((s.latency_ns, s.bytes_per_sec), (1_000_000, 4_000_000_000));
+    }
+
+    #[test]
+    fn the_meter_reads_size_independent_times_as_a_fixed_cost() {
+        let mut m = SpeedMeter::NEW;
+        m.observe_save(8 * MIB, 3_000_000);
+        m.observe_save(2 * MIB, 3_100_000);
+        assert_eq!(m.speed(), Some(speed(3_100_000, u64::MAX)));
+    }
+
+    #[test]
+    fn the_meter_gives_up_probing_when_sizes_do_not_differ() {
         let mut m = SpeedMeter::NEW;
         m.observe_save(8 * MIB, 2_000_000);
-        assert_eq!(m.speed(), None, "no latency yet");
-        m.observe_command(60_000);
-        m.observe_command(50_000);
-        m.observe_command(70_000);
-        m.observe_save(4096, 1_000_000);
-        assert_eq!(m.speed(), None, "too small to tell a rate");
-        // 8 MiB in 2.05 ms, 50 us of it latency: 8 MiB / 2 ms.
-        m.observe_save(8 * MIB, 2_050_000);
-        assert_eq!(m.speed(), Some(speed(50_000, 4_194_304_000)));
-        // The rate is over every sample: 16 MiB in 2 + 6 ms.
-        m.observe_save(8 * MIB, 6_050_000);
-        assert_eq!(m.speed(), Some(speed(50_000, 2_097_152_000)));
-        // Faster than the latency counts as 1 ns, not a division by zero.
-        let mut instant = SpeedMeter::NEW;
-        instant.observe_command(50_000);
-        instant.observe_save(8 * MIB, 10);
-        assert_eq!(
-            instant.speed().map(|s| s.bytes_per_sec),
-            Some(8 * MIB * 1_000_000_000)
-        );
+        for _ in 0..MAX_PROBES {
+            assert!(m.probe_size().is_some());
+            // A large object made the probe chunk as large as the others.
+            m.observe_save(7 * MIB, 1_900_000);
+        }
+        assert_eq!(m.probe_size(), None);
+        assert_eq!(m.speed(), None);
+        // Means too close to tell a slope (5.3 MiB against 3.9): no speed.
+        let mut near = SpeedMeter::NEW;
+        for bytes in [8 * MIB, 4 * MIB, 4 * MIB] {
+            near.observe_save(bytes, 2_000_000);
+        }
+        near.observe_save(3_900 * 1024, 1_000_000);
+        assert_eq!(near.speed(), None);
     }
 }
