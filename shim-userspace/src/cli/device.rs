@@ -31,9 +31,10 @@ pub const DEFAULT_DESTINATION: &str = "sim:state=4M,seed=99";
 #[command(next_help_heading = "Saving policy (sim devices)")]
 pub struct SavingArgs {
     /// Chunk buffer size the saving policy starts with (Linux: 8M). Once
-    /// the firmware's command latency and SAVE rate are measured, the chunk
-    /// size becomes the smallest that keeps the latency under 1/20 of a
-    /// chunk's time, within --memory-cap (unless --fixed-chunks).
+    /// SAVEs of two sizes (the first chunks and one smaller probe) gave a
+    /// SAVE's fixed cost and the rate, the chunk size becomes the smallest
+    /// that keeps the fixed cost under 1/20 of a chunk's time, within
+    /// --memory-cap (unless --fixed-chunks).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub chunk_size: u64,
     /// Keep --chunk-size whatever the firmware's speed (the Linux driver's
