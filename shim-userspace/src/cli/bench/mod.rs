@@ -398,7 +398,10 @@ pub fn migrate_figures(stdout: &[u8]) -> io::Result<MigrateFigures> {
 }
 
 /// `migrate --json` of a `size` state in a child process (so its peak RSS
-/// is its own), without content (RSS does not depend on it, time would).
+/// is its own), without content (RSS does not depend on it, time would),
+/// with fixed 8 MiB chunks: the measured policy's chunk size follows the
+/// firmware's timing (within its 64 MiB cap per side), which would make
+/// the runs differ by more than their state size.
 /// Objects are 4-16 MiB from 1 GiB up, whatever the size (64 GiB of the
 /// default 64K-12M objects needs more than the sim's 8192), and scaled down
 /// below it so a small state still holds several.
@@ -419,6 +422,7 @@ fn migrate_child(size: &str) -> io::Result<MigrateFigures> {
             ),
             "--to",
             "sim:state=4M,seed=99,content=off",
+            "--fixed-chunks",
         ])
         .output()?;
     if !child.status.success() {
