@@ -253,6 +253,8 @@ pub struct Device<H: Hal> {
     precopy_info_v2: bool,
     /// What the device measured of its firmware (kept across sessions).
     speed: SpeedMeter,
+    /// The chunk size the last saving file ended with.
+    last_chunk_size: u64,
 }
 
 impl<H: Hal> Device<H> {
@@ -278,6 +280,7 @@ impl<H: Hal> Device<H> {
             leaked_pds: 0,
             precopy_info_v2: false,
             speed: SpeedMeter::NEW,
+            last_chunk_size: cfg.chunk_size,
         }
     }
 

@@ -23,6 +23,15 @@ pub(crate) struct SavingFile {
     /// The user closed the file; the device keeps it until an arc closes it,
     /// as Linux's driver holds its own reference.
     pub(crate) orphaned: bool,
+    /// Set when STOP_COPY begins: the chunk size is tuned for downtime.
+    pub(crate) stop: Option<StopProgress>,
+}
+
+/// The stop-copy data, for tuning the chunk size to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StopProgress {
+    /// Bytes firmware held when STOP_COPY began.
+    pub(crate) bytes: u64,
 }
 
 /// The next bytes of a saving file.
@@ -108,8 +117,9 @@ impl<H: Hal> Device<H> {
         })?;
         let tracking = mode == SaveMode::PreCopy;
         // A speed measured by an earlier session sizes the chunks from the
-        // start.
-        let chunk_size = self.tuned_chunk().unwrap_or(self.cfg.chunk_size);
+        // start: for downtime when this is the stop itself.
+        let stop_bytes = (mode == SaveMode::StopCopy).then_some(q.remaining_total_size);
+        let chunk_size = self.wanted_chunk(stop_bytes).unwrap_or(self.cfg.chunk_size);
         let cfg = SaveConfig {
             image: if probe.chunk_mode {
                 ImageMode::Chunked
@@ -150,10 +160,12 @@ impl<H: Hal> Device<H> {
             session,
             engine: SaveEngine::IDLE,
             orphaned: false,
+            stop: stop_bytes.map(|bytes| StopProgress { bytes }),
         });
         file.engine
             .open(cfg, slots.get(..count).unwrap_or_default())?;
         file.engine.first_save(&plan)?;
+        self.last_chunk_size = u64::from(plan.slot_pages).saturating_mul(cfg.page_size);
         self.drive_saving()
     }
 
@@ -384,6 +396,7 @@ impl<H: Hal> Device<H> {
                 chunked: probe.chunk_mode,
             })
             .and_then(|q| {
+                self.tune_for_stop(q.remaining_total_size);
                 let file = self.saving.as_mut().ok_or(DeviceError::NoFile)?;
                 Ok(file.engine.start_final(u64::from(q.required_umem_size))?)
             })

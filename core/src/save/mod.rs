@@ -70,7 +70,7 @@ pub use precopy::PrecopyInfo;
 pub use queue::{Empty, Segment};
 pub use tuning::{
     ChunkPolicy, DEFAULT_MEMORY_CAP, FirmwareSpeed, LATENCY_SHARE, MIN_TUNED_CHUNK, SpeedMeter,
-    tuned_chunk_size,
+    downtime_chunk_size, tuned_chunk_size,
 };
 
 /// Buffers kept for reuse after the reader is done with them. PRE_COPY starts

@@ -89,15 +89,47 @@ pub fn tuned_chunk_size(speed: FirmwareSpeed, memory_cap: u64, slots: u8) -> u64
         speed.bytes_per_sec,
         1_000_000_000,
     );
+    bounded(ideal, memory_cap, slots)
+}
+
+/// The chunk size for the stop (STOP_COPY, the downtime) when `stop_bytes`
+/// remain: the stop takes about `stop_bytes / C x L` in fixed costs plus
+/// the bytes at the rate plus a tail of about `2 C / R` (the last chunk's
+/// SAVE, then its LOAD at the destination). The sum is smallest at
+/// `C = sqrt(stop_bytes x L x R / 2)`: small when little remains (a tuned
+/// PRE_COPY leaves little), large for a cold stop. Rounded up to a power of
+/// two and bounded as [`tuned_chunk_size`] bounds its size.
+///
+/// ```
+/// use mlx5vf_core::save::{FirmwareSpeed, downtime_chunk_size};
+/// let speed = FirmwareSpeed { latency_ns: 400_000, bytes_per_sec: 4_000_000_000 };
+/// // 50 MB left after PRE_COPY: 6.3 MB -> 8 MiB.
+/// assert_eq!(downtime_chunk_size(speed, 64 << 20, 2, 50_000_000), 8 << 20);
+/// // A cold stop of 1 GiB: 29 MB -> 32 MiB (the cap allows it).
+/// assert_eq!(downtime_chunk_size(speed, 64 << 20, 2, 1 << 30), 32 << 20);
+/// ```
+pub fn downtime_chunk_size(
+    speed: FirmwareSpeed,
+    memory_cap: u64,
+    slots: u8,
+    stop_bytes: u64,
+) -> u64 {
+    // stop_bytes x L (s) x R / 2, in bytes squared.
+    let bytes_seconds = mul_div(stop_bytes, speed.latency_ns, 1_000_000_000);
+    let square = mul_div(bytes_seconds, speed.bytes_per_sec, 2);
+    bounded(square.isqrt(), memory_cap, slots)
+}
+
+/// `bytes` rounded up to a power of two, at least [`MIN_TUNED_CHUNK`] and
+/// at most what `memory_cap` allows `slots` (and two) buffers.
+fn bounded(bytes: u64, memory_cap: u64, slots: u8) -> u64 {
     let buffers = u64::from(slots).max(BUFFERS_PER_SIDE);
     // `buffers` is at least 2: the division cannot fail.
     let most = memory_cap
         .checked_div(buffers)
         .unwrap_or(memory_cap)
         .max(MIN_TUNED_CHUNK);
-    // Round up to a power of two (then within the bounds): buffer sizes
-    // stay few, and page multiples.
-    let rounded = ideal.checked_next_power_of_two().unwrap_or(most);
+    let rounded = bytes.checked_next_power_of_two().unwrap_or(most);
     // `most` is at least the floor; `max`/`min`, not `clamp`, which has a
     // panic path for crossed bounds.
     rounded.max(MIN_TUNED_CHUNK).min(most)
@@ -283,6 +315,27 @@ mod tests {
         assert_eq!(
             tuned_chunk_size(speed(u64::MAX, u64::MAX), u64::MAX, 1),
             u64::MAX / 2
+        );
+    }
+
+    #[test]
+    fn the_stop_chunk_follows_what_remains() {
+        let s = speed(400_000, 4_000_000_000);
+        // Little left: the floor. A cold 8 GiB stop: the cap.
+        assert_eq!(
+            downtime_chunk_size(s, 64 * MIB, 2, 1 << 20),
+            MIN_TUNED_CHUNK
+        );
+        assert_eq!(downtime_chunk_size(s, 64 * MIB, 2, 8 << 30), 32 * MIB);
+        // Instant firmware (no fixed cost): the floor, whatever remains.
+        assert_eq!(
+            downtime_chunk_size(speed(0, u64::MAX), 64 * MIB, 2, 8 << 30),
+            MIN_TUNED_CHUNK
+        );
+        // Saturating figures stay within the cap.
+        assert_eq!(
+            downtime_chunk_size(speed(u64::MAX, u64::MAX), 64 * MIB, 2, u64::MAX),
+            32 * MIB
         );
     }
 
