@@ -237,7 +237,7 @@ impl SpeedMeter {
 
     /// The chunk size to SAVE once, smaller than the first ones, so both
     /// size classes have a sample; `None` when not needed (or tried
-    /// [`MAX_PROBES`] times). Asking counts as a try.
+    /// three times). Asking counts as a try.
     pub fn probe_size(&mut self) -> Option<u64> {
         if self.large.count == 0 || self.small.count > 0 || self.probes >= MAX_PROBES {
             return None;
