@@ -211,8 +211,12 @@ fn engine(data: &[u8]) {
                     .map(|m| assert!(m.slot < slots, "slot outside the ring"))
             }
             ReportOp::Entries(list) => {
-                let mut r = Ok(());
+                // An empty list still asks (and gets the sticky error).
+                let mut r = report.handle_entries(&plan, &[], &mut sink);
                 for (p, off) in list.into_iter().take(64) {
+                    if r.is_err() {
+                        break;
+                    }
                     let addr = u64::from(p) * PAGE + u64::from(off);
                     r = report.handle_entries(&plan, &addr.to_be_bytes(), &mut sink);
                     match r {
