@@ -110,7 +110,8 @@ layout! {
 
 // CREATE and MODIFY inputs are `general_obj_in_cmd_hdr` followed by the
 // `page_track` context at byte 16; the context's members appear here at
-// their offset plus 0x80, named as in `page_track`.
+// their offset plus 0x80, named as in `page_track` (flattened, so no
+// `nested` entry: tools would list every member twice).
 layout! {
     /// `create_page_track_obj_in`: 64 fixed bytes, then `num_ranges`
     /// `page_track_range`s.
@@ -140,7 +141,6 @@ layout! {
         range_start_address: u64 = [0x180, 0x40],
         length: u64 = [0x1c0, 0x40],
     }
-    nested { obj_context: super::page_track::LAYOUT = 0x80 }
     tail track_range [128] at 64
 }
 
@@ -172,7 +172,6 @@ layout! {
         range_start_address: u64 = [0x180, 0x40],
         length: u64 = [0x1c0, 0x40],
     }
-    nested { obj_context: super::page_track::LAYOUT = 0x80 }
 }
 
 layout! {
