@@ -2,9 +2,10 @@
 //! `log_read_and_clear`) over the PF's page tracker.
 //!
 //! The tracker's state lives in a [`DirtyTracker`] the caller owns (about
-//! 4 KiB: up to 256 ranges), not in the [`Device`], so platforms that do not
-//! track pay nothing and the C ABI's device storage keeps its size. Calls
-//! take the device and its tracker together, under the caller's lock.
+//! 4 KiB: up to 256 ranges, planned in place so it never goes on the
+//! stack), not in the [`Device`], so platforms that do not track pay
+//! nothing and the C ABI's device storage keeps its size. Calls take the
+//! device and its tracker together, under the caller's lock.
 //!
 //! # Waiting
 //! A report waits for firmware through
@@ -44,8 +45,9 @@ pub const REPORT_WAIT_NS: u64 = 2_000_000_000;
 const RQ_MIN_BYTES: u32 = 2 << 20;
 /// Receive slots at the least.
 const MIN_SLOTS: u32 = 4;
-/// Bytes of a message read per [`Hal::report_channel_read`]: 64 entries.
-const READ_PIECE: usize = 512;
+/// Bytes of a message read per [`Hal::report_channel_read`]: 32 entries
+/// (small, for kernel stack frames).
+const READ_PIECE: usize = 256;
 
 /// What one `log_read_and_clear` found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,18 +61,16 @@ pub struct ReportSummary {
     pub queries: u32,
 }
 
-/// A running tracker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A running tracker (its plan is [`DirtyTracker::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Active {
-    plan: TrackerPlan,
     tracker: TrackerId,
     channel: ReportChannel,
     slots: u32,
 }
 
 /// Where logging stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)] // one per device, never moved in a loop
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Logging {
     /// Not started (or stopped).
     Off,
@@ -84,6 +84,8 @@ enum Logging {
 /// One device's dirty-page tracker state. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirtyTracker {
+    /// Planned in place: about 4 KiB that never goes on the stack.
+    plan: TrackerPlan,
     logging: Logging,
     /// Tracker objects firmware failed to destroy.
     leaked_objects: u32,
@@ -99,6 +101,7 @@ impl DirtyTracker {
     /// No logging.
     pub const fn new() -> Self {
         Self {
+            plan: TrackerPlan::EMPTY,
             logging: Logging::Off,
             leaked_objects: 0,
         }
@@ -116,10 +119,7 @@ impl DirtyTracker {
     }
     /// The running plan (ranges after combining, page and message sizes).
     pub fn plan(&self) -> Option<&TrackerPlan> {
-        match &self.logging {
-            Logging::On(a) => Some(&a.plan),
-            _ => None,
-        }
+        self.is_active().then_some(&self.plan)
     }
     /// Tracker objects firmware refused to destroy.
     pub const fn leaked_objects(&self) -> u32 {
@@ -163,8 +163,11 @@ impl<H: Hal> Device<H> {
             },
             scratch,
         )?;
-        let plan = TrackerPlan::new(&caps, ranges, page_size).map_err(TrackerError::from)?;
-        let msg_size = plan.msg_size();
+        tracker
+            .plan
+            .rebuild(&caps, ranges, page_size)
+            .map_err(TrackerError::from)?;
+        let msg_size = tracker.plan.msg_size();
         let slots = RQ_MIN_BYTES
             .checked_div(msg_size)
             .unwrap_or(MIN_SLOTS)
@@ -174,16 +177,14 @@ impl<H: Hal> Device<H> {
             .report_channel_open(ReportChannelRequest { msg_size, slots })
             .map_err(|e| DeviceError::Platform(e.kind()))?
             .ok_or(TrackerError::Unsupported)?;
-        match self.create_tracker(&plan, probe.vhca_id, channel.fw_qpn, scratch) {
+        match self.create_tracker(&tracker.plan, probe.vhca_id, channel.fw_qpn, scratch) {
             Ok(id) => {
-                let tracked = plan.page_size();
                 tracker.logging = Logging::On(Active {
-                    plan,
                     tracker: id,
                     channel,
                     slots,
                 });
-                Ok(tracked)
+                Ok(tracker.plan.page_size())
             }
             Err(e) => {
                 self.hal.report_channel_close();
@@ -248,7 +249,7 @@ impl<H: Hal> Device<H> {
     /// [`DirtyTracker::leaked_objects`], as the kernel only warns.
     pub fn dirty_stop(&mut self, tracker: &mut DirtyTracker) -> Result<(), DeviceError> {
         match core::mem::replace(&mut tracker.logging, Logging::Off) {
-            Logging::On(active) => self.release_tracker(tracker, &active),
+            Logging::On(active) => self.release_tracker(tracker, active),
             Logging::Off | Logging::Failed(_) => {}
         }
         Ok(())
@@ -256,7 +257,7 @@ impl<H: Hal> Device<H> {
 
     /// Destroys the object (unless the VF is detached: the PF driver then
     /// tears everything down) and closes the channel.
-    fn release_tracker(&mut self, tracker: &mut DirtyTracker, active: &Active) {
+    fn release_tracker(&mut self, tracker: &mut DirtyTracker, active: Active) {
         if !self.detached
             && self
                 .exec_tracker(&DestroyPageTrack {
@@ -287,8 +288,8 @@ impl<H: Hal> Device<H> {
         length: u64,
         sink: &mut S,
     ) -> Result<ReportSummary, DeviceError> {
-        let active = match &tracker.logging {
-            Logging::On(a) => a.clone(),
+        let active = match tracker.logging {
+            Logging::On(a) => a,
             Logging::Off => return Err(TrackerError::NotStarted.into()),
             Logging::Failed(_) => return Err(TrackerError::Failed.into()),
         };
@@ -296,7 +297,7 @@ impl<H: Hal> Device<H> {
             return Err(DeviceError::Detached);
         }
         let mut report =
-            Report::begin(&active.plan, iova, length, active.slots).map_err(TrackerError::from)?;
+            Report::begin(&tracker.plan, iova, length, active.slots).map_err(TrackerError::from)?;
         // A refused MODIFY starts no report: nothing was cleared.
         self.exec_tracker(&ModifyPageTrack {
             tracker: active.tracker,
@@ -304,14 +305,14 @@ impl<H: Hal> Device<H> {
             length,
         })?;
         let mut summary = ReportSummary::default();
-        match self.drive_report(&active, &mut report, sink, &mut summary) {
+        match self.drive_report(&tracker.plan, active, &mut report, sink, &mut summary) {
             Ok(()) => {
                 summary.pages = report.pages();
                 summary.messages = report.messages();
                 Ok(summary)
             }
             Err(e) => {
-                self.release_tracker(tracker, &active);
+                self.release_tracker(tracker, active);
                 tracker.logging = Logging::Failed(e);
                 Err(TrackerError::Report(e).into())
             }
@@ -321,7 +322,8 @@ impl<H: Hal> Device<H> {
     /// Polls the channel until the report ends. Every error is final.
     fn drive_report<S: DirtySink>(
         &mut self,
-        active: &Active,
+        plan: &TrackerPlan,
+        active: Active,
         report: &mut Report,
         sink: &mut S,
         summary: &mut ReportSummary,
@@ -337,7 +339,7 @@ impl<H: Hal> Device<H> {
                 .report_channel_next(&mut cqe, wait)
                 .map_err(|_| report.abort(ReportError::Channel))?;
             let outcome = match event {
-                ReportEvent::Cqe => self.take_message(active, report, &cqe, sink)?,
+                ReportEvent::Cqe => self.take_message(plan, report, &cqe, sink)?,
                 ReportEvent::ObjectChanged | ReportEvent::TimedOut if !draining => {
                     summary.queries = summary.queries.saturating_add(1);
                     let state = self
@@ -368,7 +370,7 @@ impl<H: Hal> Device<H> {
     /// its slot.
     fn take_message<S: DirtySink>(
         &mut self,
-        active: &Active,
+        plan: &TrackerPlan,
         report: &mut Report,
         cqe: &[u8],
         sink: &mut S,
@@ -385,7 +387,7 @@ impl<H: Hal> Device<H> {
                 Ok(true) => {}
                 _ => return Err(report.abort(ReportError::Channel)),
             }
-            report.handle_entries(&active.plan, dst, sink)?;
+            report.handle_entries(plan, dst, sink)?;
             offset = offset.saturating_add(n);
         }
         if self.hal.report_channel_repost(msg.slot).is_err() {

@@ -91,17 +91,57 @@ fn end_of(r: &TrackRange) -> u64 {
 }
 
 impl TrackerPlan {
+    /// No ranges: what [`TrackerPlan::rebuild`] fills in place.
+    pub const EMPTY: Self = Self {
+        ranges: heapless::Vec::new(),
+        log_page_size: 0,
+        log_addr_space_size: 0,
+        log_msg_size: 0,
+    };
+
     /// Plans a tracker over `ranges` (sorted, non-overlapping, aligned to
     /// `page_size`, as the VFIO core checks them) for a device with `caps`.
+    /// The plan is about 4 KiB: kernel callers use
+    /// [`TrackerPlan::rebuild`] on storage they own instead.
     ///
     /// # Errors
-    /// [`PlanError`]; `EINVAL` ones for bad input, `EOPNOTSUPP` where the
-    /// device's limits exclude the request (as Linux).
+    /// As [`TrackerPlan::rebuild`].
     pub fn new(
         caps: &AdvVirtualizationCaps,
         ranges: &[IovaRange],
         page_size: u64,
     ) -> Result<Self, PlanError> {
+        let mut plan = Self::EMPTY;
+        plan.rebuild(caps, ranges, page_size)?;
+        Ok(plan)
+    }
+
+    /// Plans in place (nothing of the plan's size goes on the stack). On an
+    /// error the plan is left empty.
+    ///
+    /// # Errors
+    /// [`PlanError`]; `EINVAL` ones for bad input, `EOPNOTSUPP` where the
+    /// device's limits exclude the request (as Linux).
+    pub fn rebuild(
+        &mut self,
+        caps: &AdvVirtualizationCaps,
+        ranges: &[IovaRange],
+        page_size: u64,
+    ) -> Result<(), PlanError> {
+        self.ranges.clear();
+        let r = self.fill(caps, ranges, page_size);
+        if r.is_err() {
+            self.ranges.clear();
+        }
+        r
+    }
+
+    fn fill(
+        &mut self,
+        caps: &AdvVirtualizationCaps,
+        ranges: &[IovaRange],
+        page_size: u64,
+    ) -> Result<(), PlanError> {
         if !page_size.is_power_of_two() {
             return Err(PlanError::BadPageSize(page_size));
         }
@@ -112,7 +152,7 @@ impl TrackerPlan {
         if limit == 0 {
             return Err(PlanError::Unsupported("pg_track_max_num_range is 0"));
         }
-        let mut kept: heapless::Vec<TrackRange, RANGE_WINDOW> = heapless::Vec::new();
+        let kept = &mut self.ranges;
         let mut prev_end: Option<u64> = None;
         for r in ranges {
             let mask = page_size.saturating_sub(1);
@@ -134,7 +174,7 @@ impl TrackerPlan {
             kept.push(range)
                 .map_err(|_| PlanError::Unsupported("range window"))?;
             if kept.len() > limit {
-                merge_closest(&mut kept);
+                merge_closest(kept);
             }
         }
         let (log_page_size, _) = clamp_page(caps, page_size)?;
@@ -166,12 +206,10 @@ impl TrackerPlan {
                 "no message size both the device and this driver accept",
             ));
         }
-        Ok(Self {
-            ranges: kept,
-            log_page_size,
-            log_addr_space_size,
-            log_msg_size,
-        })
+        self.log_page_size = log_page_size;
+        self.log_addr_space_size = log_addr_space_size;
+        self.log_msg_size = log_msg_size;
+        Ok(())
     }
 
     /// The ranges the tracker covers (combined: gaps merged in are tracked).
