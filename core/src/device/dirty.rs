@@ -137,13 +137,17 @@ impl<H: Hal> Device<H> {
     /// [`TrackerError::AlreadyStarted`], [`TrackerError::Unsupported`],
     /// [`TrackerError::Plan`], or the command or platform call that failed
     /// (nothing stays allocated).
-    pub fn dirty_start(
+    pub fn dirty_start<I>(
         &mut self,
         tracker: &mut DirtyTracker,
-        ranges: &[IovaRange],
+        ranges: I,
         page_size: u64,
         scratch: &mut [u8],
-    ) -> Result<u64, DeviceError> {
+    ) -> Result<u64, DeviceError>
+    where
+        I: IntoIterator,
+        I::Item: Into<IovaRange>,
+    {
         if !matches!(tracker.logging, Logging::Off) {
             return Err(TrackerError::AlreadyStarted.into());
         }

@@ -17,6 +17,12 @@ pub struct IovaRange {
     pub length: u64,
 }
 
+impl From<&Self> for IovaRange {
+    fn from(r: &Self) -> Self {
+        *r
+    }
+}
+
 /// Ranges held while combining: the tracker's limit plus the one just
 /// added, after which the closest pair is merged again.
 pub const RANGE_WINDOW: usize = MAX_TRACK_RANGES + 1;
@@ -122,12 +128,16 @@ impl TrackerPlan {
     /// # Errors
     /// [`PlanError`]; `EINVAL` ones for bad input, `EOPNOTSUPP` where the
     /// device's limits exclude the request (as Linux).
-    pub fn rebuild(
+    pub fn rebuild<I>(
         &mut self,
         caps: &AdvVirtualizationCaps,
-        ranges: &[IovaRange],
+        ranges: I,
         page_size: u64,
-    ) -> Result<(), PlanError> {
+    ) -> Result<(), PlanError>
+    where
+        I: IntoIterator,
+        I::Item: Into<IovaRange>,
+    {
         self.ranges.clear();
         let r = self.fill(caps, ranges, page_size);
         if r.is_err() {
@@ -136,17 +146,18 @@ impl TrackerPlan {
         r
     }
 
-    fn fill(
+    fn fill<I>(
         &mut self,
         caps: &AdvVirtualizationCaps,
-        ranges: &[IovaRange],
+        ranges: I,
         page_size: u64,
-    ) -> Result<(), PlanError> {
+    ) -> Result<(), PlanError>
+    where
+        I: IntoIterator,
+        I::Item: Into<IovaRange>,
+    {
         if !page_size.is_power_of_two() {
             return Err(PlanError::BadPageSize(page_size));
-        }
-        if ranges.is_empty() {
-            return Err(PlanError::NoRanges);
         }
         let limit = usize::from(caps.pg_track_max_num_range).min(MAX_TRACK_RANGES);
         if limit == 0 {
@@ -155,6 +166,8 @@ impl TrackerPlan {
         let kept = &mut self.ranges;
         let mut prev_end: Option<u64> = None;
         for r in ranges {
+            let r: IovaRange = r.into();
+            let r = &r;
             let mask = page_size.saturating_sub(1);
             let aligned = r.iova & mask == 0 && r.length & mask == 0;
             let end = r.iova.checked_add(r.length);
@@ -176,6 +189,9 @@ impl TrackerPlan {
             if kept.len() > limit {
                 merge_closest(kept);
             }
+        }
+        if kept.is_empty() {
+            return Err(PlanError::NoRanges);
         }
         let (log_page_size, _) = clamp_page(caps, page_size)?;
         let total = kept
