@@ -146,3 +146,35 @@ fn usage_errors_exit_2() {
         assert_eq!(code, Some(2), "{args:?}: {out}{err}");
     }
 }
+
+#[test]
+fn migrate_with_a_dirtying_guest_counts_pages_per_round_and_at_the_stop() {
+    let r = run(&[
+        "migrate",
+        "--from",
+        "sim:state=8M,dirty=512K",
+        "--precopy",
+        "--guest-dirty",
+        "200000",
+        "--json",
+    ]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let d = doc(&r.stdout);
+    assert_eq!(d["digests_match"], true);
+    let rounds = d["guest_pages_per_round"].as_str().unwrap();
+    let n: Vec<u64> = rounds.split(',').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(
+        n.len() as u64,
+        d["precopy_rounds"].as_u64().unwrap(),
+        "one sync per round"
+    );
+    assert!(d["guest_page_writes"].as_u64().unwrap() > 0);
+    assert!(d["guest_stop_pages"].as_u64().is_some(), "{}", r.stdout);
+    assert_eq!(
+        d["guest_stop_bytes"].as_u64().unwrap(),
+        d["guest_stop_pages"].as_u64().unwrap() * 4096
+    );
+    // Without --precopy the guest never runs: refused as usage.
+    let r = run(&["migrate", "--from", "sim:state=8M", "--guest-dirty", "1000"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+}

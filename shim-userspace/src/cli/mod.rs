@@ -10,6 +10,7 @@ pub mod bench;
 pub mod check;
 pub mod device;
 pub mod dirty;
+pub mod guest_dirty;
 pub mod help;
 pub mod ifc;
 pub mod inspect;
