@@ -383,9 +383,9 @@ impl<H: Hal> Device<H> {
         let mut piece = [0u8; READ_PIECE];
         let mut offset = 0u32;
         while offset < msg.len {
-            // CAST: READ_PIECE is 512.
+            // CAST: READ_PIECE is 256.
             let n = msg.len.saturating_sub(offset).min(READ_PIECE as u32);
-            // CAST: n <= 512.
+            // CAST: n <= READ_PIECE.
             let dst = piece.get_mut(..n as usize).unwrap_or_default();
             match self.hal.report_channel_read(msg.slot, offset, dst) {
                 Ok(true) => {}

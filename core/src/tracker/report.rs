@@ -157,7 +157,6 @@ impl Report {
         }
         let log_page = u32::from(plan.log_page_size());
         let msg_size = plan.msg_size();
-        // CAST: REPORT_ENTRY_LEN is 8.
         let per_msg = u64::from(msg_size >> ENTRY_SHIFT).max(1);
         let pages = (last >> log_page)
             .saturating_sub(iova >> log_page)
@@ -216,7 +215,6 @@ impl Report {
         if c.opcode != CQE_OPCODE_RESP_SEND_IMM {
             return Err(self.fail(ReportError::BadOpcode(c.opcode)));
         }
-        // CAST: REPORT_ENTRY_LEN is 8.
         if c.byte_cnt > self.msg_size || c.byte_cnt & ENTRY_MASK != 0 {
             return Err(self.fail(ReportError::BadLength(c.byte_cnt)));
         }
@@ -254,7 +252,6 @@ impl Report {
         };
         let n = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let total = read.checked_add(n).filter(|&t| t <= msg.len);
-        // CAST: REPORT_ENTRY_LEN is 8.
         let (Some(total), 0) = (total, n & ENTRY_MASK) else {
             return Err(self.fail(ReportError::Sequence));
         };
