@@ -6,6 +6,13 @@
 //! buffer bytes (so platforms can use their fast one). Copying bytes between buffers and the user is the shim's job; the
 //! core says which buffer, which offset and how many bytes.
 //!
+//! Device dirty-page tracking adds an optional reporting channel
+//! ([`Hal::report_channel_open`] and four companions, all with defaults
+//! meaning "unsupported"): the queue mechanics (CQ, QPs, doorbells, events)
+//! stay with the platform, which has them (mlx5_core in a kernel, the
+//! command queue and BAR in userspace); the core sends the tracker's
+//! commands itself and judges every CQE and message byte.
+//!
 //! Two implementations exist: the userspace shim's (over the simulated
 //! firmware or a real PF) and the kernel-style shim's (a table of C
 //! callbacks).
@@ -14,7 +21,42 @@ use core::fmt;
 
 use crate::errno::Errno;
 use crate::ifc::mkey::Mkey;
+use crate::ifc::page_track::CQE_LEN;
 use crate::ifc::pd::Pd;
+
+/// What the core asks of a page tracker's reporting channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReportChannelRequest {
+    /// Bytes of one message (a power of two, at most 2 MiB): each receive
+    /// slot holds one.
+    pub msg_size: u32,
+    /// Receive slots (a power of two, at least 4).
+    pub slots: u32,
+}
+
+/// An open reporting channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReportChannel {
+    /// The firmware-side QP that sends reports (the tracker's `reporting_qpn`).
+    pub fw_qpn: u32,
+}
+
+/// What [`Hal::report_channel_next`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ReportEvent {
+    /// The next CQE was copied out (and its CQ entry consumed).
+    Cqe,
+    /// An OBJECT_CHANGE event for a page tracker arrived: the core QUERYs
+    /// the tracker's state (a spurious one costs a QUERY, nothing more).
+    ObjectChanged,
+    /// The channel broke (a CQ or WQ error event on either QP).
+    ChannelError,
+    /// Nothing arrived within the timeout.
+    TimedOut,
+}
 
 /// A DMA buffer, as the platform names it. Opaque to the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,6 +253,74 @@ pub trait Hal {
     fn now_ns(&mut self) -> Option<u64> {
         None
     }
+
+    /// Opens a page tracker's reporting channel: on mlx5, a CQ and two
+    /// loopback RC QPs on the PF (the host QP receive-only with `slots`
+    /// receive WQEs of `msg_size` bytes under one MTT mkey, all posted; the
+    /// firmware QP with a zero-length RQ), connected, plus a subscription to
+    /// OBJECT_CHANGE and CQ/WQ error events. `Ok(None)` (the default) means
+    /// the platform has no channel: device dirty tracking is unsupported
+    /// (`EOPNOTSUPP`). At most one channel is open per device.
+    ///
+    /// # Errors
+    /// The channel could not be built; nothing stays allocated.
+    fn report_channel_open(
+        &mut self,
+        req: ReportChannelRequest,
+    ) -> Result<Option<ReportChannel>, Self::Error> {
+        let _ = req;
+        Ok(None)
+    }
+
+    /// Copies the next valid CQE of the channel into `cqe` (its owner bit
+    /// and `INVALID` opcode already judged: that is queue mechanics) and
+    /// consumes it; or, if none is there, waits up to `timeout_ns` for one
+    /// (arming the CQ) or for an event. Returns what it found. The default
+    /// reports [`ReportEvent::ChannelError`]: without a channel there is
+    /// nothing to poll.
+    ///
+    /// # Errors
+    /// The platform failed; the core then treats the channel as broken.
+    fn report_channel_next(
+        &mut self,
+        cqe: &mut [u8; CQE_LEN],
+        timeout_ns: u64,
+    ) -> Result<ReportEvent, Self::Error> {
+        let _ = (cqe, timeout_ns);
+        Ok(ReportEvent::ChannelError)
+    }
+
+    /// Copies `dst.len()` bytes of the message in receive slot `slot` from
+    /// byte `offset` (the core reads a message in pieces, never past the
+    /// length its CQE gave). `Ok(false)` (the default) means there is no
+    /// such slot or range: the core treats the channel as broken.
+    ///
+    /// # Errors
+    /// The platform failed.
+    fn report_channel_read(
+        &mut self,
+        slot: u32,
+        offset: u32,
+        dst: &mut [u8],
+    ) -> Result<bool, Self::Error> {
+        let _ = (slot, offset, dst);
+        Ok(false)
+    }
+
+    /// Gives receive slot `slot` back to firmware (re-posts its WQE and
+    /// rings the RQ doorbell record) once the core has read it.
+    ///
+    /// # Errors
+    /// The platform failed; the core treats the channel as broken.
+    fn report_channel_repost(&mut self, slot: u32) -> Result<(), Self::Error> {
+        let _ = slot;
+        Ok(())
+    }
+
+    /// Closes the channel: unsubscribes, destroys both QPs, the mkey and
+    /// buffers, the CQ and what else `report_channel_open` built. Called
+    /// after the tracker object is destroyed.
+    fn report_channel_close(&mut self) {}
 }
 
 impl<H: Hal + ?Sized> Hal for &mut H {
@@ -241,5 +351,32 @@ impl<H: Hal + ?Sized> Hal for &mut H {
     }
     fn now_ns(&mut self) -> Option<u64> {
         (**self).now_ns()
+    }
+    fn report_channel_open(
+        &mut self,
+        req: ReportChannelRequest,
+    ) -> Result<Option<ReportChannel>, Self::Error> {
+        (**self).report_channel_open(req)
+    }
+    fn report_channel_next(
+        &mut self,
+        cqe: &mut [u8; CQE_LEN],
+        timeout_ns: u64,
+    ) -> Result<ReportEvent, Self::Error> {
+        (**self).report_channel_next(cqe, timeout_ns)
+    }
+    fn report_channel_read(
+        &mut self,
+        slot: u32,
+        offset: u32,
+        dst: &mut [u8],
+    ) -> Result<bool, Self::Error> {
+        (**self).report_channel_read(slot, offset, dst)
+    }
+    fn report_channel_repost(&mut self, slot: u32) -> Result<(), Self::Error> {
+        (**self).report_channel_repost(slot)
+    }
+    fn report_channel_close(&mut self) {
+        (**self).report_channel_close()
     }
 }

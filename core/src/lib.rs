@@ -40,4 +40,5 @@ pub mod ifc;
 pub mod load;
 pub mod save;
 pub mod stream;
+pub mod tracker;
 pub mod vfio;

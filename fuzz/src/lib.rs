@@ -4,7 +4,9 @@
 //! firmware command outputs ([`ifc_decode`](mod@targets::ifc_decode)), incoming migration
 //! streams ([`stream_reader`](mod@targets::stream_reader), [`resume_engine`](mod@targets::resume_engine)), the
 //! saving engine under hostile firmware ([`save_engine`](mod@targets::save_engine)) and the
-//! VFIO state graph ([`state_graph`](mod@targets::state_graph)).
+//! VFIO state graph ([`state_graph`](mod@targets::state_graph)), and the device
+//! dirty-page tracker's report ingestion and life cycle
+//! ([`tracker_report`](mod@targets::tracker_report)).
 //!
 //! Each target is a plain function of the fuzz input, so the
 //! `fuzz_targets/*.rs` binaries (run by `cargo +nightly fuzz run TARGET`) are

@@ -926,5 +926,68 @@ pub fn all() -> Vec<Seed> {
     v.extend(resume_engine());
     v.extend(save_engine());
     v.extend(state_graph());
+    v.extend(tracker_report());
     v
+}
+
+/// `tracker_report` seeds: written byte by byte (its `Vec` fields are a
+/// `bool` "one more" before each element, then `false`), checked to run.
+fn tracker_report() -> Vec<Seed> {
+    // Engine: caps (4 ranges, 2^12..2^52 space, 4 KiB messages, 4 KiB to
+    // 2 MiB pages), ranges of 16 pages at pages 0 and 32, 4 KiB pages, a
+    // window over both, 8 slots; then two messages: pages 1 and 33, and
+    // the empty end marker.
+    let mut e = ArbWriter::default();
+    e.u8(0).bytes(&[0, 4, 12, 52, 12, 12, 12, 21]);
+    for (gap, len) in [(0u16, 16u16), (16, 16)] {
+        e.bool(true).u16(gap).u16(len);
+    }
+    e.bool(false).u8(12).u32(0).u32(48).u8(3);
+    let cqe = |w: &mut ArbWriter, len: u32, state: u8| {
+        w.variant(0, 5).u8(3).u32(len).u16(0).u8(state);
+    };
+    cqe(&mut e, 16, 1);
+    e.variant(1, 5);
+    for page in [1u32, 33] {
+        e.bool(true).u32(page).u8(0);
+    }
+    e.bool(false).variant(3, 5);
+    cqe(&mut e, 0, 0);
+    e.variant(3, 5);
+    // Device: start over two 1 MiB ranges with 4 KiB pages, dirty, read,
+    // an ERROR after one message, read (EIO), stop; start again, a silent
+    // firmware, read (ETIMEDOUT), stop.
+    let mut d = ArbWriter::default();
+    d.u8(1);
+    let start = |w: &mut ArbWriter| {
+        w.variant(0, 7);
+        for (gap, len) in [(0u8, 15u8), (16, 15)] {
+            w.bool(true).u8(gap).u8(len);
+        }
+        w.bool(false).u8(0);
+    };
+    start(&mut d);
+    d.variant(1, 7).u16(500).variant(2, 7);
+    d.variant(4, 7)
+        .u8(1)
+        .u8(1)
+        .variant(1, 7)
+        .u16(2000)
+        .variant(2, 7)
+        .variant(3, 7);
+    start(&mut d);
+    d.variant(1, 7)
+        .u16(900)
+        .variant(4, 7)
+        .u8(3)
+        .u8(0)
+        .variant(2, 7)
+        .variant(3, 7);
+    for (_, data) in [("engine", &e.0), ("device", &d.0)] {
+        crate::targets::tracker_report::run(data);
+    }
+    vec![
+        ("tracker_report", "engine-report", e.0),
+        ("tracker_report", "device-lifecycle", d.0),
+    ]
 }

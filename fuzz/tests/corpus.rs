@@ -51,6 +51,11 @@ fn run_dir(target: &str) {
 }
 
 #[test]
+fn tracker_report() {
+    run_dir("tracker_report");
+}
+
+#[test]
 fn ifc_decode() {
     run_dir("ifc_decode");
 }

@@ -483,6 +483,53 @@ typedef const void __user *mlx5vf_const_uptr;
 #define MLX5VF_FILE_WORDS 2
 
 /**
+ * Bytes of `struct mlx5vf_dirty` (64-bit targets): the tracker plan of up
+ * to 256 ranges and its state.
+ */
+#define MLX5VF_DIRTY_SIZE 4352
+
+/**
+ * Alignment of `struct mlx5vf_dirty`.
+ */
+#define MLX5VF_DIRTY_ALIGN 8
+
+/**
+ * `MLX5VF_DIRTY_SIZE` in 64-bit words (the storage array's length).
+ */
+#define MLX5VF_DIRTY_WORDS 544
+
+/**
+ * Scratch `mlx5vf_log_start()` needs: QUERY_HCA_CAP's output or CREATE's
+ * input with 255 ranges, whichever is larger.
+ */
+#define MLX5VF_DIRTY_SCRATCH_LEN 4144
+
+/**
+ * Bytes of a report CQE the `report_next` callback copies out.
+ */
+#define MLX5VF_REPORT_CQE_LEN 64
+
+/**
+ * The next CQE was copied out and consumed.
+ */
+#define MLX5VF_REPORT_CQE 0
+
+/**
+ * An OBJECT_CHANGE event for a page tracker arrived.
+ */
+#define MLX5VF_REPORT_OBJECT_CHANGED 1
+
+/**
+ * A CQ or WQ error event on the channel.
+ */
+#define MLX5VF_REPORT_CHANNEL_ERROR 2
+
+/**
+ * Nothing arrived within the timeout.
+ */
+#define MLX5VF_REPORT_TIMED_OUT 3
+
+/**
  * `EPERM`.
  */
 #define MLX5VF_EPERM 1
@@ -573,7 +620,7 @@ typedef const void __user *mlx5vf_const_uptr;
  * another version's header is refused at init (`-EPROTO`) instead of
  * handing the library structures it would misread.
  */
-#define MLX5VF_ABI_VERSION 3
+#define MLX5VF_ABI_VERSION 4
 
 /**
  * `struct mlx5vf_config.flags`: use chunk mode when the device offers it.
@@ -617,6 +664,8 @@ typedef const void __user *mlx5vf_const_uptr;
  * `struct mlx5vf_probe_info.flags`: device dirty-page tracking exists.
  */
 #define MLX5VF_PROBE_DIRTY_TRACKING (1 << 1)
+
+struct Option_SetDirtyFn;
 
 #if defined(MLX5VF_TEST_SIM)
 /**
@@ -816,6 +865,40 @@ struct mlx5vf_platform_ops {
          * (`MLX5VF_CFG_MEASURED_CHUNKS`). Called with the device lock held.
          */
         uint64_t (*now_ns)(void *ctx);
+        /**
+         * Optional (device dirty tracking; `NULL`: `mlx5vf_log_start()` answers
+         * `-EOPNOTSUPP`). Builds the page tracker's reporting channel on the
+         * PF: a CQ and two loopback RC QPs (the host QP receive-only with
+         * `slots` posted receive WQEs of `msg_size` bytes under one MTT mkey;
+         * the firmware QP with a zero-length RQ), connected, and subscribes to
+         * OBJECT_CHANGE and CQ/WQ error events. Writes the firmware QP number
+         * to `fw_qpn`. Returns 0, `-EOPNOTSUPP` for "no channel here", or a
+         * negative errno with nothing left allocated. **Lock held.**
+         */
+        int (*report_open)(void *ctx, uint32_t msg_size, uint32_t slots, uint32_t *fw_qpn);
+        /**
+         * Copies the next valid CQE (`MLX5VF_REPORT_CQE_LEN` bytes, owner bit
+         * and invalid opcode already judged) to `cqe` and consumes it, or waits
+         * up to `timeout_ns` (arming the CQ) for one or for an event. Returns
+         * `MLX5VF_REPORT_*` or a negative errno. **Lock held** (Linux also
+         * sleeps here with its state mutex held).
+         */
+        int (*report_next)(void *ctx, uint8_t *cqe, uint64_t timeout_ns);
+        /**
+         * Copies `len` bytes of the message in receive slot `slot` from byte
+         * `offset` to `dst`. Returns 0 or a negative errno. **Lock held.**
+         */
+        int (*report_read)(void *ctx, uint32_t slot, uint32_t offset, uint8_t *dst, size_t len);
+        /**
+         * Re-posts receive slot `slot` (its WQE and the RQ doorbell record).
+         * Returns 0 or a negative errno. **Lock held.**
+         */
+        int (*report_repost)(void *ctx, uint32_t slot);
+        /**
+         * Tears the channel down (after the tracker object is destroyed).
+         * **Lock held.**
+         */
+        void (*report_close)(void *ctx);
 };
 
 /**
@@ -885,6 +968,34 @@ struct mlx5vf_file {
          * Opaque.
          */
         uint64_t _opaque[MLX5VF_FILE_WORDS];
+};
+
+/**
+ * Storage for one device's dirty-page tracker (`vfio_log_ops` state).
+ * Embed it beside the device storage; initialise it with
+ * `mlx5vf_dirty_init()`. Opaque; never copy or move it once initialised.
+ */
+struct mlx5vf_dirty {
+        /**
+         * Opaque.
+         */
+        uint64_t _opaque[MLX5VF_DIRTY_WORDS];
+};
+
+/**
+ * One range to track: `struct vfio_device_feature_dma_logging_range`'s
+ * layout (what the VFIO core's interval tree nodes hold as
+ * `[start, last]`: pass `length = last - start + 1`).
+ */
+struct mlx5vf_iova_range {
+        /**
+         * First byte.
+         */
+        uint64_t iova;
+        /**
+         * Bytes.
+         */
+        uint64_t length;
 };
 
 /**
@@ -1178,6 +1289,81 @@ int mlx5vf_load_complete(struct mlx5vf_device *dev,
                          int status,
                          const void *out,
                          size_t out_len);
+
+/**
+ * Initialises tracker storage (logging off). No lock needed: nothing else
+ * uses the storage yet.
+ *
+ * Returns 0, or `-EINVAL` for `NULL`.
+ *
+ * # Safety
+ * `d` is null or points to `MLX5VF_DIRTY_SIZE` writable bytes aligned to
+ * `MLX5VF_DIRTY_ALIGN` that nothing else uses.
+ */
+int mlx5vf_dirty_init(struct mlx5vf_dirty *d);
+
+/**
+ * `vfio_log_ops.log_start`: tracks the VF's DMA writes to `ranges`
+ * (`nranges` of them, sorted and disjoint, as the VFIO core's interval
+ * tree yields them; more than the device holds are combined as Linux
+ * combines them). `*page_size` is the requested page size in and the
+ * tracked one out. `scratch` holds `MLX5VF_DIRTY_SCRATCH_LEN` bytes.
+ * **Lock held.**
+ *
+ * Returns 0; `-EINVAL` (bad arguments, ranges, or logging already
+ * started), `-EOPNOTSUPP` (no tracker on the device, no `report_*`
+ * callbacks, or limits the device cannot meet), `-ENOTCONN`, or the errno
+ * of the command that failed. Nothing stays allocated on failure.
+ *
+ * # Safety
+ * `dev` is null or device storage; `d` null or tracker storage; `ranges`
+ * valid for `nranges` reads; `page_size` null or valid for reads and
+ * writes; `scratch` valid for `scratch_len` bytes of writes.
+ */
+int mlx5vf_log_start(struct mlx5vf_device *dev,
+                     struct mlx5vf_dirty *d,
+                     const struct mlx5vf_iova_range *ranges,
+                     uint32_t nranges,
+                     uint64_t *page_size,
+                     void *scratch,
+                     size_t scratch_len);
+
+/**
+ * `vfio_log_ops.log_stop`: destroys the tracker and its channel; also
+ * ends the failed state a report left. Stopping when nothing runs does
+ * nothing. **Lock held.**
+ *
+ * Returns 0, or `-EINVAL` for storage that is not a device or tracker.
+ *
+ * # Safety
+ * As `mlx5vf_log_start()`, for `dev` and `d`.
+ */
+int mlx5vf_log_stop(struct mlx5vf_device *dev, struct mlx5vf_dirty *d);
+
+/**
+ * `vfio_log_ops.log_read_and_clear`: reports the pages of `[iova, iova +
+ * length)` the VF wrote since the last report, by calling
+ * `set_dirty(set_ctx, iova, length)` for each dirty extent (clipped to the
+ * window; pass `iova_bitmap_set`'s arguments through), and clears them on
+ * the device. **Lock held**; may sleep in `report_next`.
+ *
+ * Returns 0; `-EINVAL` (not started, or a window outside the ranges),
+ * `-ENOTCONN`, `-ETIMEDOUT` (firmware went silent) or `-EIO` (the tracker
+ * failed, a report broke a rule, or the channel broke). After `-EIO` or
+ * `-ETIMEDOUT` logging has ended (the tracker and channel are freed) and
+ * every read fails with `-EIO` until `mlx5vf_log_stop()`: the VMM must
+ * take all memory as dirty.
+ *
+ * # Safety
+ * As `mlx5vf_log_start()`, for `dev` and `d`; `set_dirty` is callable with
+ * `set_ctx` for the duration of the call.
+ */
+int mlx5vf_log_read_and_clear(struct mlx5vf_device *dev,
+                              struct mlx5vf_dirty *d,
+                              uint64_t iova,
+                              uint64_t length,
+                              struct Option_SetDirtyFn set_dirty,
+                              void *set_ctx);
 
 /**
  * `MLX5VF_FILE_SAVING`, `MLX5VF_FILE_RESUMING`, or 0 for a file that is
@@ -1543,6 +1729,107 @@ void mlx5vf_sim_reset_vf(struct mlx5vf_sim *sim, uint16_t vf);
  * `sim` is null or live.
  */
 uint64_t mlx5vf_sim_command_count(struct mlx5vf_sim *sim, uint16_t opcode);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * Opens the tracker model's reporting channel (standing for the CQ and
+ * QPs a kernel driver creates): `slots` slots of `msg_size` bytes at
+ * `slot * msg_size` of memory key `mkey`. Writes the firmware QP number to
+ * `qpn`. Returns 0 or `-EINVAL` (a channel is open, or bad geometry).
+ *
+ * # Safety
+ * `sim` is null or live; `qpn` null or valid for a write.
+ */
+int mlx5vf_sim_tracker_open(struct mlx5vf_sim *sim,
+                            uint32_t mkey,
+                            uint32_t msg_size,
+                            uint32_t slots,
+                            uint32_t *qpn);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * Lets the firmware take one reporting step: returns `MLX5VF_REPORT_CQE`
+ * with the CQE in `cqe` (64 bytes), `MLX5VF_REPORT_OBJECT_CHANGED`, or
+ * `MLX5VF_REPORT_TIMED_OUT` when nothing happens (the model never changes
+ * by itself, so there is nothing to wait for).
+ *
+ * # Safety
+ * `sim` is null or live; `cqe` valid for 64 bytes of writes.
+ */
+int mlx5vf_sim_tracker_poll(struct mlx5vf_sim *sim, uint8_t *cqe);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * The host re-posted a receive slot.
+ *
+ * # Safety
+ * `sim` is null or live.
+ */
+void mlx5vf_sim_tracker_repost(struct mlx5vf_sim *sim);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * Closes the reporting channel.
+ *
+ * # Safety
+ * `sim` is null or live.
+ */
+void mlx5vf_sim_tracker_close(struct mlx5vf_sim *sim);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * The tracker object's state (0 TRACKING, 1 REPORTING, 2 ERROR), or -1
+ * when there is none.
+ *
+ * # Safety
+ * `sim` is null or live.
+ */
+int mlx5vf_sim_tracker_state(struct mlx5vf_sim *sim);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * Arms a tracker fault: `kind` 0 none, 1 ERROR with a final CQE, 2 ERROR
+ * with only an object-change event, 3 silence, 4 an untracked address,
+ * 5 a spurious object-change event; `after` messages first.
+ *
+ * # Safety
+ * `sim` is null or live.
+ */
+void mlx5vf_sim_tracker_fault(struct mlx5vf_sim *sim, uint32_t kind, uint64_t after);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * The guest's device writes `[iova, iova + len)` (ground truth, and the
+ * tracker's dirty set inside its ranges).
+ *
+ * # Safety
+ * `sim` is null or live.
+ */
+void mlx5vf_sim_guest_write(struct mlx5vf_sim *sim, uint64_t iova, uint64_t len);
+#endif
+
+#if defined(MLX5VF_TEST_SIM)
+/**
+ * Written guest pages inside `[iova, iova + len)` whose bit in `bitmap`
+ * (`words` u64s, bit i = page `iova + i * page_size`) is clear; then
+ * forgets the ground truth. `u64::MAX` for bad arguments.
+ *
+ * # Safety
+ * `sim` is null or live; `bitmap` valid for `words` reads.
+ */
+uint64_t mlx5vf_sim_missed_and_clear(struct mlx5vf_sim *sim,
+                                     uint64_t iova,
+                                     uint64_t len,
+                                     uint64_t page_size,
+                                     const uint64_t *bitmap,
+                                     size_t words);
 #endif
 
 #ifdef __cplusplus

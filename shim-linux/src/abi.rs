@@ -146,6 +146,30 @@ pub const MLX5VF_FILE_SIZE: usize = 16;
 pub const MLX5VF_FILE_ALIGN: usize = 8;
 /// `MLX5VF_FILE_SIZE` in 64-bit words (the storage array's length).
 pub const MLX5VF_FILE_WORDS: usize = 2;
+/// Bytes of `struct mlx5vf_dirty` (64-bit targets): the tracker plan of up
+/// to 256 ranges and its state.
+pub const MLX5VF_DIRTY_SIZE: usize = 4352;
+/// Alignment of `struct mlx5vf_dirty`.
+pub const MLX5VF_DIRTY_ALIGN: usize = 8;
+/// `MLX5VF_DIRTY_SIZE` in 64-bit words (the storage array's length).
+pub const MLX5VF_DIRTY_WORDS: usize = 544;
+/// Scratch `mlx5vf_log_start()` needs: QUERY_HCA_CAP's output or CREATE's
+/// input with 255 ranges, whichever is larger.
+pub const MLX5VF_DIRTY_SCRATCH_LEN: usize = 4144;
+/// Bytes of a report CQE the `report_next` callback copies out.
+pub const MLX5VF_REPORT_CQE_LEN: usize = 64;
+
+// ---------------------------------------------------------------------------
+// What the `report_next` callback found (its non-negative return values).
+
+/// The next CQE was copied out and consumed.
+pub const MLX5VF_REPORT_CQE: c_int = 0;
+/// An OBJECT_CHANGE event for a page tracker arrived.
+pub const MLX5VF_REPORT_OBJECT_CHANGED: c_int = 1;
+/// A CQ or WQ error event on the channel.
+pub const MLX5VF_REPORT_CHANNEL_ERROR: c_int = 2;
+/// Nothing arrived within the timeout.
+pub const MLX5VF_REPORT_TIMED_OUT: c_int = 3;
 
 // ---------------------------------------------------------------------------
 // Errno numbers the functions return (negated). asm-generic numbering: the
@@ -228,7 +252,7 @@ const fn errnos_match() -> bool {
 /// function signature or a constant's meaning changes. A caller built with
 /// another version's header is refused at init (`-EPROTO`) instead of
 /// handing the library structures it would misread.
-pub const MLX5VF_ABI_VERSION: u32 = 3;
+pub const MLX5VF_ABI_VERSION: u32 = 4;
 
 /// What the caller's header says about the ABI, checked by
 /// `mlx5vf_device_init_abi()` against the library's own view. The header's
@@ -290,6 +314,27 @@ pub const MLX5VF_PROBE_DIRTY_TRACKING: u32 = 1 << 1;
 pub struct mlx5vf_device {
     /// Opaque.
     pub _opaque: [u64; MLX5VF_DEVICE_WORDS],
+}
+
+/// Storage for one device's dirty-page tracker (`vfio_log_ops` state).
+/// Embed it beside the device storage; initialise it with
+/// `mlx5vf_dirty_init()`. Opaque; never copy or move it once initialised.
+#[repr(C)]
+pub struct mlx5vf_dirty {
+    /// Opaque.
+    pub _opaque: [u64; MLX5VF_DIRTY_WORDS],
+}
+
+/// One range to track: `struct vfio_device_feature_dma_logging_range`'s
+/// layout (what the VFIO core's interval tree nodes hold as
+/// `[start, last]`: pass `length = last - start + 1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct mlx5vf_iova_range {
+    /// First byte.
+    pub iova: u64,
+    /// Bytes.
+    pub length: u64,
 }
 
 /// Storage for one migration file (the handle `mlx5vf_set_state()` fills
@@ -517,6 +562,46 @@ pub struct mlx5vf_platform_ops {
     /// which the core times QUERY commands and SAVEs to tune the chunk size
     /// (`MLX5VF_CFG_MEASURED_CHUNKS`). Called with the device lock held.
     pub now_ns: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
+    /// Optional (device dirty tracking; `NULL`: `mlx5vf_log_start()` answers
+    /// `-EOPNOTSUPP`). Builds the page tracker's reporting channel on the
+    /// PF: a CQ and two loopback RC QPs (the host QP receive-only with
+    /// `slots` posted receive WQEs of `msg_size` bytes under one MTT mkey;
+    /// the firmware QP with a zero-length RQ), connected, and subscribes to
+    /// OBJECT_CHANGE and CQ/WQ error events. Writes the firmware QP number
+    /// to `fw_qpn`. Returns 0, `-EOPNOTSUPP` for "no channel here", or a
+    /// negative errno with nothing left allocated. **Lock held.**
+    pub report_open: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            msg_size: u32,
+            slots: u32,
+            fw_qpn: *mut u32,
+        ) -> c_int,
+    >,
+    /// Copies the next valid CQE (`MLX5VF_REPORT_CQE_LEN` bytes, owner bit
+    /// and invalid opcode already judged) to `cqe` and consumes it, or waits
+    /// up to `timeout_ns` (arming the CQ) for one or for an event. Returns
+    /// `MLX5VF_REPORT_*` or a negative errno. **Lock held** (Linux also
+    /// sleeps here with its state mutex held).
+    pub report_next:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, cqe: *mut u8, timeout_ns: u64) -> c_int>,
+    /// Copies `len` bytes of the message in receive slot `slot` from byte
+    /// `offset` to `dst`. Returns 0 or a negative errno. **Lock held.**
+    pub report_read: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            slot: u32,
+            offset: u32,
+            dst: *mut u8,
+            len: usize,
+        ) -> c_int,
+    >,
+    /// Re-posts receive slot `slot` (its WQE and the RQ doorbell record).
+    /// Returns 0 or a negative errno. **Lock held.**
+    pub report_repost: Option<unsafe extern "C" fn(ctx: *mut c_void, slot: u32) -> c_int>,
+    /// Tears the channel down (after the tracker object is destroyed).
+    /// **Lock held.**
+    pub report_close: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
 }
 
 // ---------------------------------------------------------------------------
@@ -551,4 +636,10 @@ const _: () = {
     assert!(core::mem::align_of::<mlx5vf_file>() == MLX5VF_FILE_ALIGN);
     assert!(MLX5VF_DEVICE_WORDS * 8 == MLX5VF_DEVICE_SIZE);
     assert!(MLX5VF_FILE_WORDS * 8 == MLX5VF_FILE_SIZE);
+    assert!(core::mem::size_of::<mlx5vf_dirty>() == MLX5VF_DIRTY_SIZE);
+    assert!(core::mem::align_of::<mlx5vf_dirty>() == MLX5VF_DIRTY_ALIGN);
+    assert!(MLX5VF_DIRTY_WORDS * 8 == MLX5VF_DIRTY_SIZE);
+    assert!(MLX5VF_DIRTY_SCRATCH_LEN == mlx5vf_core::device::DIRTY_SCRATCH_LEN);
+    assert!(MLX5VF_REPORT_CQE_LEN == mlx5vf_core::ifc::page_track::CQE_LEN);
+    assert!(core::mem::size_of::<mlx5vf_iova_range>() == 16);
 };

@@ -48,6 +48,7 @@ extern crate std;
 
 pub mod abi;
 pub mod device;
+pub mod dirty;
 pub mod file;
 mod platform;
 pub mod util;

@@ -3,13 +3,18 @@
 use core::ffi::{c_int, c_void};
 
 use mlx5vf_core::device::MAX_BUFFERS;
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
+use mlx5vf_core::hal::{
+    BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, ReportChannel, ReportChannelRequest,
+    ReportEvent, SaveToken,
+};
 use mlx5vf_core::ifc::mkey::Mkey;
+use mlx5vf_core::ifc::page_track::CQE_LEN;
 use mlx5vf_core::ifc::pd::Pd;
 
 use crate::abi::{
     MLX5VF_DMA_FROM_DEVICE, MLX5VF_DMA_TO_DEVICE, MLX5VF_EFAULT, MLX5VF_EIO, MLX5VF_ENOMEM,
-    MLX5VF_ENOTCONN, MLX5VF_ETIMEDOUT, mlx5vf_platform_ops,
+    MLX5VF_ENOTCONN, MLX5VF_EOPNOTSUPP, MLX5VF_ETIMEDOUT, MLX5VF_REPORT_CHANNEL_ERROR,
+    MLX5VF_REPORT_CQE, MLX5VF_REPORT_OBJECT_CHANGED, MLX5VF_REPORT_TIMED_OUT, mlx5vf_platform_ops,
 };
 
 type ExecFn = unsafe extern "C" fn(*mut c_void, *const c_void, usize, *mut c_void, usize) -> c_int;
@@ -24,6 +29,10 @@ type BufFromUserFn = unsafe extern "C" fn(*mut c_void, u64, u64, *const c_void, 
 type ToUserFn = unsafe extern "C" fn(*mut c_void, *mut c_void, *const c_void, usize) -> i64;
 type FromUserFn = unsafe extern "C" fn(*mut c_void, *mut c_void, *const c_void, usize) -> i64;
 type LockFn = unsafe extern "C" fn(*mut c_void);
+type ReportOpenFn = unsafe extern "C" fn(*mut c_void, u32, u32, *mut u32) -> c_int;
+type ReportNextFn = unsafe extern "C" fn(*mut c_void, *mut u8, u64) -> c_int;
+type ReportReadFn = unsafe extern "C" fn(*mut c_void, u32, u32, *mut u8, usize) -> c_int;
+type ReportRepostFn = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
 type TryLockFn = unsafe extern "C" fn(*mut c_void) -> bool;
 
 /// A callback table with every entry present.
@@ -52,6 +61,18 @@ pub(crate) struct Ops {
     pub(crate) start_load: Option<StartSaveFn>,
     /// `NULL` in the table: nothing is measured.
     pub(crate) now_ns: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
+    /// The reporting channel: all five callbacks, or none.
+    pub(crate) report: Option<ReportOps>,
+}
+
+/// The page tracker's reporting-channel callbacks.
+#[derive(Clone, Copy)]
+pub(crate) struct ReportOps {
+    open: ReportOpenFn,
+    next: ReportNextFn,
+    read: ReportReadFn,
+    repost: ReportRepostFn,
+    close: LockFn,
 }
 
 impl Ops {
@@ -75,6 +96,26 @@ impl Ops {
             wake: t.wake?,
             start_load: t.start_load,
             now_ns: t.now_ns,
+            report: match (
+                t.report_open,
+                t.report_next,
+                t.report_read,
+                t.report_repost,
+                t.report_close,
+            ) {
+                (Some(open), Some(next), Some(read), Some(repost), Some(close)) => {
+                    Some(ReportOps {
+                        open,
+                        next,
+                        read,
+                        repost,
+                        close,
+                    })
+                }
+                (None, None, None, None, None) => None,
+                // Some but not all: a table the caller got wrong.
+                _ => return None,
+            },
         })
     }
 }
@@ -218,6 +259,75 @@ impl Hal for CHal {
         // SAFETY: the caller's optional callback (Ops invariant), called
         // with the lock held as documented.
         Some(unsafe { now_ns(self.ctx) })
+    }
+
+    fn report_channel_open(
+        &mut self,
+        req: ReportChannelRequest,
+    ) -> Result<Option<ReportChannel>, HalErrorKind> {
+        let Some(r) = self.ops.report else {
+            return Ok(None);
+        };
+        let mut fw_qpn = 0u32;
+        // SAFETY: the caller's callback (Ops invariant); `fw_qpn` is a live
+        // local, valid for the write.
+        let rc = unsafe { (r.open)(self.ctx, req.msg_size, req.slots, &mut fw_qpn) };
+        match rc.checked_neg() {
+            Some(0) => Ok(Some(ReportChannel { fw_qpn })),
+            Some(MLX5VF_EOPNOTSUPP) => Ok(None),
+            _ => Err(kind_of(rc)),
+        }
+    }
+
+    fn report_channel_next(
+        &mut self,
+        cqe: &mut [u8; CQE_LEN],
+        timeout_ns: u64,
+    ) -> Result<ReportEvent, HalErrorKind> {
+        let Some(r) = self.ops.report else {
+            return Ok(ReportEvent::ChannelError);
+        };
+        // SAFETY: the caller's callback; `cqe` is valid for CQE_LEN bytes
+        // of writes (what the header promises the callback).
+        let rc = unsafe { (r.next)(self.ctx, cqe.as_mut_ptr(), timeout_ns) };
+        Ok(match rc {
+            MLX5VF_REPORT_CQE => ReportEvent::Cqe,
+            MLX5VF_REPORT_OBJECT_CHANGED => ReportEvent::ObjectChanged,
+            MLX5VF_REPORT_TIMED_OUT => ReportEvent::TimedOut,
+            MLX5VF_REPORT_CHANNEL_ERROR => ReportEvent::ChannelError,
+            rc if rc < 0 => return Err(kind_of(rc)),
+            // An answer the header does not define: the channel is broken.
+            _ => ReportEvent::ChannelError,
+        })
+    }
+
+    fn report_channel_read(
+        &mut self,
+        slot: u32,
+        offset: u32,
+        dst: &mut [u8],
+    ) -> Result<bool, HalErrorKind> {
+        let Some(r) = self.ops.report else {
+            return Ok(false);
+        };
+        // SAFETY: the caller's callback; `dst` is valid for its length.
+        let rc = unsafe { (r.read)(self.ctx, slot, offset, dst.as_mut_ptr(), dst.len()) };
+        check(rc).map(|()| true)
+    }
+
+    fn report_channel_repost(&mut self, slot: u32) -> Result<(), HalErrorKind> {
+        let Some(r) = self.ops.report else {
+            return Err(HalErrorKind::Other);
+        };
+        // SAFETY: the caller's callback.
+        check(unsafe { (r.repost)(self.ctx, slot) })
+    }
+
+    fn report_channel_close(&mut self) {
+        if let Some(r) = self.ops.report {
+            // SAFETY: the caller's callback.
+            unsafe { (r.close)(self.ctx) }
+        }
     }
 }
 

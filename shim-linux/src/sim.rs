@@ -20,7 +20,10 @@ use std::vec::Vec;
 
 use ::mlx5vf_sim::{Dma, DmaFault, Firmware, FirmwareConfig, SimSpec};
 
-use crate::abi::{MLX5VF_EINVAL, MLX5VF_ENOMEM};
+use crate::abi::{
+    MLX5VF_EINVAL, MLX5VF_ENOMEM, MLX5VF_REPORT_CQE, MLX5VF_REPORT_OBJECT_CHANGED,
+    MLX5VF_REPORT_TIMED_OUT,
+};
 
 /// A registered range of harness memory.
 struct Region {
@@ -375,4 +378,174 @@ pub unsafe extern "C" fn mlx5vf_sim_reset_vf(sim: *mut mlx5vf_sim, vf: u16) {
 pub unsafe extern "C" fn mlx5vf_sim_command_count(sim: *mut mlx5vf_sim, opcode: u16) -> u64 {
     // SAFETY: forwarded from the caller.
     unsafe { get(sim) }.map_or(0, |s| s.lock().fw.command_count(opcode))
+}
+
+/// Opens the tracker model's reporting channel (standing for the CQ and
+/// QPs a kernel driver creates): `slots` slots of `msg_size` bytes at
+/// `slot * msg_size` of memory key `mkey`. Writes the firmware QP number to
+/// `qpn`. Returns 0 or `-EINVAL` (a channel is open, or bad geometry).
+///
+/// # Safety
+/// `sim` is null or live; `qpn` null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_tracker_open(
+    sim: *mut mlx5vf_sim,
+    mkey: u32,
+    msg_size: u32,
+    slots: u32,
+    qpn: *mut u32,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    let Some(s) = (unsafe { get(sim) }) else {
+        return -MLX5VF_EINVAL;
+    };
+    if qpn.is_null() {
+        return -MLX5VF_EINVAL;
+    }
+    match s
+        .lock()
+        .fw
+        .tracker_mut()
+        .open_channel(mkey, msg_size, slots)
+    {
+        Some(n) => {
+            // SAFETY: valid for a write (caller).
+            unsafe { qpn.write(n) };
+            0
+        }
+        None => -MLX5VF_EINVAL,
+    }
+}
+
+/// Lets the firmware take one reporting step: returns `MLX5VF_REPORT_CQE`
+/// with the CQE in `cqe` (64 bytes), `MLX5VF_REPORT_OBJECT_CHANGED`, or
+/// `MLX5VF_REPORT_TIMED_OUT` when nothing happens (the model never changes
+/// by itself, so there is nothing to wait for).
+///
+/// # Safety
+/// `sim` is null or live; `cqe` valid for 64 bytes of writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_tracker_poll(sim: *mut mlx5vf_sim, cqe: *mut u8) -> c_int {
+    // SAFETY: forwarded from the caller.
+    let Some(s) = (unsafe { get(sim) }) else {
+        return -MLX5VF_EINVAL;
+    };
+    if cqe.is_null() {
+        return -MLX5VF_EINVAL;
+    }
+    let mut buf = [0u8; 64];
+    let mut g = s.lock();
+    let Inner { fw, mem } = &mut *g;
+    match fw.tracker_poll(&mut buf, mem) {
+        ::mlx5vf_sim::tracker::ChannelEvent::Cqe => {
+            // SAFETY: valid for 64 bytes (caller).
+            unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), cqe, buf.len()) };
+            MLX5VF_REPORT_CQE
+        }
+        ::mlx5vf_sim::tracker::ChannelEvent::ObjectChanged => MLX5VF_REPORT_OBJECT_CHANGED,
+        ::mlx5vf_sim::tracker::ChannelEvent::Nothing => MLX5VF_REPORT_TIMED_OUT,
+    }
+}
+
+/// The host re-posted a receive slot.
+///
+/// # Safety
+/// `sim` is null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_tracker_repost(sim: *mut mlx5vf_sim) {
+    // SAFETY: forwarded from the caller.
+    if let Some(s) = unsafe { get(sim) } {
+        s.lock().fw.tracker_mut().repost();
+    }
+}
+
+/// Closes the reporting channel.
+///
+/// # Safety
+/// `sim` is null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_tracker_close(sim: *mut mlx5vf_sim) {
+    // SAFETY: forwarded from the caller.
+    if let Some(s) = unsafe { get(sim) } {
+        s.lock().fw.tracker_mut().close_channel();
+    }
+}
+
+/// The tracker object's state (0 TRACKING, 1 REPORTING, 2 ERROR), or -1
+/// when there is none.
+///
+/// # Safety
+/// `sim` is null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_tracker_state(sim: *mut mlx5vf_sim) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { get(sim) }
+        .and_then(|s| s.lock().fw.tracker().object_state())
+        .map_or(-1, c_int::from)
+}
+
+/// Arms a tracker fault: `kind` 0 none, 1 ERROR with a final CQE, 2 ERROR
+/// with only an object-change event, 3 silence, 4 an untracked address,
+/// 5 a spurious object-change event; `after` messages first.
+///
+/// # Safety
+/// `sim` is null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_tracker_fault(sim: *mut mlx5vf_sim, kind: u32, after: u64) {
+    use ::mlx5vf_sim::tracker::TrackerFault as F;
+    let fault = match kind {
+        1 => F::ErrorWithReport { after },
+        2 => F::ErrorSilently { after },
+        3 => F::Silent { after },
+        4 => F::BadAddress { after },
+        5 => F::SpuriousEvent,
+        _ => F::None,
+    };
+    // SAFETY: forwarded from the caller.
+    if let Some(s) = unsafe { get(sim) } {
+        s.lock().fw.tracker_mut().set_fault(fault);
+    }
+}
+
+/// The guest's device writes `[iova, iova + len)` (ground truth, and the
+/// tracker's dirty set inside its ranges).
+///
+/// # Safety
+/// `sim` is null or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_guest_write(sim: *mut mlx5vf_sim, iova: u64, len: u64) {
+    // SAFETY: forwarded from the caller.
+    if let Some(s) = unsafe { get(sim) } {
+        s.lock().fw.tracker_mut().guest_write(iova, len);
+    }
+}
+
+/// Written guest pages inside `[iova, iova + len)` whose bit in `bitmap`
+/// (`words` u64s, bit i = page `iova + i * page_size`) is clear; then
+/// forgets the ground truth. `u64::MAX` for bad arguments.
+///
+/// # Safety
+/// `sim` is null or live; `bitmap` valid for `words` reads.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_sim_missed_and_clear(
+    sim: *mut mlx5vf_sim,
+    iova: u64,
+    len: u64,
+    page_size: u64,
+    bitmap: *const u64,
+    words: usize,
+) -> u64 {
+    // SAFETY: forwarded from the caller.
+    let Some(s) = (unsafe { get(sim) }) else {
+        return u64::MAX;
+    };
+    if bitmap.is_null() || !page_size.is_power_of_two() {
+        return u64::MAX;
+    }
+    // SAFETY: valid for `words` reads (caller).
+    let bits = unsafe { core::slice::from_raw_parts(bitmap, words) };
+    let mut g = s.lock();
+    let missed = g.fw.tracker().missed(&[(iova, len)], iova, page_size, bits);
+    g.fw.tracker_mut().clear_written();
+    missed
 }

@@ -353,6 +353,12 @@ const OPS: mlx5vf_platform_ops = mlx5vf_platform_ops {
     // LOADs through exec: the model checks the SAVE side's lock protocol.
     start_load: None,
     now_ns: None,
+    // No dirty tracking: the model checks the migration lock protocol.
+    report_open: None,
+    report_next: None,
+    report_read: None,
+    report_repost: None,
+    report_close: None,
 };
 
 /// One device and its platform, shared by the model's threads.

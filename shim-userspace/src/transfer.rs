@@ -102,6 +102,16 @@ pub trait Observer: Sync {
     fn timeline(&self) -> Option<&Timeline> {
         None
     }
+
+    /// PRE_COPY round `round` (from 1) has ended: where a VMM also syncs
+    /// its dirty log (guest memory the device wrote).
+    fn precopy_round(&self, round: u32) {
+        let _ = round;
+    }
+
+    /// The source is about to stop (STOP_COPY): the guest is paused; what
+    /// it dirtied since the last round goes in the downtime.
+    fn stopping(&self) {}
 }
 
 /// The FW_DATA records (stream ordinals) one read or write touched, given
@@ -667,6 +677,7 @@ fn save_stream(
             let rate = tap.tracker.bytes() as f64 / start.elapsed().as_secs_f64().max(1e-9);
             let affordable = rate * opts.downtime_limit.as_secs_f64();
             report.last_precopy_info = Some((info.initial_bytes, info.dirty_bytes));
+            observer.precopy_round(report.precopy_rounds);
             let converged = info.initial_bytes == 0 && (info.dirty_bytes as f64) <= affordable;
             if converged || report.precopy_rounds >= opts.max_rounds {
                 break;
@@ -674,6 +685,7 @@ fn save_stream(
         }
         report.precopy_bytes = tap.tracker.bytes();
         report.precopy_time = start.elapsed();
+        observer.stopping();
         report.stopped_at = Some(Instant::now());
         mark(observer, Mark::Stopped, report.stopped_at);
         // PRE_COPY -> PRE_COPY_P2P -> STOP_COPY continues on the same file.

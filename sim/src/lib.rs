@@ -88,6 +88,7 @@ pub mod syndrome;
 pub mod testkit;
 #[cfg(feature = "std")]
 pub mod timing;
+pub mod tracker;
 pub mod wire;
 
 pub use fault::Faults;

@@ -193,10 +193,18 @@ pub mod opcode {
     pub const ALLOC_PD: u16 = 0x800;
     /// DEALLOC_PD.
     pub const DEALLOC_PD: u16 = 0x801;
+    /// CREATE_GENERAL_OBJECT (page tracker).
+    pub const CREATE_GENERAL_OBJECT: u16 = 0xa00;
+    /// MODIFY_GENERAL_OBJECT (page tracker).
+    pub const MODIFY_GENERAL_OBJECT: u16 = 0xa01;
+    /// QUERY_GENERAL_OBJECT (page tracker).
+    pub const QUERY_GENERAL_OBJECT: u16 = 0xa02;
+    /// DESTROY_GENERAL_OBJECT (page tracker).
+    pub const DESTROY_GENERAL_OBJECT: u16 = 0xa03;
 
     /// Every opcode the sim implements, in a fixed order (the index of an
     /// opcode here is its slot in the per-opcode command counters).
-    pub const ALL: [u16; 10] = [
+    pub const ALL: [u16; 14] = [
         QUERY_HCA_CAP,
         CREATE_MKEY,
         DESTROY_MKEY,
@@ -207,6 +215,10 @@ pub mod opcode {
         LOAD_VHCA_STATE,
         ALLOC_PD,
         DEALLOC_PD,
+        CREATE_GENERAL_OBJECT,
+        MODIFY_GENERAL_OBJECT,
+        QUERY_GENERAL_OBJECT,
+        DESTROY_GENERAL_OBJECT,
     ];
 }
 

@@ -9,6 +9,7 @@ use crate::ifc::{CmdError, DecodeError, EncodeError};
 use crate::load::LoadError;
 use crate::save::SaveError;
 use crate::stream::Verdict;
+use crate::tracker::TrackerError;
 use crate::vfio::{MigState, TransitionError};
 
 /// Why a device operation failed.
@@ -64,6 +65,8 @@ pub enum DeviceError {
     TableFull,
     /// A write step was reported that the device did not plan (`EINVAL`).
     UnplannedWrite,
+    /// Device dirty-page tracking failed.
+    Tracker(TrackerError),
 }
 
 impl DeviceError {
@@ -89,6 +92,7 @@ impl DeviceError {
             Self::Incomplete(Verdict::Failed(e)) => e.kind.errno(),
             Self::Incomplete(_) => Errno::EINVAL,
             Self::TableFull => Errno::ENOMEM,
+            Self::Tracker(e) => e.errno(),
         }
     }
 }
@@ -139,11 +143,18 @@ impl fmt::Display for DeviceError {
             Self::StaleCompletion => f.write_str("SAVE completion for no SAVE in flight"),
             Self::TableFull => f.write_str("device resource table full"),
             Self::UnplannedWrite => f.write_str("write step out of order"),
+            Self::Tracker(e) => e.fmt(f),
         }
     }
 }
 
 impl core::error::Error for DeviceError {}
+
+impl From<TrackerError> for DeviceError {
+    fn from(e: TrackerError) -> Self {
+        Self::Tracker(e)
+    }
+}
 
 impl From<TransitionError> for DeviceError {
     fn from(e: TransitionError) -> Self {

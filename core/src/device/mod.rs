@@ -31,6 +31,7 @@
 //! never waits: a buffer still being saved into (or copied out of) is freed
 //! when that ends.
 
+mod dirty;
 mod error;
 pub mod file_ops;
 mod resources;
@@ -38,6 +39,7 @@ mod resuming;
 mod saving;
 mod tuning;
 
+pub use dirty::{DIRTY_SCRATCH_LEN, DirtyTracker, REPORT_WAIT_NS, ReportSummary};
 pub use error::{DeviceError, SetStateError};
 pub use resources::{MAX_BUFFERS, MAX_PDS, MAX_READ_LEASES};
 pub use resuming::WritePlan;

@@ -1,7 +1,7 @@
 //! Typed firmware command layouts, bit-exact with Linux `mlx5_ifc.h`.
 //!
 //! One file per command family ([`hca_cap`], [`pd`], [`mkey`], [`vhca`],
-//! [`migration`]); each declares its structures as field tables with the
+//! [`migration`], [`page_track`]); each declares its structures as field tables with the
 //! [`layout`](layout/index.html) machinery (member names follow the Linux
 //! header, reserved members included), plus a typed [`Command`] per command
 //! whose `encode` writes the input into a caller buffer and whose `decode`
@@ -21,6 +21,7 @@ pub mod header;
 pub mod layout;
 pub mod migration;
 pub mod mkey;
+pub mod page_track;
 pub mod pd;
 pub mod status;
 pub mod vhca;
@@ -58,6 +59,17 @@ pub const LAYOUTS: &[&Layout] = &[
     &migration::save_vhca_state_out::LAYOUT,
     &migration::load_vhca_state_in::LAYOUT,
     &migration::load_vhca_state_out::LAYOUT,
+    &page_track::adv_virtualization_cap::LAYOUT,
+    &page_track::page_track::LAYOUT,
+    &page_track::page_track_range::LAYOUT,
+    &page_track::page_track_report_entry::LAYOUT,
+    &page_track::create_page_track_obj_in::LAYOUT,
+    &page_track::modify_page_track_obj_in::LAYOUT,
+    &page_track::query_page_track_obj_in::LAYOUT,
+    &page_track::destroy_page_track_obj_in::LAYOUT,
+    &page_track::general_obj_out_cmd_hdr::LAYOUT,
+    &page_track::query_page_track_obj_out::LAYOUT,
+    &page_track::cqe64::LAYOUT,
 ];
 
 /// Looks a structure up by its Linux name (without `mlx5_ifc_` and `_bits`).
@@ -77,6 +89,14 @@ const _: () = <vhca::ResumeVhca as Command>::TABLES_AGREE;
 const _: () = <migration::QueryMigrationState as Command>::TABLES_AGREE;
 const _: () = <migration::SaveVhcaState as Command>::TABLES_AGREE;
 const _: () = <migration::LoadVhcaState as Command>::TABLES_AGREE;
+const _: () = <page_track::ModifyPageTrack as Command>::TABLES_AGREE;
+const _: () = <page_track::QueryAdvVirtualizationCap as Command>::TABLES_AGREE;
+const _: () = <page_track::QueryPageTrack as Command>::TABLES_AGREE;
+const _: () = <page_track::DestroyPageTrack as Command>::TABLES_AGREE;
+const _: () = assert!(matches!(
+    page_track::create_page_track_obj_in::LAYOUT.opcode(),
+    Some(op) if op == Opcode::CreateGeneralObject.raw()
+));
 // CREATE_MKEY has a variable-length input and no `Command`; its table is
 // checked the same way.
 const _: () = assert!(matches!(

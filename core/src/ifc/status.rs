@@ -28,6 +28,14 @@ enum_with_unknown! {
         AllocPd = 0x800 => "ALLOC_PD",
         /// Free a protection domain.
         DeallocPd = 0x801 => "DEALLOC_PD",
+        /// Create a general object (the page tracker: obj_type 0x46).
+        CreateGeneralObject = 0xa00 => "CREATE_GENERAL_OBJECT",
+        /// Modify a general object (start a page-tracker report).
+        ModifyGeneralObject = 0xa01 => "MODIFY_GENERAL_OBJECT",
+        /// Query a general object (the page tracker's state).
+        QueryGeneralObject = 0xa02 => "QUERY_GENERAL_OBJECT",
+        /// Destroy a general object.
+        DestroyGeneralObject = 0xa03 => "DESTROY_GENERAL_OBJECT",
     }
 }
 

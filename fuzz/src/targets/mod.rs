@@ -7,6 +7,7 @@ pub mod resume_engine;
 pub mod save_engine;
 pub mod state_graph;
 pub mod stream_reader;
+pub mod tracker_report;
 
 /// A target: a function of the raw fuzz input.
 pub type Target = fn(&[u8]);
@@ -18,6 +19,7 @@ pub const ALL: &[(&str, Target)] = &[
     ("resume_engine", resume_engine::run),
     ("save_engine", save_engine::run),
     ("state_graph", state_graph::run),
+    ("tracker_report", tracker_report::run),
 ];
 
 /// `ifc_decode`: see [`ifc_decode`](mod@ifc_decode).
@@ -43,6 +45,11 @@ pub fn save_engine(data: &[u8]) {
 /// `state_graph`: see [`state_graph`](mod@state_graph).
 pub fn state_graph(data: &[u8]) {
     state_graph::run(data);
+}
+
+/// `tracker_report`: see [`tracker_report`](mod@tracker_report).
+pub fn tracker_report(data: &[u8]) {
+    tracker_report::run(data);
 }
 
 /// The target called `name`.

@@ -9,6 +9,8 @@
 pub mod bench;
 pub mod check;
 pub mod device;
+pub mod dirty;
+pub mod guest_dirty;
 pub mod help;
 pub mod ifc;
 pub mod inspect;
@@ -100,6 +102,9 @@ pub enum Command {
         after_long_help = help::device_specs(help::CHECK_EXAMPLES)
     )]
     Check(check::CheckArgs),
+    /// Device dirty-page tracking on a simulated VF: start, read-and-clear rounds, --verify against the guest.
+    #[command(long_about = dirty::LONG_ABOUT)]
+    Dirty(dirty::DirtyArgs),
     /// Benchmarks: pipeline and resume vs memcpy, chunk policies, scaling, downtime vs the Linux driver, TLS vs TCP.
     Bench(bench::BenchArgs),
     /// Open VFIO devices as a VMM does and run a program that adopts their fds (vfio-fd: specs).
@@ -190,6 +195,7 @@ impl Command {
             Self::Load(args) => (args.json, "load"),
             Self::Check(args) => (args.json, "check"),
             Self::Bench(args) => (args.json, "bench"),
+            Self::Dirty(args) => (args.json, "dirty"),
         };
         json.then_some(name)
     }
@@ -214,6 +220,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<(), Error> {
         Command::Bench(args) => bench::run(args, out).map_err(Error::Bench),
         Command::Check(args) => check::run(args, out).map_err(Error::Check),
         Command::PassFds(args) => pass_fds::run(args).map_err(Error::PassFds),
+        Command::Dirty(args) => dirty::run(args, out).map_err(Error::Dirty),
     };
     if let (Err(e), Some(name)) = (&result, command.json_name()) {
         if !e.has_document() {
@@ -303,6 +310,8 @@ pub enum Error {
     Check(check::CheckError),
     /// `mlx5vf pass-fds`.
     PassFds(pass_fds::PassFdsError),
+    /// `mlx5vf dirty`.
+    Dirty(dirty::DirtyError),
     /// Writing the results failed.
     Output(io::Error),
 }
@@ -321,6 +330,7 @@ impl Error {
             Self::Check(check::CheckError::Open(backend::OpenError::Spec(_))) => EXIT_USAGE,
             Self::Check(_) => EXIT_FAILURE,
             Self::PassFds(e) => e.exit_code(),
+            Self::Dirty(e) => e.exit_code(),
             Self::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_BROKEN_PIPE,
             Self::Output(_) => EXIT_FAILURE,
         }
@@ -340,6 +350,7 @@ impl Error {
         match self {
             Self::Inspect(e) => e.is_in_listing(),
             Self::Check(check::CheckError::Failed(_))
+            | Self::Dirty(dirty::DirtyError::Missed(_))
             | Self::Transfer(transfer_cmds::TransferCmdError::JsonOnStreamOutput)
             | Self::Output(_) => true,
             _ => false,
@@ -357,6 +368,7 @@ impl fmt::Display for Error {
             Self::Bench(e) => write!(f, "bench: {e}"),
             Self::Check(e) => write!(f, "check: {e}"),
             Self::PassFds(e) => write!(f, "pass-fds: {e}"),
+            Self::Dirty(e) => write!(f, "dirty: {e}"),
             Self::Output(e) => write!(f, "writing output: {e}"),
         }
     }
@@ -372,6 +384,7 @@ impl std::error::Error for Error {
             Self::Bench(e) => Some(e),
             Self::Check(e) => Some(e),
             Self::PassFds(e) => Some(e),
+            Self::Dirty(e) => Some(e),
             Self::Output(e) => Some(e),
         }
     }

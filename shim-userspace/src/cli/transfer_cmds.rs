@@ -115,6 +115,12 @@ pub struct MigrateArgs {
     /// bars need a backend that sees its firmware (the simulated device).
     #[arg(long, value_name = "FILE.svg")]
     pub timeline: Option<std::path::PathBuf>,
+    /// With --precopy and a sim source: a guest whose device writes PAGES
+    /// of its memory per second while the source runs, tracked with the
+    /// device's page tracker as a VMM tracks it; the summary then counts the
+    /// guest pages a VMM would send per PRE_COPY round and in the downtime.
+    #[arg(long, value_name = "PAGES")]
+    pub guest_dirty: Option<u64>,
     /// How the source's driver saves.
     #[command(flatten)]
     pub saving: SavingArgs,
@@ -432,7 +438,18 @@ fn resting_state(dev: &mut dyn MigrationDevice) -> MigState {
 pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
     let interrupt = interrupt_on_signals();
     let driver = args.driver_options();
-    let mut src = open(&args.from, &driver)?;
+    let (mut src, guest) = match args.guest_dirty {
+        Some(_) if !args.precopy => {
+            return Err(TransferCmdError::Open(crate::backend::OpenError::Spec(
+                "--guest-dirty needs --precopy (the guest runs during PRE_COPY)".into(),
+            )));
+        }
+        Some(rate) => {
+            let (dev, g) = super::guest_dirty::GuestDirty::open(&args.from, &driver, rate)?;
+            (dev, Some(Arc::new(g)))
+        }
+        None => (open(&args.from, &driver)?, None),
+    };
     let mut dst = open(&args.to, &driver)?;
     let source_resting = resting_state(src.as_mut());
     let total = src.data_size().unwrap_or(0);
@@ -456,6 +473,14 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
         } else {
             (&progress, &interrupt)
         };
+    let with_guest = guest.as_ref().map(|g| super::guest_dirty::WithGuest {
+        inner: source_observer,
+        guest: Arc::clone(g),
+    });
+    let source_observer: &dyn Observer = match &with_guest {
+        Some(w) => w,
+        None => source_observer,
+    };
     let opts = SaveOptions {
         precopy: args.precopy,
         downtime_limit: args.downtime_limit,
@@ -524,6 +549,9 @@ pub fn migrate(args: &MigrateArgs) -> Result<Summary, TransferCmdError> {
         .add("from", Value::Text(src.describe()))
         .add("to", Value::Text(dst.describe()));
     add_save(&mut s, &saved);
+    if let Some(g) = &guest {
+        g.add_to(&mut s);
+    }
     if let Some(path) = &args.timeline {
         let title = format!(
             "mlx5vf migrate: {} to {}{}",

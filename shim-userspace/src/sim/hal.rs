@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
+use mlx5vf_core::hal::{
+    BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, ReportChannel, ReportChannelRequest,
+    ReportEvent, SaveToken,
+};
 use mlx5vf_core::ifc::mkey::{
     DestroyMkey, Mkey, create_mkey_in_len, decode_create_mkey_out, encode_create_mkey_mtt,
 };
@@ -88,7 +91,7 @@ fn range(offset: u64, len: u64, size: usize) -> Option<std::ops::Range<usize>> {
 /// Locks a mutex, recovering from poisoning (a panicked peer thread cannot
 /// leave these structures half-updated: every critical section is a copy or a
 /// map update).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -125,7 +128,7 @@ impl BufferPool {
 }
 
 /// Device DMA into the pool.
-struct PoolDma<'a>(&'a BufferPool);
+pub(super) struct PoolDma<'a>(pub(super) &'a BufferPool);
 
 impl Dma for PoolDma<'_> {
     fn dma_write(
@@ -166,8 +169,10 @@ pub type Deliver = Arc<dyn Fn(Completion, Vec<u8>) + Send + Sync>;
 
 /// The simulated platform of one device.
 pub struct SimHal {
-    fw: Arc<Mutex<Firmware>>,
-    pool: Arc<BufferPool>,
+    pub(super) fw: Arc<Mutex<Firmware>>,
+    pub(super) pool: Arc<BufferPool>,
+    /// The page tracker's reporting channel, while open.
+    pub(super) report: Option<super::report::Channel>,
     worker: Worker,
     timing: TimingModel,
     deliver: Arc<std::sync::OnceLock<Deliver>>,
@@ -199,6 +204,7 @@ impl SimHal {
         Ok(Self {
             fw,
             pool: Arc::new(BufferPool::default()),
+            report: None,
             worker: Worker::new(timing)?,
             timing,
             deliver: Arc::new(std::sync::OnceLock::new()),
@@ -440,6 +446,39 @@ impl Hal for SimHal {
                     .ok()
             })
             .unwrap_or(!crc)
+    }
+
+    fn report_channel_open(
+        &mut self,
+        req: ReportChannelRequest,
+    ) -> Result<Option<ReportChannel>, HalErrorKind> {
+        self.channel_open(req)
+    }
+
+    fn report_channel_next(
+        &mut self,
+        cqe: &mut [u8; 64],
+        _timeout_ns: u64,
+    ) -> Result<ReportEvent, HalErrorKind> {
+        Ok(self.channel_next(cqe))
+    }
+
+    fn report_channel_read(
+        &mut self,
+        slot: u32,
+        offset: u32,
+        dst: &mut [u8],
+    ) -> Result<bool, HalErrorKind> {
+        Ok(self.channel_read(slot, offset, dst))
+    }
+
+    fn report_channel_repost(&mut self, _slot: u32) -> Result<(), HalErrorKind> {
+        self.channel_repost();
+        Ok(())
+    }
+
+    fn report_channel_close(&mut self) {
+        self.channel_close();
     }
 }
 

@@ -2,8 +2,10 @@
 //! firmware ([`mlx5vf_sim`]) answering the driver ([`mlx5vf_core`]) running
 //! in this process.
 
+mod dirty;
 mod file;
 pub mod hal;
+mod report;
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -16,6 +18,7 @@ use mlx5vf_sim::timing::TimingModel;
 
 use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, StreamFormat, io_error};
 use crate::timeline::Timeline;
+pub use dirty::DirtyLog;
 pub use file::SimFile;
 use hal::SimHal;
 

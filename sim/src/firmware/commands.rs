@@ -215,6 +215,10 @@ impl Firmware {
             }
             opcode::SAVE_VHCA_STATE => self.save(input, output, dma),
             opcode::LOAD_VHCA_STATE => self.load(input, output, dma),
+            opcode::CREATE_GENERAL_OBJECT
+            | opcode::MODIFY_GENERAL_OBJECT
+            | opcode::QUERY_GENERAL_OBJECT
+            | opcode::DESTROY_GENERAL_OBJECT => Ok(self.general_object(op, input, output)?),
             _ => Err(Syndrome::UnknownOpcode.into()),
         }
     }
@@ -242,8 +246,10 @@ impl Firmware {
     fn query_hca_cap(&self, input: &[u8], output: &mut [u8]) -> Outcome {
         let m = op_mod(input);
         let cap_type = m >> 1;
-        let known =
-            cap_type == query_hca_cap::CAP_GENERAL || cap_type == query_hca_cap::CAP_GENERAL_2;
+        let adv = cap_type == crate::tracker::wire::cap::CAP_TYPE;
+        let known = cap_type == query_hca_cap::CAP_GENERAL
+            || cap_type == query_hca_cap::CAP_GENERAL_2
+            || (adv && self.pf.adv_virtualization);
         frame(
             input,
             output,
@@ -272,6 +278,14 @@ impl Firmware {
         let cap = output
             .get_mut(query_hca_cap::CAP_BYTE..)
             .ok_or(Syndrome::OutputTooShort)?;
+        if adv {
+            // The PF's own page tracker limits; a VF has none.
+            if vf.is_some() {
+                return Err(Syndrome::UnknownFunction.into());
+            }
+            self.adv_virtualization_cap(cap);
+            return Ok(());
+        }
         let bit = |b: bool| u32::from(b);
         match (cap_type == query_hca_cap::CAP_GENERAL_2, vf) {
             (false, None) => {

@@ -65,6 +65,7 @@
 mod commands;
 mod config;
 mod memory;
+mod tracker;
 mod vf;
 
 pub use config::{ConfigError, FirmwareConfig, MAX_VFS, PfConfig, VfConfig};
@@ -148,6 +149,7 @@ pub struct Firmware {
     faults: Faults,
     counters: [u64; COUNTERS],
     sessions: u64,
+    tracker: crate::tracker::TrackerModel,
 }
 
 impl Firmware {
@@ -172,6 +174,7 @@ impl Firmware {
         faults: Faults::EMPTY,
         counters: [0; COUNTERS],
         sessions: 0,
+        tracker: crate::tracker::TrackerModel::EMPTY,
     };
 
     /// Rebuilds this firmware from `config` in place, as [`new`](Self::new)
@@ -208,6 +211,7 @@ impl Firmware {
         self.faults.clear();
         self.counters.fill(0);
         self.sessions = 0;
+        self.tracker.reset();
         Ok(())
     }
 

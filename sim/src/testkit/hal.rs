@@ -6,7 +6,10 @@ use std::collections::VecDeque;
 use std::vec;
 use std::vec::Vec;
 
-use mlx5vf_core::hal::{BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, SaveToken};
+use mlx5vf_core::hal::{
+    BufferId, DmaDirection, Hal, HalErrorKind, LoadToken, ReportChannel, ReportChannelRequest,
+    ReportEvent, SaveToken,
+};
 use mlx5vf_core::ifc::Command;
 use mlx5vf_core::ifc::mkey::{
     DestroyMkey, Mkey, create_mkey_in_len, decode_create_mkey_out, encode_create_mkey_mtt,
@@ -85,6 +88,12 @@ pub struct TestHal {
     pub knobs: Knobs,
     /// Lies told so far.
     pub taint: Taint,
+    /// The page tracker's reporting channel, while open.
+    pub report: Option<super::report_channel::ChannelResources>,
+    /// Whether `report_channel_open` offers a channel (default `true`).
+    pub report_channel_supported: bool,
+    /// Make `report_channel_next` report a CQ/WQ error event.
+    pub report_channel_broken: bool,
 }
 
 impl TestHal {
@@ -127,6 +136,9 @@ impl TestHal {
             live_bytes: 0,
             knobs: Knobs::default(),
             taint: Taint::default(),
+            report: None,
+            report_channel_supported: true,
+            report_channel_broken: false,
         })
     }
 
@@ -390,6 +402,39 @@ impl Hal for TestHal {
 
     fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32 {
         crc32c::update(crc, self.range(buffer, offset, len))
+    }
+
+    fn report_channel_open(
+        &mut self,
+        req: ReportChannelRequest,
+    ) -> Result<Option<ReportChannel>, HalErrorKind> {
+        self.channel_open(req)
+    }
+
+    fn report_channel_next(
+        &mut self,
+        cqe: &mut [u8; 64],
+        _timeout_ns: u64,
+    ) -> Result<ReportEvent, HalErrorKind> {
+        Ok(self.channel_next(cqe))
+    }
+
+    fn report_channel_read(
+        &mut self,
+        slot: u32,
+        offset: u32,
+        dst: &mut [u8],
+    ) -> Result<bool, HalErrorKind> {
+        Ok(self.channel_read(slot, offset, dst))
+    }
+
+    fn report_channel_repost(&mut self, _slot: u32) -> Result<(), HalErrorKind> {
+        self.fw.tracker_mut().repost();
+        Ok(())
+    }
+
+    fn report_channel_close(&mut self) {
+        self.channel_close();
     }
 }
 

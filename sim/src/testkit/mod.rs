@@ -31,6 +31,7 @@ mod faults;
 mod hal;
 pub mod migration;
 pub mod ports;
+mod report_channel;
 
 use std::vec;
 
@@ -43,6 +44,7 @@ use mlx5vf_core::vfio::MigState;
 pub use faults::{ExecCorruption, FailAfter, FailOpcode, FaultInjector, Knobs, Taint, opcode_of};
 pub use hal::{PAGE, PendingLoad, PendingSave, TestHal, firmware_config};
 pub use ports::{read, write, write_waiting};
+pub use report_channel::ChannelResources;
 
 /// A `Hal` built on a [`TestHal`], so the helpers reach its firmware,
 /// buffers and pending SAVEs through any wrapper.
