@@ -28,8 +28,10 @@ use crate::timeline::{Lane, Timeline};
 pub const PAGE_SIZE: u64 = 4096;
 
 /// A DMA buffer: page-aligned memory at an IOVA, its own anonymous
-/// mapping (zero-filled, backed only where written, and unmapped when the
-/// buffer is freed, as a driver's DMA allocation is).
+/// mapping, populated when allocated (a driver's DMA allocation is real
+/// memory: readers of a buffer firmware left partly unwritten, as
+/// `content=off` does, must not read the kernel's shared zero page, which
+/// would flatter them) and unmapped when the buffer is freed.
 #[derive(Debug)]
 pub struct Buffer {
     iova: u64,
@@ -41,7 +43,11 @@ impl Buffer {
     fn new(iova: u64, npages: u32) -> Result<Self, HalErrorKind> {
         let len = u64::from(npages) * PAGE_SIZE;
         let bytes = usize::try_from(len).map_err(|_| HalErrorKind::OutOfMemory)?;
-        let pages = MmapMut::map_anon(bytes).map_err(|_| HalErrorKind::OutOfMemory)?;
+        let pages = memmap2::MmapOptions::new()
+            .len(bytes)
+            .populate()
+            .map_anon()
+            .map_err(|_| HalErrorKind::OutOfMemory)?;
         Ok(Self {
             iova,
             len,
