@@ -11,6 +11,8 @@
 //! - [`hal`]: the small trait a platform implements (commands, one async SAVE,
 //!   DMA buffers);
 //! - [`device`]: the per-VF driver loop joining all of the above;
+//! - [`cmdq`]: a PF's command queue (entries, mailboxes, slots, completions)
+//!   for platforms that drive the firmware themselves;
 //! - [`errno`]: the kernel errno vocabulary the driver reports.
 //!
 //! Firmware output and incoming migration streams are untrusted: nothing in
@@ -33,6 +35,7 @@ extern crate std;
 
 mod macros;
 
+pub mod cmdq;
 pub mod device;
 pub mod errno;
 pub mod hal;

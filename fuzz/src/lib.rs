@@ -4,9 +4,11 @@
 //! firmware command outputs ([`ifc_decode`](mod@targets::ifc_decode)), incoming migration
 //! streams ([`stream_reader`](mod@targets::stream_reader), [`resume_engine`](mod@targets::resume_engine)), the
 //! saving engine under hostile firmware ([`save_engine`](mod@targets::save_engine)) and the
-//! VFIO state graph ([`state_graph`](mod@targets::state_graph)), and the device
+//! VFIO state graph ([`state_graph`](mod@targets::state_graph)), the device
 //! dirty-page tracker's report ingestion and life cycle
-//! ([`tracker_report`](mod@targets::tracker_report)).
+//! ([`tracker_report`](mod@targets::tracker_report)), and command-queue
+//! entries and mailbox chains a PF hands back
+//! ([`cmdq_decode`](mod@targets::cmdq_decode)).
 //!
 //! Each target is a plain function of the fuzz input, so the
 //! `fuzz_targets/*.rs` binaries (run by `cargo +nightly fuzz run TARGET`) are

@@ -11,6 +11,7 @@ use mlx5vf_core::stream::{Header, RecordFlags, Tag};
 
 use crate::harness::{self, SaveRun};
 use crate::streams::{linux_stream, our_stream};
+use crate::targets::cmdq_decode::CmdqHead;
 use crate::targets::ifc_decode::{CmdFields, IfcHead};
 use crate::targets::resume_engine::{Fault, Interrupt, Mutation, ResumeHead};
 use crate::targets::save_engine::{Op, SaveHead};
@@ -919,9 +920,91 @@ pub fn state_graph() -> Vec<Seed> {
     seeds
 }
 
+impl Encode for CmdqHead {
+    fn encode(&self, w: &mut ArbWriter) {
+        w.u16(self.inlen)
+            .u16(self.outlen)
+            .u8(self.flags)
+            .u8(self.warm)
+            .u8(self.log_size);
+    }
+}
+
+fn cmdq_seed(name: &'static str, head: CmdqHead, entry: &[u8], area: &[u8]) -> Seed {
+    let mut w = ArbWriter::default();
+    head.encode(&mut w);
+    w.bytes(entry).bytes(area);
+    let decoded = crate::targets::cmdq_decode::decode(&w.0);
+    assert!(
+        decoded.is_some_and(|(h, _)| h == head),
+        "seed {name}: decodes as {decoded:?}"
+    );
+    ("cmdq_decode", name, w.0)
+}
+
+/// The `cmdq_decode` seeds: good completions and each kind of bad one, as
+/// masks over what a good firmware leaves.
+pub fn cmdq_decode() -> Vec<Seed> {
+    use CmdqHead as H;
+    // A QUERY_HCA_CAP-shaped command: 16 bytes in, 4112 out (8 blocks).
+    let head = CmdqHead {
+        inlen: 0,
+        outlen: 4112 - 16,
+        flags: H::XOR | H::CHECKSUMS,
+        warm: 3,
+        log_size: 5,
+    };
+    let mut entry_mask = [0u8; 64];
+    let mut seeds = vec![cmdq_seed("good-query-hca-cap", head, &entry_mask, &[])];
+    entry_mask[0x3c] = 0x40;
+    seeds.push(cmdq_seed("wrong-token", head, &entry_mask, &[]));
+    entry_mask[0x3c] = 0;
+    entry_mask[0x3f] = 0x5c << 1;
+    seeds.push(cmdq_seed("garbage-delivery-status", head, &entry_mask, &[]));
+    entry_mask[0x3f] = 1;
+    seeds.push(cmdq_seed(
+        "signalled-but-owned",
+        CmdqHead {
+            flags: head.flags | H::SIGNALLED,
+            ..head
+        },
+        &entry_mask,
+        &[],
+    ));
+    seeds.push(cmdq_seed(
+        "timed-out",
+        CmdqHead {
+            flags: head.flags | H::LATE,
+            ..head
+        },
+        &entry_mask,
+        &[],
+    ));
+    // Block 2's next zeroed (XOR with its value): a short chain.
+    let mut area_mask = vec![0u8; 3 * 1024];
+    let next = 0x9_0000_0400u64 + 3 * 1024;
+    area_mask[2 * 1024 + 0x230..2 * 1024 + 0x238].copy_from_slice(&next.to_be_bytes());
+    seeds.push(cmdq_seed("short-chain", head, &[0; 64], &area_mask));
+    // Raw bytes, no masks: a large input chain and an all-zero entry.
+    seeds.push(cmdq_seed(
+        "raw-large-input",
+        CmdqHead {
+            inlen: 6000,
+            outlen: 0,
+            flags: 0,
+            warm: 0,
+            log_size: 0,
+        },
+        &[0; 64],
+        &[0x11; 700],
+    ));
+    seeds
+}
+
 /// Every seed of every target.
 pub fn all() -> Vec<Seed> {
     let mut v = ifc_decode();
+    v.extend(cmdq_decode());
     v.extend(stream_reader());
     v.extend(resume_engine());
     v.extend(save_engine());

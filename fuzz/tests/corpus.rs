@@ -80,6 +80,11 @@ fn state_graph() {
     run_dir("state_graph");
 }
 
+#[test]
+fn cmdq_decode() {
+    run_dir("cmdq_decode");
+}
+
 /// `MLX5VF_FUZZ_STATS=<target>:<dir>` runs a corpus directory (a fuzzing
 /// run's, say) and prints how deep the target got; a no-op otherwise.
 #[test]

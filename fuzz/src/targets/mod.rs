@@ -2,6 +2,7 @@
 //! binaries are one-line wrappers, and `tests/corpus.rs` runs the same
 //! functions over the committed corpus on stable.
 
+pub mod cmdq_decode;
 pub mod ifc_decode;
 pub mod resume_engine;
 pub mod save_engine;
@@ -20,6 +21,7 @@ pub const ALL: &[(&str, Target)] = &[
     ("save_engine", save_engine::run),
     ("state_graph", state_graph::run),
     ("tracker_report", tracker_report::run),
+    ("cmdq_decode", cmdq_decode::run),
 ];
 
 /// `ifc_decode`: see [`ifc_decode`](mod@ifc_decode).
@@ -50,6 +52,11 @@ pub fn state_graph(data: &[u8]) {
 /// `tracker_report`: see [`tracker_report`](mod@tracker_report).
 pub fn tracker_report(data: &[u8]) {
     tracker_report::run(data);
+}
+
+/// `cmdq_decode`: see [`cmdq_decode`](mod@cmdq_decode).
+pub fn cmdq_decode(data: &[u8]) {
+    cmdq_decode::run(data);
 }
 
 /// The target called `name`.
