@@ -313,7 +313,7 @@ fn golden_decode_outputs_and_caps() {
     cap[209] = 0x04;
     assert_eq!(
         run(&["ifc", "decode", "cmd_hca_cap", &hex(&cap)]).ok(),
-        "vhca_resource_manager=0\nhca_cap_2=1\nvhca_id=4660\nadv_virtualization=1\nmigration=1\n"
+        "vhca_resource_manager=0\nhca_cap_2=1\nvhca_id=4660\ncmdif_checksum=0\nadv_virtualization=1\nmigration=1\n"
     );
 }
 

@@ -46,6 +46,7 @@ layout! {
         vhca_resource_manager: bool = [0x1f, 0x01],
         hca_cap_2: bool = [0x20, 0x01],
         vhca_id: u16 = [0x30, 0x10],
+        cmdif_checksum: u8 = [0x210, 0x02],
         adv_virtualization: bool = [0x579, 0x01],
         migration: bool = [0x68d, 0x01],
     }

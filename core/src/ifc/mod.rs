@@ -1,7 +1,8 @@
 //! Typed firmware command layouts, bit-exact with Linux `mlx5_ifc.h`.
 //!
 //! One file per command family ([`hca_cap`], [`pd`], [`mkey`], [`vhca`],
-//! [`migration`], [`page_track`]); each declares its structures as field tables with the
+//! [`migration`], [`page_track`], and [`function`] for a PF's own bring-up);
+//! each declares its structures as field tables with the
 //! [`layout`](layout/index.html) machinery (member names follow the Linux
 //! header, reserved members included), plus a typed [`Command`] per command
 //! whose `encode` writes the input into a caller buffer and whose `decode`
@@ -16,6 +17,7 @@
 
 pub mod checked;
 pub mod command;
+pub mod function;
 pub mod hca_cap;
 pub mod header;
 pub mod layout;
@@ -70,6 +72,20 @@ pub const LAYOUTS: &[&Layout] = &[
     &page_track::general_obj_out_cmd_hdr::LAYOUT,
     &page_track::query_page_track_obj_out::LAYOUT,
     &page_track::cqe64::LAYOUT,
+    &function::enable_hca_in::LAYOUT,
+    &function::enable_hca_out::LAYOUT,
+    &function::disable_hca_in::LAYOUT,
+    &function::query_issi_in::LAYOUT,
+    &function::query_issi_out::LAYOUT,
+    &function::set_issi_in::LAYOUT,
+    &function::query_pages_in::LAYOUT,
+    &function::query_pages_out::LAYOUT,
+    &function::manage_pages_in::LAYOUT,
+    &function::manage_pages_out::LAYOUT,
+    &function::set_hca_cap_in::LAYOUT,
+    &function::init_hca_in::LAYOUT,
+    &function::teardown_hca_in::LAYOUT,
+    &function::teardown_hca_out::LAYOUT,
 ];
 
 /// Looks a structure up by its Linux name (without `mlx5_ifc_` and `_bits`).
@@ -97,6 +113,13 @@ const _: () = assert!(matches!(
     page_track::create_page_track_obj_in::LAYOUT.opcode(),
     Some(op) if op == Opcode::CreateGeneralObject.raw()
 ));
+const _: () = <function::EnableHca as Command>::TABLES_AGREE;
+const _: () = <function::DisableHca as Command>::TABLES_AGREE;
+const _: () = <function::QueryIssi as Command>::TABLES_AGREE;
+const _: () = <function::SetIssi as Command>::TABLES_AGREE;
+const _: () = <function::QueryPages as Command>::TABLES_AGREE;
+const _: () = <function::InitHca as Command>::TABLES_AGREE;
+const _: () = <function::TeardownHca as Command>::TABLES_AGREE;
 // CREATE_MKEY has a variable-length input and no `Command`; its table is
 // checked the same way.
 const _: () = assert!(matches!(

@@ -10,6 +10,24 @@ enum_with_unknown! {
     pub enum Opcode(u16) {
         /// Query capabilities of this or another function.
         QueryHcaCap = 0x100 => "QUERY_HCA_CAP",
+        /// Initialize the function (after its pages and capabilities).
+        InitHca = 0x102 => "INIT_HCA",
+        /// Tear the function down.
+        TeardownHca = 0x103 => "TEARDOWN_HCA",
+        /// Enable a function (the PF itself or one of its VFs).
+        EnableHca = 0x104 => "ENABLE_HCA",
+        /// Disable a function.
+        DisableHca = 0x105 => "DISABLE_HCA",
+        /// How many pages firmware wants.
+        QueryPages = 0x107 => "QUERY_PAGES",
+        /// Give firmware pages, or take them back.
+        ManagePages = 0x108 => "MANAGE_PAGES",
+        /// Set capabilities of the issuing function.
+        SetHcaCap = 0x109 => "SET_HCA_CAP",
+        /// Query the interface step sequence IDs.
+        QueryIssi = 0x10a => "QUERY_ISSI",
+        /// Choose the interface step sequence ID.
+        SetIssi = 0x10b => "SET_ISSI",
         /// Create a memory key.
         CreateMkey = 0x200 => "CREATE_MKEY",
         /// Destroy a memory key.
