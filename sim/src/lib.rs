@@ -45,6 +45,8 @@
 //! | `fw-rate` | `SIZE/s` or `off` | `off` |
 //! | `latency` | `0`, `50us`, `2ms`, `1s` | `0` |
 //! | `vfs` | VF count, 1..=[`MAX_VFS`] | `1` |
+//! | `content` | `on`/`off` | `on` |
+//! | `transport` | `call` (function calls) / `cmdq` (BAR0 and the command queue, [`pf`]) | `call` |
 //!
 //! ## Features
 //! - `std`: the `timing` module (timing model and worker thread) and the
@@ -82,6 +84,7 @@ pub mod host;
 pub mod image;
 pub mod iommu;
 pub mod objects;
+pub mod pf;
 pub mod spec;
 pub mod syndrome;
 #[cfg(feature = "testkit")]

@@ -4,8 +4,9 @@
 //! Real firmware syndromes are opaque 32-bit values; the sim's are grouped by
 //! area in the high half (`0x5101_xxxx` framing, `…02…` functions,
 //! `…03…` PDs, `…04…` mkeys and DMA, `…05…` VHCA state, `…06…` QUERY/SAVE,
-//! `…07…` LOAD) so a log line is readable. Each reason is always reported
-//! with the same status.
+//! `…07…` LOAD, `…08…` the dirty-page tracker, `…09…` the function's own
+//! bring-up) so a log line is readable. Each reason is always reported with
+//! the same status.
 //!
 //! | syndrome | status | name | reason |
 //! |---|---|---|---|
@@ -74,6 +75,17 @@
 //! | `0x51080004` | BAD_PARAM_ERR | `TrackerUnknown` | no tracker with that `obj_id` |
 //! | `0x51080005` | BAD_RES_STATE_ERR | `TrackerBadState` | MODIFY while REPORTING or in ERROR |
 //! | `0x51080006` | BAD_PARAM_ERR | `TrackerNoChannel` | `reporting_qpn` names no open reporting channel |
+//! | `0x51090001` | BAD_SYS_STATE_ERR | `HcaNotEnabled` | a command before the PF's ENABLE_HCA (register-level PF, [`crate::pf`]) |
+//! | `0x51090002` | BAD_SYS_STATE_ERR | `HcaNotInitialized` | a PD, mkey, VF or migration command before INIT_HCA (or after TEARDOWN_HCA) |
+//! | `0x51090003` | BAD_SYS_STATE_ERR | `PagesMissing` | QUERY/SET_HCA_CAP before the boot pages, or INIT_HCA before the init pages, were given |
+//! | `0x51090004` | BAD_PARAM_ERR | `BadIssi` | SET_ISSI of an ISSI the PF does not support (only 0 and 1) |
+//! | `0x51090005` | BAD_SYS_STATE_ERR | `HcaInitialized` | a bring-up step repeated after INIT_HCA, or DISABLE_HCA(0) before TEARDOWN_HCA |
+//! | `0x51090006` | BAD_PARAM_ERR | `PageNotMapped` | MANAGE_PAGES(GIVE) of an unaligned page or one the device cannot reach |
+//! | `0x51090007` | BAD_PARAM_ERR | `PagesNotRequested` | MANAGE_PAGES(GIVE) of more pages than the function asked for |
+//! | `0x51090008` | LIM_ERR | `TooManyPages` | more firmware pages than the sim holds ([`crate::pf::MAX_FW_PAGES`]) |
+//! | `0x51090009` | BAD_RES_STATE_ERR | `PagesInUse` | MANAGE_PAGES(TAKE) from a function still using its pages |
+//! | `0x5109000a` | BAD_RES_STATE_ERR | `PagesNotReturned` | DISABLE_HCA(0) while firmware still holds pages |
+//! | `0x5109000b` | BAD_PARAM_ERR | `BadCapType` | SET_HCA_CAP of a capability type the sim does not model |
 
 use crate::wire::status;
 
@@ -248,6 +260,28 @@ syndromes! {
     TrackerBadState = 0x5108_0005, BAD_RES_STATE_ERR;
     /// `reporting_qpn` names no open reporting channel.
     TrackerNoChannel = 0x5108_0006, BAD_PARAM_ERR;
+    /// A command before the PF's ENABLE_HCA.
+    HcaNotEnabled = 0x5109_0001, BAD_SYS_STATE_ERR;
+    /// A command that needs INIT_HCA before it.
+    HcaNotInitialized = 0x5109_0002, BAD_SYS_STATE_ERR;
+    /// Boot or init pages not given yet.
+    PagesMissing = 0x5109_0003, BAD_SYS_STATE_ERR;
+    /// SET_ISSI of an unsupported ISSI.
+    BadIssi = 0x5109_0004, BAD_PARAM_ERR;
+    /// A bring-up step out of order after INIT_HCA.
+    HcaInitialized = 0x5109_0005, BAD_SYS_STATE_ERR;
+    /// A given page is unaligned or unreachable.
+    PageNotMapped = 0x5109_0006, BAD_PARAM_ERR;
+    /// More pages given than asked for.
+    PagesNotRequested = 0x5109_0007, BAD_PARAM_ERR;
+    /// More firmware pages than the sim holds.
+    TooManyPages = 0x5109_0008, LIM_ERR;
+    /// TAKE from a function still using its pages.
+    PagesInUse = 0x5109_0009, BAD_RES_STATE_ERR;
+    /// DISABLE_HCA(0) while firmware holds pages.
+    PagesNotReturned = 0x5109_000a, BAD_RES_STATE_ERR;
+    /// SET_HCA_CAP of an unmodelled capability type.
+    BadCapType = 0x5109_000b, BAD_PARAM_ERR;
 }
 
 impl core::fmt::Display for Syndrome {
@@ -280,6 +314,7 @@ mod tests {
                 status::INT_ERR => "INT_ERR",
                 status::BAD_OP_ERR => "BAD_OP_ERR",
                 status::BAD_PARAM_ERR => "BAD_PARAM_ERR",
+                status::BAD_SYS_STATE_ERR => "BAD_SYS_STATE_ERR",
                 status::RES_BUSY => "RES_BUSY",
                 status::LIM_ERR => "LIM_ERR",
                 status::BAD_RES_STATE_ERR => "BAD_RES_STATE_ERR",

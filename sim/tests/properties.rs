@@ -42,13 +42,14 @@ fn sim_spec() -> impl Strategy<Value = SimSpec> {
             duration(),
             1u16..=4,
             any::<bool>(),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (state, seed, chunks, precopy, migratable),
                 (min, extra, dirty),
-                (fw_rate, latency, vfs, content),
+                (fw_rate, latency, vfs, content, cmdq),
             )| {
                 SimSpec {
                     state,
@@ -63,6 +64,11 @@ fn sim_spec() -> impl Strategy<Value = SimSpec> {
                     latency,
                     vfs,
                     content,
+                    transport: if cmdq {
+                        mlx5vf_sim::spec::Transport::Cmdq
+                    } else {
+                        mlx5vf_sim::spec::Transport::Call
+                    },
                 }
             },
         )

@@ -232,6 +232,16 @@ impl Firmware {
         self.iommu.unmap(iova, len)
     }
 
+    /// Whether the device may touch `[iova, iova + len)`: it lies inside
+    /// one mapping registered with [`iommu_map`](Self::iommu_map). The
+    /// register-level PF ([`crate::pf`]) checks this before each access to
+    /// its queue, mailboxes and pages, as [`Dma`](crate::Dma)'s contract
+    /// asks.
+    #[must_use]
+    pub fn dma_reachable(&self, iova: u64, len: u64) -> bool {
+        self.iommu.mapped_run(iova) >= len
+    }
+
     /// Number of VFs.
     #[must_use]
     pub fn vf_count(&self) -> u16 {
