@@ -43,6 +43,7 @@ pub mod backend;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod interrupt;
+pub mod local;
 pub mod net;
 pub mod pipe;
 pub mod recognise;

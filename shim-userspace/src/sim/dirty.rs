@@ -9,12 +9,14 @@ use mlx5vf_core::device::{DIRTY_SCRATCH_LEN, DirtyTracker, ReportSummary};
 use mlx5vf_core::tracker::{BitmapWindow, IovaRange};
 use mlx5vf_sim::firmware::Firmware;
 
-use super::{Shared, SimDevice};
+use super::SimDevice;
+use super::hal::SimHal;
 use crate::backend::io_error;
+use crate::local::Shared;
 
 /// Dirty logging of one simulated VF. Dropping it stops logging.
 pub struct DirtyLog {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<SimHal>>,
     fw: Arc<Mutex<Firmware>>,
     tracker: DirtyTracker,
 }

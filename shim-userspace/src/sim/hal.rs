@@ -133,6 +133,31 @@ impl BufferPool {
     }
 }
 
+impl crate::local::BufferAccess for BufferPool {
+    fn with_bytes(
+        &self,
+        buffer: BufferId,
+        offset: u64,
+        len: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), mlx5vf_core::errno::Errno> {
+        let b = self.get(buffer).ok_or(mlx5vf_core::errno::Errno::ENODEV)?;
+        b.with_bytes(offset, len, f).map_err(HalErrorKind::errno)
+    }
+
+    fn with_bytes_mut(
+        &self,
+        buffer: BufferId,
+        offset: u64,
+        len: u64,
+        f: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), mlx5vf_core::errno::Errno> {
+        let b = self.get(buffer).ok_or(mlx5vf_core::errno::Errno::ENODEV)?;
+        b.with_bytes_mut(offset, len, f)
+            .map_err(HalErrorKind::errno)
+    }
+}
+
 /// Device DMA into the pool.
 pub(super) struct PoolDma<'a>(pub(super) &'a BufferPool);
 

@@ -3,70 +3,31 @@
 //! in this process.
 
 mod dirty;
-mod file;
 pub mod hal;
 mod report;
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use mlx5vf_core::device::{Device, DeviceError, PROBE_SCRATCH_LEN};
+use mlx5vf_core::device::{Device, PROBE_SCRATCH_LEN};
 use mlx5vf_core::vfio::{MigState, MigrationFlags, Session};
 use mlx5vf_sim::firmware::{Firmware, FirmwareConfig};
 use mlx5vf_sim::spec::SimSpec;
 use mlx5vf_sim::timing::TimingModel;
 
 use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, StreamFormat, io_error};
+use crate::local::{LocalFile, Shared};
 use crate::timeline::Timeline;
 pub use dirty::DirtyLog;
-pub use file::SimFile;
 use hal::SimHal;
 
-/// The device lock and the condition every waiter sleeps on (SAVE
-/// completions and state changes notify it).
-pub(crate) struct Shared {
-    pub(crate) dev: Mutex<Device<SimHal>>,
-    pub(crate) changed: Condvar,
-    pub(crate) pool: Arc<hal::BufferPool>,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Device<SimHal>> {
-        self.dev.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn wait<'a>(
-        &self,
-        guard: MutexGuard<'a, Device<SimHal>>,
-    ) -> MutexGuard<'a, Device<SimHal>> {
-        self.changed
-            .wait(guard)
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `f` on the device, waiting out [`DeviceError::SaveInFlight`] and
-    /// [`DeviceError::LoadInFlight`] as the kernel sleeps on the command's
-    /// completion.
-    pub(crate) fn retry<T>(
-        &self,
-        mut f: impl FnMut(&mut Device<SimHal>) -> Result<T, DeviceError>,
-    ) -> Result<T, DeviceError> {
-        let mut dev = self.lock();
-        loop {
-            match f(&mut dev) {
-                Err(DeviceError::SaveInFlight | DeviceError::LoadInFlight) => {
-                    dev = self.wait(dev);
-                }
-                other => return other,
-            }
-        }
-    }
-}
+/// A data file of a [`SimDevice`].
+pub type SimFile = LocalFile<SimHal>;
 
 /// A simulated VF with the driver attached.
 pub struct SimDevice {
     spec: String,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<SimHal>>,
     fw: Arc<Mutex<Firmware>>,
 }
 
@@ -89,11 +50,7 @@ impl SimDevice {
         let mut dev = Device::new(hal, opts.config());
         let mut scratch = vec![0u8; PROBE_SCRATCH_LEN];
         dev.probe(0, &mut scratch).map_err(io_error)?;
-        let shared = Arc::new(Shared {
-            dev: Mutex::new(dev),
-            changed: Condvar::new(),
-            pool,
-        });
+        let shared = Arc::new(Shared::new(dev, pool));
         let weak = Arc::downgrade(&shared);
         shared.lock().hal().set_deliver(Arc::new(move |done, out| {
             if let Some(sh) = weak.upgrade() {
@@ -195,12 +152,6 @@ impl MigrationDevice for SimDevice {
 
 impl Drop for SimDevice {
     fn drop(&mut self) {
-        // close_device: close the files, then wait for a SAVE still in flight
-        // so its buffer is not freed under the firmware thread.
-        let mut dev = self.shared.lock();
-        dev.close();
-        while dev.save_in_flight() {
-            dev = self.shared.wait(dev);
-        }
+        self.shared.close();
     }
 }

@@ -1,4 +1,7 @@
-//! The simulated device's data file, with the kernel data fd's semantics.
+//! A data file of a device whose driver runs in this process, with the
+//! kernel data fd's semantics: the core's read/write loop
+//! ([`file_ops`]) with the device lock, the copies and the sleeps supplied
+//! here.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, MutexGuard, PoisonError};
@@ -9,22 +12,22 @@ use mlx5vf_core::device::file_ops::{
 };
 use mlx5vf_core::device::{Device, DeviceError, FileId};
 use mlx5vf_core::errno::Errno;
+use mlx5vf_core::hal::Hal;
 use mlx5vf_core::save::PrecopyInfo;
 
 use super::Shared;
-use super::hal::SimHal;
 use crate::backend::{DataFile, io_error};
 
-/// A saving or resuming file of a [`SimDevice`](super::SimDevice).
-pub struct SimFile {
-    shared: Arc<Shared>,
+/// A saving or resuming file of a device driven in this process.
+pub struct LocalFile<H: Hal> {
+    shared: Arc<Shared<H>>,
     file: FileId,
     saving: bool,
     nonblocking: bool,
 }
 
-impl SimFile {
-    pub(super) fn new(shared: Arc<Shared>, file: FileId, saving: bool) -> Self {
+impl<H: Hal + Send> LocalFile<H> {
+    pub(crate) fn new(shared: Arc<Shared<H>>, file: FileId, saving: bool) -> Self {
         Self {
             shared,
             file,
@@ -40,7 +43,7 @@ impl SimFile {
         if !self.saving {
             return Err(io_error(DeviceError::NoFile));
         }
-        let mut port = SimReader {
+        let mut port = Reader {
             shared: &self.shared,
             guard: None,
             sink,
@@ -64,31 +67,31 @@ impl SimFile {
 }
 
 /// The device's lock, taken when the core asks for the device.
-fn locked<'a, 'g>(
-    shared: &'a Shared,
-    guard: &'g mut Option<MutexGuard<'a, Device<SimHal>>>,
-) -> &'g mut Device<SimHal> {
+fn locked<'a, 'g, H: Hal>(
+    shared: &'a Shared<H>,
+    guard: &'g mut Option<MutexGuard<'a, Device<H>>>,
+) -> &'g mut Device<H> {
     guard.get_or_insert_with(|| shared.lock())
 }
 
 /// Sleeps on the device's condition, as the kernel's `wait_event`.
-fn sleep<'a>(shared: &'a Shared, guard: &mut Option<MutexGuard<'a, Device<SimHal>>>) {
+fn sleep<'a, H: Hal>(shared: &'a Shared<H>, guard: &mut Option<MutexGuard<'a, Device<H>>>) {
     let g = guard.take().unwrap_or_else(|| shared.lock());
     *guard = Some(shared.wait(g));
 }
 
-/// A read's side of the simulated device: the lock (dropped for each copy,
-/// so SAVE completions go on meanwhile), the copy into `sink`, the sleep.
-struct SimReader<'a, 's> {
-    shared: &'a Shared,
-    guard: Option<MutexGuard<'a, Device<SimHal>>>,
+/// A read's side of the device: the lock (dropped for each copy, so SAVE
+/// completions go on meanwhile), the copy into `sink`, the sleep.
+struct Reader<'a, 's, H: Hal> {
+    shared: &'a Shared<H>,
+    guard: Option<MutexGuard<'a, Device<H>>>,
     sink: &'s mut dyn FnMut(&[u8]) -> io::Result<()>,
     /// The sink's own error, which `read()` returns as it is.
     sink_error: Option<io::Error>,
 }
 
-impl ReadPort<SimHal> for SimReader<'_, '_> {
-    fn device(&mut self) -> &mut Device<SimHal> {
+impl<H: Hal> ReadPort<H> for Reader<'_, '_, H> {
+    fn device(&mut self) -> &mut Device<H> {
         locked(self.shared, &mut self.guard)
     }
 
@@ -100,12 +103,14 @@ impl ReadPort<SimHal> for SimReader<'_, '_> {
                 buffer,
                 offset,
                 len,
-            } => match self.shared.pool.get(buffer) {
-                Some(b) => b
-                    .with_bytes(offset, len as u64, |s| (self.sink)(s))
-                    .map_err(|k| k.errno()),
-                None => Err(Errno::ENODEV),
-            },
+            } => {
+                let mut sunk = Ok(());
+                let sink = &mut self.sink;
+                self.shared
+                    .pool
+                    .with_bytes(buffer, offset, len as u64, &mut |s| sunk = sink(s))
+                    .map(|()| sunk)
+            }
         };
         self.guard = Some(self.shared.lock());
         match copied? {
@@ -123,17 +128,17 @@ impl ReadPort<SimHal> for SimReader<'_, '_> {
     }
 }
 
-/// A write's side of the simulated device: the lock, held for the whole
-/// write as the kernel's write holds the state mutex (a LOAD may run in the
-/// middle), and the copy from `data`.
-struct SimWriter<'a> {
-    shared: &'a Shared,
-    guard: Option<MutexGuard<'a, Device<SimHal>>>,
+/// A write's side of the device: the lock, held for the whole write as the
+/// kernel's write holds the state mutex (a LOAD may run in the middle), and
+/// the copy from `data`.
+struct Writer<'a, H: Hal> {
+    shared: &'a Shared<H>,
+    guard: Option<MutexGuard<'a, Device<H>>>,
     data: &'a [u8],
 }
 
-impl WritePort<SimHal> for SimWriter<'_> {
-    fn device(&mut self) -> &mut Device<SimHal> {
+impl<H: Hal> WritePort<H> for Writer<'_, H> {
+    fn device(&mut self) -> &mut Device<H> {
         locked(self.shared, &mut self.guard)
     }
 
@@ -146,9 +151,13 @@ impl WritePort<SimHal> for SimWriter<'_> {
                 d.get_mut(..n).ok_or(Errno::EFAULT)?.copy_from_slice(src);
             }
             CopyDest::Buffer { buffer, offset, .. } => {
-                let b = self.shared.pool.get(buffer).ok_or(Errno::ENODEV)?;
-                b.with_bytes_mut(offset, n as u64, |d| d.copy_from_slice(src))
-                    .map_err(|k| k.errno())?;
+                self.shared
+                    .pool
+                    .with_bytes_mut(buffer, offset, n as u64, &mut |d| {
+                        for (d, s) in d.iter_mut().zip(src) {
+                            *d = *s;
+                        }
+                    })?;
             }
         }
         Ok(n)
@@ -171,7 +180,7 @@ fn outcome_result(outcome: IoOutcome) -> io::Result<usize> {
     }
 }
 
-impl Read for SimFile {
+impl<H: Hal + Send> Read for LocalFile<H> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let mut at = 0usize;
         let n = self.pump(out.len() as u64, &mut |bytes| {
@@ -186,13 +195,13 @@ impl Read for SimFile {
     }
 }
 
-impl Write for SimFile {
+impl<H: Hal + Send> Write for LocalFile<H> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.saving {
             return Err(io_error(DeviceError::NoFile));
         }
         let blocking = self.blocking();
-        let mut port = SimWriter {
+        let mut port = Writer {
             shared: &self.shared,
             guard: None,
             data,
@@ -205,7 +214,7 @@ impl Write for SimFile {
     }
 }
 
-impl DataFile for SimFile {
+impl<H: Hal + Send> DataFile for LocalFile<H> {
     fn precopy_info(&mut self) -> io::Result<PrecopyInfo> {
         let file = self.file;
         self.shared
@@ -243,7 +252,7 @@ impl DataFile for SimFile {
     }
 }
 
-impl Drop for SimFile {
+impl<H: Hal> Drop for LocalFile<H> {
     fn drop(&mut self) {
         self.shared.lock().release(self.file);
     }
