@@ -155,22 +155,27 @@ pub fn io_error(e: DeviceError) -> io::Error {
 /// [`VfioError`](crate::vfio::VfioError) carries.
 pub fn errno_of(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {
-        let inner = e.get_ref()?;
-        if let Some(d) = inner.downcast_ref::<DriverError>() {
-            return Some(d.0.errno().code());
+        if let Some(d) = driver_error(e) {
+            return Some(d.errno().code());
         }
-        inner
+        e.get_ref()?
             .downcast_ref::<crate::vfio::VfioError>()
             .and_then(crate::vfio::VfioError::errno)
             .map(|n| n.raw_os_error())
     })
 }
 
-/// The driver error behind an I/O error, if it is one.
+/// The driver error behind an I/O error (or behind its sources: a backend
+/// may wrap it with more detail), if it is one.
 pub fn driver_error(e: &io::Error) -> Option<DeviceError> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<DriverError>())
-        .map(|d| d.0)
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(err) = inner {
+        if let Some(d) = err.downcast_ref::<DriverError>() {
+            return Some(d.0);
+        }
+        inner = err.source();
+    }
+    None
 }
 
 /// Whether `e` is PRE_COPY's temporary end of data (`ENOMSG`).
@@ -270,6 +275,10 @@ pub fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>
         {
             let parsed: mlx5vf_sim::spec::SimSpec =
                 spec.parse().map_err(|e| OpenError::Spec(format!("{e}")))?;
+            if parsed.transport == mlx5vf_sim::spec::Transport::Cmdq {
+                let dev = crate::pf::sim::open(spec, &parsed, opts).map_err(OpenError::Device)?;
+                return Ok(Box::new(dev));
+            }
             let dev =
                 crate::sim::SimDevice::open(spec, &parsed, opts).map_err(OpenError::Device)?;
             return Ok(Box::new(dev));

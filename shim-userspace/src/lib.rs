@@ -45,6 +45,7 @@ pub mod cli;
 pub mod interrupt;
 pub mod local;
 pub mod net;
+pub mod pf;
 pub mod pipe;
 pub mod recognise;
 #[cfg(feature = "sim")]

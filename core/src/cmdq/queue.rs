@@ -207,8 +207,21 @@ impl CmdQueue {
         Token(self.last_token.max(1))
     }
 
+    /// The slot [`CmdQueue::post`] would take for `class` now (the lowest
+    /// free one), so a platform can size that slot's mailboxes first.
+    pub fn next_free(&self, class: SlotClass) -> Option<u8> {
+        let range = self.range(class);
+        let index = self
+            .slots
+            .get(range.clone())?
+            .iter()
+            .position(|s| *s == Slot::Free)?
+            .checked_add(range.start)?;
+        u8::try_from(index).ok()
+    }
+
     /// Reserves a slot of `class` for a command with `descriptor`, due
-    /// before `now + timeout`.
+    /// before `now + timeout` (the slot [`CmdQueue::next_free`] names).
     ///
     /// # Errors
     /// [`CmdqError::NoFreeSlot`] when every slot of the class is in flight
@@ -221,24 +234,20 @@ impl CmdQueue {
         now: Instant,
         timeout: Duration,
     ) -> Result<Posted, CmdqError> {
-        let range = self.range(class);
-        let index = self
-            .slots
-            .get(range.clone())
-            .and_then(|slots| slots.iter().position(|s| *s == Slot::Free))
-            .and_then(|i| i.checked_add(range.start))
-            .ok_or(CmdqError::NoFreeSlot)?;
+        let index = self.next_free(class).ok_or(CmdqError::NoFreeSlot)?;
         let token = self.fresh_token();
-        let slot = self.slots.get_mut(index).ok_or(CmdqError::NoFreeSlot)?;
+        let slot = self
+            .slots
+            .get_mut(usize::from(index))
+            .ok_or(CmdqError::NoFreeSlot)?;
         *slot = Slot::InFlight(InFlight {
             token,
             opcode,
             descriptor,
             deadline: now.saturating_add(timeout),
         });
-        // CAST: index < MAX_SLOTS = 32.
         Ok(Posted {
-            slot: index as u8,
+            slot: index,
             token,
             descriptor,
         })
@@ -302,6 +311,17 @@ impl CmdQueue {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Forgets a posted command whose doorbell was never rung (writing its
+    /// entry failed): the slot is free again at once, as nothing reached
+    /// the device.
+    pub fn cancel(&mut self, slot: u8) {
+        if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+            if matches!(s, Slot::InFlight(_)) {
+                *s = Slot::Free;
+            }
         }
     }
 

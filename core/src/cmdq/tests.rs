@@ -326,6 +326,10 @@ fn a_timeout_leaves_the_slot_stuck_until_firmware_returns_it() {
     complete(&mut e, 0, &[0; 16]);
     assert!(q.reclaim(p.slot(), &e));
     assert_eq!(q.stuck(), 0);
+    // A command whose doorbell never rang is simply forgotten.
+    let (p3, _) = post(&mut q, t(200));
+    q.cancel(p3.slot());
+    assert_eq!(q.in_flight(), 1 << p2.slot());
 }
 
 #[test]
@@ -395,13 +399,17 @@ fn slots_and_tokens() {
     let d = Descriptor::new(16, None, 16, None).unwrap();
     let mut tokens = std::vec::Vec::new();
     let mut slots = std::vec::Vec::new();
+    assert_eq!(q.next_free(SlotClass::Pages), Some(3));
     for _ in 0..3 {
+        let next = q.next_free(SlotClass::Command);
         let p = q
             .post(SlotClass::Command, 1, d, t(0), Duration::ZERO)
             .unwrap();
         tokens.push(p.token().raw());
         slots.push(p.slot());
+        assert_eq!(next, Some(p.slot()));
     }
+    assert_eq!(q.next_free(SlotClass::Command), None);
     assert_eq!(slots, [0, 1, 2], "the last slot is the page queue's");
     assert_eq!(
         q.post(SlotClass::Command, 1, d, t(0), Duration::ZERO),
