@@ -177,6 +177,13 @@ impl CmdQueue {
         self.checksums
     }
 
+    /// Turns signatures on or off for commands posted from now on (after
+    /// SET_HCA_CAP changed `cmdif_checksum`: firmware checks and signs
+    /// only then).
+    pub fn set_checksums(&mut self, checksums: Checksums) {
+        self.checksums = checksums;
+    }
+
     /// The slots a class may use.
     fn range(&self, class: SlotClass) -> core::ops::Range<usize> {
         let n = usize::from(self.geometry.slots());

@@ -140,6 +140,7 @@ fn up<T: Transport>(
     }
     give_pages(port, lc, 0, PagesPhase::Boot)?;
     set_general_caps(port, checksums)?;
+    port.set_checksums(checksums);
     give_pages(port, lc, 0, PagesPhase::Init)?;
     run(port, c, &InitHca, "INIT_HCA")?;
     lc.initialized = true;

@@ -22,7 +22,7 @@ pub mod sim;
 pub mod transport;
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mlx5vf_core::cmdq::Checksums;
@@ -125,6 +125,11 @@ impl<T: Transport> CmdqDevice<T> {
         &self.port
     }
 
+    /// The transport (the model's fault knobs, in tests).
+    pub fn transport(&self) -> &Arc<T> {
+        &self.port.inner().transport
+    }
+
     /// Pages firmware holds now.
     pub fn fw_pages(&self) -> usize {
         self.lifecycle
@@ -164,6 +169,68 @@ impl<T: Transport> CmdqDevice<T> {
     }
 }
 
+/// A data file whose errors carry the queue's last failure: a SAVE that
+/// timed out shows as such, not only as the file's `ENODEV`.
+struct CmdqFile<T: Transport> {
+    file: LocalFile<CmdqHal<T>>,
+    port: Arc<Port<T>>,
+}
+
+impl<T: Transport> CmdqFile<T> {
+    fn explain<R>(&self, r: io::Result<R>) -> io::Result<R> {
+        r.map_err(
+            |e| match (crate::backend::driver_error(&e), self.port.take_detail()) {
+                (Some(d), Some(detail)) => io::Error::new(
+                    e.kind(),
+                    Detailed {
+                        driver: DriverError(d),
+                        detail,
+                    },
+                ),
+                _ => e,
+            },
+        )
+    }
+}
+
+impl<T: Transport> Read for CmdqFile<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.file.read(buf);
+        self.explain(r)
+    }
+}
+
+impl<T: Transport> Write for CmdqFile<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.file.write(buf);
+        self.explain(r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl<T: Transport> DataFile for CmdqFile<T> {
+    fn precopy_info(&mut self) -> io::Result<mlx5vf_core::save::PrecopyInfo> {
+        let r = self.file.precopy_info();
+        self.explain(r)
+    }
+
+    fn wait_readable(&mut self, timeout: std::time::Duration) -> io::Result<bool> {
+        self.file.wait_readable(timeout)
+    }
+
+    fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        self.file.set_nonblocking(on)
+    }
+
+    fn send_to(&mut self, out: &mut dyn Write, max: u64) -> io::Result<u64> {
+        let r = self.file.send_to(out, max);
+        self.explain(r)
+    }
+}
+
 /// A driver error, with the queue's last failure when there is one.
 fn detailed<T: Transport>(port: &Port<T>, e: DeviceError) -> io::Error {
     let plain = io_error(e);
@@ -199,11 +266,10 @@ impl<T: Transport> MigrationDevice for CmdqDevice<T> {
             .map_err(|e| detailed(&self.port, e))?;
         self.shared.changed.notify_all();
         Ok(file.map(|f| {
-            Box::new(LocalFile::new(
-                Arc::clone(&self.shared),
-                f,
-                f.kind() == Session::Saving,
-            )) as Box<dyn DataFile>
+            Box::new(CmdqFile {
+                file: LocalFile::new(Arc::clone(&self.shared), f, f.kind() == Session::Saving),
+                port: Arc::clone(&self.port),
+            }) as Box<dyn DataFile>
         }))
     }
 

@@ -32,7 +32,9 @@ use super::transport::Transport;
 /// How the queue is driven.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortConfig {
-    /// Signatures on entries and blocks (Linux and rdma-core: off).
+    /// Signatures on entries and blocks (Linux and rdma-core: off). The
+    /// queue starts without them; bring-up turns them on in firmware
+    /// (SET_HCA_CAP) and then here ([`Port::set_checksums`]).
     pub checksums: Checksums,
     /// Deadline of one command; `None` takes what firmware advertises in
     /// `cmd_exec_to` (60 s when it advertises nothing).
@@ -217,7 +219,7 @@ impl<T: Transport> Port<T> {
             space,
             iova: Mutex::new(iova),
             state: Mutex::new(State {
-                queue: CmdQueue::new(geometry, cfg.checksums),
+                queue: CmdQueue::new(geometry, Checksums::Off),
                 queue_page: Arc::clone(&page),
                 slots: (0..cmdq::MAX_SLOTS).map(|_| SlotMem::default()).collect(),
                 asyncs: Vec::new(),
@@ -288,6 +290,11 @@ impl<T: Transport> Port<T> {
         drop(st);
         self.inner.work.notify_all();
         Ok(())
+    }
+
+    /// Signs and checks commands posted from now on (or stops).
+    pub fn set_checksums(&self, checksums: Checksums) {
+        lock(&self.inner.state).queue.set_checksums(checksums);
     }
 
     /// Installs where asynchronous outputs go (once).

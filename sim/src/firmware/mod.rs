@@ -242,6 +242,12 @@ impl Firmware {
         self.iommu.mapped_run(iova) >= len
     }
 
+    /// Frees every PD and mkey, as a function's teardown does
+    /// (TEARDOWN_HCA of the register-level PF, [`crate::pf`]).
+    pub fn release_resources(&mut self) {
+        self.memory.clear();
+    }
+
     /// Number of VFs.
     #[must_use]
     pub fn vf_count(&self) -> u16 {

@@ -401,6 +401,8 @@ impl Pf {
             return Err(Syndrome::HcaNotInitialized);
         }
         self.hca.initialized = false;
+        // The function's objects go with it.
+        self.fw.release_resources();
         for n in 0..self.fw.vf_count() {
             self.fw.detach_vf(n);
         }

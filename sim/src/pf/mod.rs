@@ -147,12 +147,15 @@ impl Default for RegisterConfig {
 pub enum QueueFault {
     /// Firmware never hands the entry back (and never signals it).
     Stuck,
-    /// Firmware signals the completion but leaves the owner bit set.
+    /// Firmware executes the command and signals the completion but leaves
+    /// the owner bit set.
     BadOwnership,
-    /// Firmware writes another token into the completed entry.
+    /// Firmware executes the command but writes another token into the
+    /// completed entry.
     WrongToken,
     /// Firmware refuses delivery with this status (bits 7:1 of
-    /// `status_own`; any value, garbage included).
+    /// `status_own`; any value, garbage included) and does not execute the
+    /// command.
     Delivery(u8),
     /// Firmware writes the output but zeroes the first output block's
     /// `next` (a chain cut short; needs two or more output blocks).

@@ -174,7 +174,12 @@ impl Pf {
             return silent;
         }
         let checksums = self.hca.checksums;
-        let status = match self.gather(&e, dma, input, output, checksums) {
+        let delivered = match fault {
+            // Refused at delivery: nothing runs.
+            Some(QueueFault::Delivery(code)) => Err(code),
+            _ => self.gather(&e, dma, input, output, checksums),
+        };
+        let status = match delivered {
             Ok((inlen, outlen)) => {
                 let (input, output) = (
                     input.get(..inlen).unwrap_or(&[]),
@@ -195,10 +200,6 @@ impl Pf {
                 self.counters.delivery_errors = self.counters.delivery_errors.saturating_add(1);
                 code
             }
-        };
-        let status = match fault {
-            Some(QueueFault::Delivery(code)) => code,
-            _ => status,
         };
         if fault == Some(QueueFault::WrongToken) {
             let token = byte(&e, TOKEN) ^ 0x80;

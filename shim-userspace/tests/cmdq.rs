@@ -1,0 +1,375 @@
+//! The `Hal` over a PF's command queue, against the register-level model
+//! (`sim:…,transport=cmdq`): migrations with equal digests and nothing
+//! live afterwards, mailbox chains beyond 4 KiB, and each way the queue or
+//! the firmware can fail — bad ownership, a wrong token, a garbage delivery
+//! status, a cut output chain, a stuck firmware (timeout), a health
+//! syndrome, a hung health counter — each a specific error, each followed
+//! by a clean teardown.
+#![cfg(all(feature = "cli", feature = "sim"))]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlx5vf::backend::{DriverOptions, MigrationDevice, errno_of};
+use mlx5vf::pf::memory::DmaSpace;
+use mlx5vf::pf::port::PortConfig;
+use mlx5vf::pf::sim::SimTransport;
+use mlx5vf::pf::{CmdqDevice, PfError};
+use mlx5vf_core::cmdq::{Checksums, CmdqError, DeliveryStatus, SlotClass};
+use mlx5vf_core::errno::Errno;
+use mlx5vf_core::hal::{DmaDirection, Hal};
+use mlx5vf_core::ifc::pd::Pd;
+use mlx5vf_core::vfio::MigState;
+use mlx5vf_sim::pf::{QueueFault, RegisterConfig};
+use mlx5vf_sim::spec::SimSpec;
+
+type Dev = CmdqDevice<SimTransport>;
+
+fn transport(spec: &str) -> (Arc<SimTransport>, Arc<DmaSpace>) {
+    let parsed: SimSpec = spec.parse().unwrap();
+    let space = Arc::new(DmaSpace::default());
+    let t = SimTransport::new(spec, &parsed, RegisterConfig::DEFAULT, &space).unwrap();
+    (Arc::new(t), space)
+}
+
+fn quick() -> PortConfig {
+    PortConfig {
+        command_timeout: Some(Duration::from_millis(300)),
+        health_interval: Duration::from_millis(20),
+        health_stall: Duration::from_millis(200),
+        ..PortConfig::default()
+    }
+}
+
+fn open_cfg(
+    spec: &str,
+    cfg: PortConfig,
+    arm: impl FnOnce(&SimTransport),
+) -> std::io::Result<(Dev, Arc<SimTransport>)> {
+    let (t, space) = transport(spec);
+    arm(&t);
+    let dev = CmdqDevice::open(
+        spec,
+        Arc::clone(&t),
+        space,
+        0,
+        &DriverOptions::default(),
+        cfg,
+    )?;
+    Ok((dev, t))
+}
+
+fn open(spec: &str) -> (Dev, Arc<SimTransport>) {
+    open_cfg(spec, quick(), |_| {}).unwrap()
+}
+
+/// Nothing live in the model: no PD, mkey, IOMMU mapping or firmware page,
+/// and the PF disabled again.
+fn assert_nothing_live(t: &SimTransport) {
+    t.with_pf(|pf| {
+        let a = pf.firmware().accounting();
+        assert!(a.is_zero(), "{a:?}");
+        assert_eq!(pf.fw_pages(), 0);
+        assert!(!pf.is_enabled() && !pf.is_initialized());
+    });
+}
+
+fn save_all(d: &mut dyn MigrationDevice) -> Vec<u8> {
+    let mut f = d.set_state(MigState::StopCopy).unwrap().unwrap();
+    let mut s = vec![];
+    f.read_to_end(&mut s).unwrap();
+    drop(f);
+    d.set_state(MigState::Stop).unwrap();
+    s
+}
+
+fn load_all(d: &mut dyn MigrationDevice, stream: &[u8]) {
+    let mut f = d.set_state(MigState::Resuming).unwrap().unwrap();
+    for piece in stream.chunks(1 << 20) {
+        f.write_all(piece).unwrap();
+    }
+    drop(f);
+    d.set_state(MigState::Running).unwrap();
+}
+
+#[test]
+fn a_migration_over_two_command_queues_keeps_the_digest_and_leaves_nothing() {
+    let (mut src, ts) = open("sim:state=24M,seed=5,transport=cmdq");
+    let (mut dst, td) = open("sim:state=1M,seed=9,transport=cmdq");
+    assert_eq!(src.fw_pages(), 8 + 24 + 4, "boot, init and the VF's pages");
+    assert_ne!(src.digest(), dst.digest());
+    let stream = save_all(&mut src);
+    load_all(&mut dst, &stream);
+    assert_eq!(src.digest(), dst.digest());
+    assert!(src.digest().is_some());
+    // The driver freed its PDs and mkeys itself (teardown would too).
+    for t in [&ts, &td] {
+        let a = t.with_pf(|pf| pf.firmware().accounting());
+        assert_eq!((a.pds, a.mkeys), (0, 0), "{a:?}");
+    }
+    let counters = src.port().counters();
+    assert!(
+        counters.completed > 20 && counters.failed == 0,
+        "{counters:?}"
+    );
+    src.close().unwrap();
+    dst.close().unwrap();
+    assert_nothing_live(&ts);
+    assert_nothing_live(&td);
+}
+
+#[test]
+fn checksums_on_sign_and_check_every_entry_and_block() {
+    let cfg = PortConfig {
+        checksums: Checksums::On,
+        ..quick()
+    };
+    let (mut src, ts) = open_cfg("sim:state=8M,seed=3,transport=cmdq", cfg, |_| {}).unwrap();
+    assert!(
+        ts.with_pf(|pf| pf.checksums()),
+        "SET_HCA_CAP turned them on"
+    );
+    let (mut dst, _) = open_cfg("sim:state=1M,transport=cmdq", cfg, |_| {}).unwrap();
+    let stream = save_all(&mut src);
+    load_all(&mut dst, &stream);
+    assert_eq!(src.digest(), dst.digest());
+    src.close().unwrap();
+    assert_nothing_live(&ts);
+}
+
+/// An mkey over 4096 pages: a 32 KiB MTT, 65 input blocks.
+#[test]
+fn create_mkey_with_a_large_mtt_goes_through_a_long_chain() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    let port = Arc::clone(dev.port());
+    let mut hal = mlx5vf::pf::hal::CmdqHal::new(Arc::clone(&port), true);
+    let mut out = [0u8; 16];
+    let mut alloc_pd = [0u8; 16];
+    alloc_pd[0..2].copy_from_slice(&0x800u16.to_be_bytes());
+    hal.exec(&alloc_pd, &mut out).unwrap();
+    assert_eq!(out[0], 0);
+    let pd = Pd(u32::from_be_bytes(out[8..12].try_into().unwrap()));
+    let buf = hal.alloc_buffer(4096, DmaDirection::FromDevice).unwrap();
+    let mkey = hal.map_buffers(pd, &[buf]).unwrap();
+    let a = t.with_pf(|pf| pf.firmware().accounting());
+    assert_eq!((a.mkeys, a.mkey_bytes), (1, 4096 * 4096));
+    hal.unmap_buffers(mkey, &[buf]).unwrap();
+    hal.free_buffer(buf);
+    let mut dealloc = [0u8; 16];
+    dealloc[0..2].copy_from_slice(&0x801u16.to_be_bytes());
+    dealloc[8..12].copy_from_slice(&pd.0.to_be_bytes());
+    hal.exec(&dealloc, &mut out).unwrap();
+    assert_eq!(out[0], 0);
+    drop(hal);
+    dev.close().unwrap();
+    assert_nothing_live(&t);
+}
+
+/// ALLOC_PD through the port, for the fault tests.
+fn alloc_pd(dev: &Dev) -> Result<[u8; 16], PfError> {
+    let mut input = [0u8; 16];
+    input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
+    let mut out = [0u8; 16];
+    dev.port()
+        .exec(SlotClass::Command, &input, &mut out)
+        .map(|()| out)
+}
+
+fn queue_error(r: Result<[u8; 16], PfError>) -> CmdqError {
+    match r {
+        Err(PfError::Queue {
+            opcode: 0x800,
+            error,
+        }) => error,
+        other => panic!("expected a queue error, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_bad_completion_is_its_own_error_and_the_queue_goes_on() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    let arm = |f| assert!(t.with_pf(|pf| pf.arm_fault(Some(0x800), f)));
+    arm(QueueFault::BadOwnership);
+    assert!(matches!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::BadOwnership { .. }
+    ));
+    arm(QueueFault::WrongToken);
+    assert!(matches!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::WrongToken { .. }
+    ));
+    arm(QueueFault::Delivery(0x5c));
+    assert_eq!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::UnknownDeliveryStatus(0x5c)
+    );
+    arm(QueueFault::Delivery(0x2));
+    assert_eq!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::Delivery(DeliveryStatus::TokenError)
+    );
+    // The queue still works: the bad-ownership slot stays stuck, the rest
+    // serve commands (the PD is freed by DEALLOC below).
+    let out = alloc_pd(&dev).unwrap();
+    assert_eq!(out[0], 0);
+    let mut dealloc = [0u8; 16];
+    dealloc[0..2].copy_from_slice(&0x801u16.to_be_bytes());
+    dealloc[8..12].copy_from_slice(&out[8..12]);
+    let mut o = [0u8; 16];
+    dev.port()
+        .exec(SlotClass::Command, &dealloc, &mut o)
+        .unwrap();
+    // A cut output chain (QUERY_HCA_CAP's 8 blocks) is a short chain.
+    t.with_pf(|pf| pf.arm_fault(Some(0x100), QueueFault::ShortOutputChain));
+    let mut q = [0u8; 16];
+    q[0..2].copy_from_slice(&0x100u16.to_be_bytes());
+    q[7] = 1;
+    let mut cap = vec![0u8; 4112];
+    match dev.port().exec(SlotClass::Command, &q, &mut cap) {
+        Err(PfError::Queue {
+            error:
+                CmdqError::ShortChain {
+                    blocks: 1,
+                    needed: 8,
+                },
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    dev.close().unwrap();
+    assert_nothing_live(&t);
+}
+
+#[test]
+fn a_stuck_firmware_times_out_and_teardown_does_not_wait_again() {
+    let (mut dev, t) = open("sim:state=4M,transport=cmdq");
+    t.with_pf(|pf| pf.arm_fault(Some(0x118), QueueFault::Stuck));
+    let start = Instant::now();
+    let mut f = dev.set_state(MigState::StopCopy).map(Option::unwrap);
+    let e = match &mut f {
+        Ok(file) => {
+            let mut s = vec![];
+            file.read_to_end(&mut s).unwrap_err()
+        }
+        Err(e) => std::io::Error::new(e.kind(), e.to_string()),
+    };
+    assert!(e.to_string().contains("did not complete"), "{e}");
+    drop(f);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let start = Instant::now();
+    // Firmware let a command time out: later commands fail at once.
+    assert!(matches!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::Timeout { opcode: 0x118, .. }
+    ));
+    let r = dev.close();
+    assert!(r.is_err(), "teardown cannot talk to a hung firmware");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // Its pages and queue are unmapped all the same.
+    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 0));
+}
+
+#[test]
+fn a_health_syndrome_is_reported_as_such() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    t.with_pf(|pf| pf.set_health_syndrome(0x10, 0x0302));
+    assert_eq!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::HealthSyndrome {
+            syndrome: 0x10,
+            ext_syndrome: 0x0302
+        }
+    );
+    // Fatal: nothing more is posted.
+    assert!(matches!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::HealthSyndrome { .. }
+    ));
+    let e = dev.close().unwrap_err();
+    assert!(e.to_string().contains("health syndrome"), "{e}");
+}
+
+#[test]
+fn a_hung_health_counter_is_reported_as_such() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    t.with_pf(|pf| {
+        pf.freeze_health_counter(true);
+        pf.arm_fault(Some(0x800), QueueFault::Stuck)
+    });
+    assert_eq!(queue_error(alloc_pd(&dev)), CmdqError::HealthCounterStuck);
+}
+
+#[test]
+fn a_failed_bring_up_undoes_itself() {
+    for opcode in [0x102, 0x108, 0x104] {
+        let r = open_cfg("sim:state=1M,transport=cmdq", quick(), |t| {
+            t.with_pf(|pf| pf.arm_fault(Some(opcode), QueueFault::Delivery(6)));
+        });
+        let e = r.err().unwrap();
+        assert!(e.to_string().contains("FW_ERR"), "{opcode:#x}: {e}");
+    }
+    // A VF the PF does not have: refused at its ENABLE_HCA, everything
+    // before it undone (the test's own mapping stays).
+    let (t, space) = transport("sim:state=1M,transport=cmdq");
+    t.with_pf(|pf| pf.firmware_mut().iommu_map(1 << 47, 0x1000).unwrap());
+    let e = CmdqDevice::open(
+        "x",
+        Arc::clone(&t),
+        space,
+        7,
+        &DriverOptions::default(),
+        quick(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("ENABLE_HCA(VF)"), "{e}");
+    t.with_pf(|pf| {
+        assert_eq!(pf.fw_pages(), 0);
+        assert!(!pf.is_enabled());
+        assert_eq!(
+            pf.firmware().accounting().iommu_mappings,
+            1,
+            "only the test's own"
+        );
+    });
+}
+
+#[test]
+fn save_failures_keep_their_errno() {
+    let (mut dev, t) = open("sim:state=4M,transport=cmdq");
+    t.with_pf(|pf| pf.arm_fault(Some(0x118), QueueFault::WrongToken));
+    let mut f = dev.set_state(MigState::StopCopy).unwrap().unwrap();
+    let mut s = vec![];
+    let e = f.read_to_end(&mut s).unwrap_err();
+    // The SAVE failed before the read: the file is in error (ENODEV, as
+    // the kernel's), and the message says why.
+    assert_eq!(errno_of(&e), Some(Errno::ENODEV.code()), "{e}");
+    assert!(e.to_string().contains("carries token"), "{e}");
+    drop(f);
+    drop(dev);
+    t.with_pf(|pf| {
+        assert!(pf.firmware().accounting().is_zero());
+        assert_eq!(pf.fw_pages(), 0);
+    });
+}
+
+#[test]
+fn the_tool_migrates_over_the_command_queue() {
+    let out = common::run(&[
+        "migrate",
+        "--from",
+        "sim:state=16M,seed=4,transport=cmdq",
+        "--to",
+        "sim:transport=cmdq",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("digests_match=true"), "{}", out.stderr);
+}
