@@ -373,3 +373,20 @@ fn the_tool_migrates_over_the_command_queue() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains("digests_match=true"), "{}", out.stderr);
 }
+
+/// `bench --only cmdq` measures real commands through the queue.
+#[test]
+fn the_cmdq_benchmark_reports_commands_per_second() {
+    let out = common::run(&["bench", "--only", "cmdq", "--json"]);
+    let doc = common::one_json_document(out.ok());
+    assert_eq!(doc["benchmark"], "cmdq");
+    assert!(doc["commands_completed"].as_u64().unwrap() > 1000, "{doc}");
+    for key in [
+        "commands_per_sec_16b",
+        "commands_per_sec_query_hca_cap",
+        "commands_per_sec_create_mkey_2048_pages",
+        "direct_calls_per_sec_16b",
+    ] {
+        assert!(doc[key].as_f64().unwrap() > 0.0, "{key}: {doc}");
+    }
+}

@@ -24,6 +24,9 @@
 //! 8. **TLS** (`tls.rs`): `save | load` of one state over loopback TLS
 //!    against plain TCP and the in-process pipe, with the negotiated cipher
 //!    suite and whether the CPU has AES instructions.
+//! 9. **Command queue** (`cmdq.rs`): commands per second through a PF's
+//!    command queue over the register-level model, against direct calls
+//!    into the same firmware model; bring-up and teardown times.
 
 use std::io::{self, Cursor, Write};
 use std::process::Command;
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Deserialize;
 
+mod cmdq;
 mod driver;
 #[cfg(feature = "tls")]
 mod tls;
@@ -87,11 +91,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub tls_size: u64,
     /// Only these benchmarks (comma list of pipeline, policies, scaling,
-    /// resume, downtime, overhead, resume_overhead, per_chunk, tls).
+    /// resume, downtime, overhead, resume_overhead, per_chunk, tls, cmdq).
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "pipeline,policies,scaling,resume,downtime,overhead,resume_overhead,per_chunk,tls"
+        default_value = "pipeline,policies,scaling,resume,downtime,overhead,resume_overhead,per_chunk,tls,cmdq"
     )]
     pub only: String,
     /// Print each result as one JSON document per line on stdout (JSON
@@ -543,6 +547,9 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
         tls::run(args, out)?;
         #[cfg(not(feature = "tls"))]
         return Err(io::Error::other("tls: this mlx5vf was built without TLS"));
+    }
+    if want("cmdq") {
+        cmdq::run(args, out)?;
     }
     Ok(())
 }
