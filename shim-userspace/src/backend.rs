@@ -301,7 +301,13 @@ pub fn open(spec: &str, opts: &DriverOptions) -> Result<Box<dyn MigrationDevice>
         let dev = crate::vfio::VfioDevice::inherit(&parsed).map_err(OpenError::Vfio)?;
         return Ok(Box::new(dev));
     }
+    if spec.starts_with("vfio-pf:") {
+        let parsed = crate::vfio_pf::PfSpec::parse(spec).map_err(OpenError::Spec)?;
+        let dev = crate::vfio_pf::open(spec, &parsed, opts).map_err(OpenError::Device)?;
+        return Ok(Box::new(dev));
+    }
     Err(OpenError::Spec(format!(
-        "unknown device spec {spec:?}: expected sim[:key=value,...], vfio-mig:... or vfio-fd:..."
+        "unknown device spec {spec:?}: expected sim[:key=value,...], vfio-mig:..., vfio-fd:... \
+         or vfio-pf:..."
     )))
 }

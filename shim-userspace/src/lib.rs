@@ -53,3 +53,4 @@ pub mod sim;
 pub mod timeline;
 pub mod transfer;
 pub mod vfio;
+pub mod vfio_pf;

@@ -65,8 +65,9 @@
 mod adopt;
 mod error;
 mod open;
+pub(crate) use open::{PfDma, open_pf};
 mod spec;
-mod sys;
+pub(crate) mod sys;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

@@ -198,6 +198,89 @@ impl VfioDevice {
     }
 }
 
+/// A device opened for a driver that drives it itself (`vfio-pf:`): its
+/// fd, and what DMA mappings go into.
+pub(crate) struct OpenedPf {
+    /// The device's sysfs directory.
+    pub(crate) sysfs: PathBuf,
+    /// The VFIO device fd (regions, config space).
+    pub(crate) device: OwnedFd,
+    /// Where its DMA mappings go.
+    pub(crate) dma: PfDma,
+}
+
+/// The IOMMU context of an [`OpenedPf`].
+pub(crate) enum PfDma {
+    /// A type1v2 container (the group is kept open with it).
+    Container {
+        /// `/dev/vfio/vfio`, set to type1v2.
+        container: OwnedFd,
+        /// `/dev/vfio/GROUP`.
+        _group: OwnedFd,
+    },
+    /// An iommufd with the IOAS the device is attached to.
+    Iommufd {
+        /// `/dev/iommu`.
+        iommufd: OwnedFd,
+        /// The IOAS.
+        ioas: u32,
+    },
+}
+
+/// Opens the device `device` names (as a `vfio-mig:` device) for a driver
+/// of its own, by `iommu`'s path: what the `vfio-mig:` open does, keeping
+/// the container or the IOAS for DMA mappings. A noiommu group is refused:
+/// a device without an IOMMU must not be given DMA memory by IOVA.
+///
+/// # Errors
+/// A [`VfioError`] naming the step.
+pub(crate) fn open_pf(spec: &str, device: &str, iommu: IommuPath) -> Result<OpenedPf, VfioError> {
+    let opener = Opener { spec };
+    let sysfs = opener.resolve_sysfs(device)?;
+    let cdev = cdev_node(&sysfs).filter(|_| Path::new("/dev/iommu").exists());
+    let dma = match (iommu, cdev) {
+        (IommuPath::Auto | IommuPath::Cdev, Some(node)) => {
+            let device = opener.open_rw(Step::OpenCdev, &node)?;
+            let iommufd = opener.open_rw(Step::OpenIommufd, Path::new("/dev/iommu"))?;
+            sys::bind_iommufd(&device, &iommufd).map_err(opener.os(Step::BindIommufd))?;
+            let ioas = sys::ioas_alloc(&iommufd).map_err(opener.os(Step::IoasAlloc))?;
+            sys::attach_pt(&device, ioas).map_err(opener.os(Step::AttachIoas))?;
+            return Ok(OpenedPf {
+                sysfs,
+                device,
+                dma: PfDma::Iommufd { iommufd, ioas },
+            });
+        }
+        (IommuPath::Cdev, None) => {
+            return Err(opener
+                .err(Step::OpenCdev, ErrorKind::NoCdev)
+                .on(Target::Path(sysfs)));
+        }
+        (IommuPath::Auto | IommuPath::Group, _) => opener.group(&sysfs)?,
+    };
+    match dma {
+        // A noiommu group has no /dev/vfio/GROUP node (only noiommu-GROUP).
+        (
+            device,
+            IommuContext::Group {
+                container,
+                _group,
+                group,
+            },
+        ) if Path::new("/dev/vfio").join(&group).exists() => Ok(OpenedPf {
+            sysfs,
+            device,
+            dma: PfDma::Container { container, _group },
+        }),
+        _ => Err(opener
+            .err(
+                Step::CheckExtension,
+                ErrorKind::IommuTypeMissing(IommuType::Type1v2),
+            )
+            .on(Target::Path(sysfs))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

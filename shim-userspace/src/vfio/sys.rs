@@ -1,5 +1,5 @@
-//! The VFIO and iommufd ioctls the `vfio-mig:` backend issues, as safe
-//! functions: the only `unsafe` code of this crate.
+//! The VFIO and iommufd ioctls the `vfio-mig:` and `vfio-pf:` backends
+//! issue, as safe functions: the only `unsafe` code of this crate.
 //!
 //! Every call passes the kernel a pointer to a live, exclusively borrowed
 //! value whose size covers the `argsz` it declares (or an integer, or a
@@ -459,6 +459,286 @@ pub(super) fn precopy_info(data: impl AsFd) -> Result<PrecopyInfo> {
     Ok(info)
 }
 
+// ---------------------------------------------------------------------------
+// For `vfio-pf:` (crate::vfio_pf): a PF driven from userspace needs its BAR0
+// region, its config space and DMA mappings in its container or IOAS.
+
+const VFIO_DEVICE_GET_REGION_INFO: Opcode = vfio_io(8);
+const VFIO_IOMMU_GET_INFO: Opcode = vfio_io(12);
+const VFIO_IOMMU_MAP_DMA: Opcode = vfio_io(13);
+const VFIO_IOMMU_UNMAP_DMA: Opcode = vfio_io(14);
+/// `IOMMU_IOAS_IOVA_RANGES`: `_IO(IOMMUFD_TYPE, 0x84)`.
+const IOMMU_IOAS_IOVA_RANGES: Opcode = opcode::none(IOMMUFD_TYPE, 0x84);
+/// `IOMMU_IOAS_MAP`: `_IO(IOMMUFD_TYPE, 0x85)`.
+const IOMMU_IOAS_MAP: Opcode = opcode::none(IOMMUFD_TYPE, 0x85);
+/// `IOMMU_IOAS_UNMAP`: `_IO(IOMMUFD_TYPE, 0x86)`.
+const IOMMU_IOAS_UNMAP: Opcode = opcode::none(IOMMUFD_TYPE, 0x86);
+
+/// `VFIO_PCI_BAR0_REGION_INDEX`.
+pub(crate) const BAR0_REGION: u32 = 0;
+/// `VFIO_PCI_CONFIG_REGION_INDEX`.
+pub(crate) const CONFIG_REGION: u32 = 7;
+/// `VFIO_REGION_INFO_FLAG_READ` | `_WRITE`.
+pub(crate) const REGION_READ_WRITE: u32 = 0b11;
+/// `VFIO_IOMMU_INFO_CAPS`.
+const IOMMU_INFO_CAPS: u32 = 1 << 1;
+/// `VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`.
+const CAP_IOVA_RANGE: u16 = 1;
+/// `VFIO_DMA_MAP_FLAG_READ` | `_WRITE`.
+const DMA_MAP_READ_WRITE: u32 = 0b11;
+/// `IOMMU_IOAS_MAP_FIXED_IOVA` | `_WRITEABLE` | `_READABLE`.
+const IOAS_MAP_FIXED_RW: u32 = 0b111;
+/// Most IOVA ranges read (x86 reports 2 or 3).
+const MAX_IOVA_RANGES: usize = 64;
+
+/// `struct vfio_region_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+pub(crate) struct RegionInfo {
+    argsz: u32,
+    /// `VFIO_REGION_INFO_FLAG_*`.
+    pub(crate) flags: u32,
+    index: u32,
+    cap_offset: u32,
+    /// Bytes.
+    pub(crate) size: u64,
+    /// Where the region starts in the device fd (for pread/pwrite).
+    pub(crate) offset: u64,
+}
+const_assert_eq!(size_of::<RegionInfo>(), 32);
+
+/// `struct vfio_iommu_type1_info` followed by room for its capability chain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable)]
+struct Type1Info {
+    argsz: u32,
+    flags: u32,
+    iova_pgsizes: u64,
+    cap_offset: u32,
+    pad: u32,
+    caps: [u8; 1024],
+}
+const_assert_eq!(size_of::<Type1Info>(), 24 + 1024);
+
+/// `struct vfio_iommu_type1_dma_map`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct DmaMap {
+    argsz: u32,
+    flags: u32,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+}
+const_assert_eq!(size_of::<DmaMap>(), 32);
+
+/// `struct vfio_iommu_type1_dma_unmap` (no dirty bitmap).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct DmaUnmap {
+    argsz: u32,
+    flags: u32,
+    iova: u64,
+    size: u64,
+}
+const_assert_eq!(size_of::<DmaUnmap>(), 24);
+
+/// `struct iommu_iova_range`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct IovaRange {
+    start: u64,
+    last: u64,
+}
+
+/// `struct iommu_ioas_iova_ranges`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct IoasIovaRanges {
+    size: u32,
+    ioas_id: u32,
+    num_iovas: u32,
+    reserved: u32,
+    allowed_iovas: u64,
+    out_iova_alignment: u64,
+}
+const_assert_eq!(size_of::<IoasIovaRanges>(), 32);
+
+/// `struct iommu_ioas_map`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct IoasMap {
+    size: u32,
+    flags: u32,
+    ioas_id: u32,
+    reserved: u32,
+    user_va: u64,
+    length: u64,
+    iova: u64,
+}
+const_assert_eq!(size_of::<IoasMap>(), 40);
+
+/// `struct iommu_ioas_unmap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable)]
+struct IoasUnmap {
+    size: u32,
+    ioas_id: u32,
+    iova: u64,
+    length: u64,
+}
+const_assert_eq!(size_of::<IoasUnmap>(), 24);
+
+/// `VFIO_DEVICE_GET_REGION_INFO` of region `index`.
+pub(crate) fn region_info(device: impl AsFd, index: u32) -> Result<RegionInfo> {
+    let mut info = RegionInfo {
+        argsz: size_of::<RegionInfo>() as u32,
+        index,
+        ..RegionInfo::default()
+    };
+    call_with(device, VFIO_DEVICE_GET_REGION_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// The IOVA ranges a type1 container accepts (`VFIO_IOMMU_GET_INFO`'s
+/// IOVA_RANGE capability), `[start, end]` inclusive; empty when the kernel
+/// reports none.
+pub(crate) fn type1_iova_ranges(container: impl AsFd) -> Result<Vec<(u64, u64)>> {
+    let mut info = Type1Info {
+        argsz: size_of::<Type1Info>() as u32,
+        flags: 0,
+        iova_pgsizes: 0,
+        cap_offset: 0,
+        pad: 0,
+        caps: [0; 1024],
+    };
+    call_with(container, VFIO_IOMMU_GET_INFO, &mut info)?;
+    let mut ranges = Vec::new();
+    if info.flags & IOMMU_INFO_CAPS == 0 {
+        return Ok(ranges);
+    }
+    // The chain's offsets count from the start of the structure; the
+    // capability area starts 24 bytes in. Everything is read through
+    // checked slices: the kernel wrote these bytes, but a wrong offset must
+    // not become a panic.
+    let bytes = info.as_bytes();
+    let at_bytes = |at: usize, n: usize| bytes.get(at..at.checked_add(n)?);
+    let u16_at = |at| {
+        at_bytes(at, 2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_ne_bytes)
+    };
+    let u32_at = |at| {
+        at_bytes(at, 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let u64_at = |at| {
+        at_bytes(at, 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_ne_bytes)
+    };
+    let mut at = info.cap_offset as usize;
+    // A chain longer than 16 capabilities (or a loop) ends the walk.
+    for _ in 0..16 {
+        let (Some(id), Some(next)) = (u16_at(at), u32_at(at + 4)) else {
+            break;
+        };
+        if id == CAP_IOVA_RANGE {
+            let n = u32_at(at + 8).unwrap_or(0) as usize;
+            for i in 0..n.min(MAX_IOVA_RANGES) {
+                let (Some(start), Some(end)) = (u64_at(at + 16 + 16 * i), u64_at(at + 24 + 16 * i))
+                else {
+                    break;
+                };
+                ranges.push((start, end));
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        at = next as usize;
+    }
+    Ok(ranges)
+}
+
+/// `VFIO_IOMMU_MAP_DMA`: `len` bytes of this process's memory at `vaddr`,
+/// readable and writable by the device at `iova`.
+pub(crate) fn type1_map(container: impl AsFd, vaddr: usize, iova: u64, len: u64) -> Result<()> {
+    let mut map = DmaMap {
+        argsz: size_of::<DmaMap>() as u32,
+        flags: DMA_MAP_READ_WRITE,
+        vaddr: vaddr as u64,
+        iova,
+        size: len,
+    };
+    call_with(container, VFIO_IOMMU_MAP_DMA, &mut map).map(drop)
+}
+
+/// `VFIO_IOMMU_UNMAP_DMA`.
+pub(crate) fn type1_unmap(container: impl AsFd, iova: u64, len: u64) -> Result<()> {
+    let mut unmap = DmaUnmap {
+        argsz: size_of::<DmaUnmap>() as u32,
+        flags: 0,
+        iova,
+        size: len,
+    };
+    call_with(container, VFIO_IOMMU_UNMAP_DMA, &mut unmap).map(drop)
+}
+
+/// `IOMMU_IOAS_IOVA_RANGES`: the IOVA ranges of `ioas`, `[start, last]`.
+pub(crate) fn ioas_iova_ranges(iommufd: impl AsFd, ioas: u32) -> Result<Vec<(u64, u64)>> {
+    let mut ranges = [IovaRange::default(); MAX_IOVA_RANGES];
+    let mut q = IoasIovaRanges {
+        size: size_of::<IoasIovaRanges>() as u32,
+        ioas_id: ioas,
+        num_iovas: MAX_IOVA_RANGES as u32,
+        allowed_iovas: ranges.as_mut_ptr() as u64,
+        ..IoasIovaRanges::default()
+    };
+    // SAFETY (of the pointer the kernel writes through): `ranges` lives
+    // until after the call and holds the `num_iovas` entries declared.
+    call_with(iommufd, IOMMU_IOAS_IOVA_RANGES, &mut q)?;
+    let n = (q.num_iovas as usize).min(MAX_IOVA_RANGES);
+    Ok(ranges
+        .get(..n)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| (r.start, r.last))
+        .collect())
+}
+
+/// `IOMMU_IOAS_MAP` at a fixed IOVA, readable and writable.
+pub(crate) fn ioas_map(
+    iommufd: impl AsFd,
+    ioas: u32,
+    vaddr: usize,
+    iova: u64,
+    len: u64,
+) -> Result<()> {
+    let mut map = IoasMap {
+        size: size_of::<IoasMap>() as u32,
+        flags: IOAS_MAP_FIXED_RW,
+        ioas_id: ioas,
+        reserved: 0,
+        user_va: vaddr as u64,
+        length: len,
+        iova,
+    };
+    call_with(iommufd, IOMMU_IOAS_MAP, &mut map).map(drop)
+}
+
+/// `IOMMU_IOAS_UNMAP`.
+pub(crate) fn ioas_unmap(iommufd: impl AsFd, ioas: u32, iova: u64, len: u64) -> Result<()> {
+    let mut unmap = IoasUnmap {
+        size: size_of::<IoasUnmap>() as u32,
+        ioas_id: ioas,
+        iova,
+        length: len,
+    };
+    call_with(iommufd, IOMMU_IOAS_UNMAP, &mut unmap).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +780,13 @@ mod tests {
         assert_eq!(VFIO_MIG_GET_PRECOPY_INFO, 0x3b79);
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
         assert_eq!(IOMMU_OPTION, 0x3b87);
+        assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
+        assert_eq!(VFIO_IOMMU_GET_INFO, 0x3b70);
+        assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3b71);
+        assert_eq!(VFIO_IOMMU_UNMAP_DMA, 0x3b72);
+        assert_eq!(IOMMU_IOAS_IOVA_RANGES, 0x3b84);
+        assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
+        assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
     }
 
     /// An ioctl on a file that is not a VFIO device fails with the kernel's
@@ -512,5 +799,10 @@ mod tests {
         assert_eq!(device_info(&f).map(drop), Err(Errno::NOTTY));
         assert_eq!(iommufd_rlimit_mode(&f), Err(Errno::NOTTY));
         assert_eq!(api_version(&f), Err(Errno::NOTTY));
+        assert_eq!(region_info(&f, BAR0_REGION).map(drop), Err(Errno::NOTTY));
+        assert_eq!(type1_iova_ranges(&f).map(drop), Err(Errno::NOTTY));
+        assert_eq!(type1_map(&f, 0, 0x1000, 0x1000), Err(Errno::NOTTY));
+        assert_eq!(ioas_iova_ranges(&f, 1).map(drop), Err(Errno::NOTTY));
+        assert_eq!(ioas_map(&f, 1, 0, 0x1000, 0x1000), Err(Errno::NOTTY));
     }
 }

@@ -1,0 +1,305 @@
+//! The `vfio-pf:` backend: a ConnectX PF bound to `vfio-pci`, driven by
+//! this process through its command queue — BAR0 through the VFIO region,
+//! bus mastering through its config space, DMA memory mapped into its
+//! container (`VFIO_IOMMU_MAP_DMA`) or IOAS (`IOMMU_IOAS_MAP`) at IOVAs
+//! inside the ranges the IOMMU reports — with the migration driver on top
+//! for one of its VFs ([`crate::pf`]).
+//!
+//! # Spec
+//! `vfio-pf:PF[,vf=N][,iommu=auto|group|cdev][,timeout=DURATION][,checksums=on|off]`:
+//! `PF` as `vfio-mig:` names a device (sysfs path or PCI name); `vf` the
+//! VF to migrate (default 0); `iommu` as for `vfio-mig:`; `timeout` each
+//! command's deadline (default: the firmware's `cmd_exec_to`); `checksums`
+//! signatures on the queue (default off, as Linux).
+//!
+//! # Before it touches the device
+//! The PF must be a Mellanox/NVIDIA function (PCI vendor 0x15b3) bound to
+//! `vfio-pci`, with SR-IOV enabled and VF `N` present (`sriov_numvfs`),
+//! and BAR0 must be a readable and writable region covering the
+//! initialization segment. Then the queue checks the command-interface
+//! revision (5) and waits out `initializing`.
+//!
+//! Completions are polled (no MSI-X or event queue is set up), and the
+//! firmware's page requests for the VF are answered through QUERY_PAGES
+//! at bring-up, not as events: see [`crate::pf::bringup`] for what this
+//! driver does and does not set up.
+
+mod spec;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use mlx5vf_core::cmdq::iseg;
+
+use crate::backend::DriverOptions;
+use crate::pf::memory::{DmaRegion, DmaSpace};
+use crate::pf::transport::Transport;
+use crate::pf::{CmdqDevice, port_config};
+use crate::vfio::sys::{self, RegionInfo};
+use crate::vfio::{PfDma, open_pf};
+pub use spec::PfSpec;
+
+/// Mellanox Technologies' PCI vendor id (ConnectX).
+pub const MELLANOX_VENDOR: u16 = 0x15b3;
+/// IOVA ranges when the IOMMU reports none (rdma-core's fallback: below
+/// the x86 MSI window and above it, to 39 bits).
+const FALLBACK_RANGES: [(u64, u64); 2] = [(0x1_0000, 0xfedf_ffff), (0xfef0_0000, (1 << 39) - 1)];
+/// PCI command register: memory space and bus master enable.
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MEMORY_MASTER: u16 = 0x6;
+
+/// A PF behind VFIO.
+pub struct VfioPfTransport {
+    name: String,
+    device: OwnedFd,
+    dma: PfDma,
+    bar0: RegionInfo,
+    config: RegionInfo,
+    ranges: Vec<(u64, u64)>,
+}
+
+fn err(what: impl std::fmt::Display) -> io::Error {
+    io::Error::other(what.to_string())
+}
+
+fn sysfs_text(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The checks made before the device is touched (module docs).
+fn check_device(sysfs: &Path, vf: u16) -> io::Result<()> {
+    let vendor = sysfs_text(sysfs, "vendor").unwrap_or_default();
+    if u16::from_str_radix(vendor.trim_start_matches("0x"), 16).ok() != Some(MELLANOX_VENDOR) {
+        return Err(err(format!(
+            "{}: PCI vendor {vendor:?} is not Mellanox/NVIDIA (0x15b3): vfio-pf drives ConnectX PFs only",
+            sysfs.display()
+        )));
+    }
+    let driver = std::fs::read_link(sysfs.join("driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if driver.as_deref() != Some("vfio-pci") {
+        return Err(err(format!(
+            "{}: bound to {:?}, not vfio-pci (echo vfio-pci > driver_override, then bind)",
+            sysfs.display(),
+            driver.unwrap_or_else(|| "no driver".into())
+        )));
+    }
+    let numvfs: u32 = sysfs_text(sysfs, "sriov_numvfs")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if u32::from(vf) >= numvfs {
+        return Err(err(format!(
+            "{}: VF {vf} does not exist ({numvfs} VFs enabled; vfio-pci needs enable_sriov=1, then \
+             echo N > sriov_numvfs)",
+            sysfs.display()
+        )));
+    }
+    Ok(())
+}
+
+impl VfioPfTransport {
+    /// Opens the PF a spec names and checks it (module docs).
+    ///
+    /// # Errors
+    /// The step that failed, naming the device.
+    pub fn open(spec: &str, parsed: &PfSpec) -> io::Result<Self> {
+        let opened = open_pf(spec, &parsed.device, parsed.iommu).map_err(io::Error::other)?;
+        check_device(&opened.sysfs, parsed.vf)?;
+        let bar0 = sys::region_info(&opened.device, sys::BAR0_REGION)
+            .map_err(|e| err(format!("{spec}: VFIO_DEVICE_GET_REGION_INFO (BAR0): {e}")))?;
+        if bar0.flags & sys::REGION_READ_WRITE != sys::REGION_READ_WRITE
+            || bar0.size < u64::from(iseg::SEGMENT_LEN)
+        {
+            return Err(err(format!(
+                "{spec}: BAR0 is not a read-write region of at least {:#x} bytes (flags {:#x}, size {:#x})",
+                iseg::SEGMENT_LEN,
+                bar0.flags,
+                bar0.size
+            )));
+        }
+        let config = sys::region_info(&opened.device, sys::CONFIG_REGION)
+            .map_err(|e| err(format!("{spec}: VFIO_DEVICE_GET_REGION_INFO (config): {e}")))?;
+        let ranges = match &opened.dma {
+            PfDma::Container { container, .. } => sys::type1_iova_ranges(container),
+            PfDma::Iommufd { iommufd, ioas } => sys::ioas_iova_ranges(iommufd, *ioas),
+        }
+        .map_err(|e| err(format!("{spec}: reading the IOVA ranges: {e}")))?;
+        let ranges = if ranges.is_empty() {
+            FALLBACK_RANGES.to_vec()
+        } else {
+            ranges
+        };
+        Ok(Self {
+            name: spec.to_owned(),
+            device: opened.device,
+            dma: opened.dma,
+            bar0,
+            config,
+            ranges,
+        })
+    }
+
+    fn pread(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        let n = rustix::io::pread(&self.device, &mut *buf, at)?;
+        if n != buf.len() {
+            return Err(err(format!("short region read at {at:#x}")));
+        }
+        Ok(())
+    }
+
+    fn pwrite(&self, at: u64, buf: &[u8]) -> io::Result<()> {
+        let n = rustix::io::pwrite(&self.device, buf, at)?;
+        if n != buf.len() {
+            return Err(err(format!("short region write at {at:#x}")));
+        }
+        Ok(())
+    }
+}
+
+impl Transport for VfioPfTransport {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn read32(&self, offset: u32) -> io::Result<u32> {
+        let mut b = [0u8; 4];
+        self.pread(self.bar0.offset + u64::from(offset), &mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+
+    fn write32(&self, offset: u32, value: u32) -> io::Result<()> {
+        self.pwrite(self.bar0.offset + u64::from(offset), &value.to_be_bytes())
+    }
+
+    fn enable_bus_master(&self) -> io::Result<()> {
+        let mut b = [0u8; 2];
+        let at = self.config.offset + PCI_COMMAND;
+        self.pread(at, &mut b)?;
+        let cmd = u16::from_le_bytes(b) | PCI_COMMAND_MEMORY_MASTER;
+        self.pwrite(at, &cmd.to_le_bytes())
+    }
+
+    fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        self.ranges.clone()
+    }
+
+    fn map_dma(&self, region: &DmaRegion) -> io::Result<()> {
+        let (va, iova, len) = (region.host_address(), region.iova(), region.len());
+        match &self.dma {
+            PfDma::Container { container, .. } => sys::type1_map(container.as_fd(), va, iova, len),
+            PfDma::Iommufd { iommufd, ioas } => {
+                sys::ioas_map(iommufd.as_fd(), *ioas, va, iova, len)
+            }
+        }
+        .map_err(io::Error::from)
+    }
+
+    fn unmap_dma(&self, region: &DmaRegion) -> io::Result<()> {
+        let (iova, len) = (region.iova(), region.len());
+        match &self.dma {
+            PfDma::Container { container, .. } => sys::type1_unmap(container.as_fd(), iova, len),
+            PfDma::Iommufd { iommufd, ioas } => sys::ioas_unmap(iommufd.as_fd(), *ioas, iova, len),
+        }
+        .map_err(io::Error::from)
+    }
+}
+
+/// Opens `vfio-pf:…`: the PF behind VFIO, brought up, with the driver on
+/// VF `vf`.
+///
+/// # Errors
+/// The step that failed.
+pub fn open(
+    spec: &str,
+    parsed: &PfSpec,
+    opts: &DriverOptions,
+) -> io::Result<CmdqDevice<VfioPfTransport>> {
+    let transport = Arc::new(VfioPfTransport::open(spec, parsed)?);
+    let space = Arc::new(DmaSpace::default());
+    CmdqDevice::open(
+        spec,
+        transport,
+        space,
+        parsed.vf,
+        opts,
+        port_config(parsed.checksums, parsed.timeout),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A made-up sysfs directory for the checks.
+    fn fake_sysfs(vendor: &str, driver: Option<&str>, numvfs: &str) -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mlx5vf-pf-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("drivers")).unwrap();
+        std::fs::write(dir.join("vendor"), format!("{vendor}\n")).unwrap();
+        std::fs::write(dir.join("sriov_numvfs"), format!("{numvfs}\n")).unwrap();
+        if let Some(d) = driver {
+            std::fs::create_dir_all(dir.join("drivers").join(d)).unwrap();
+            std::os::unix::fs::symlink(dir.join("drivers").join(d), dir.join("driver")).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_device_is_checked_before_it_is_touched() {
+        let cases = [
+            ("0x15b3", Some("vfio-pci"), "2", 1, None),
+            ("0x8086", Some("vfio-pci"), "2", 0, Some("is not Mellanox")),
+            ("0x15b3", Some("mlx5_core"), "2", 0, Some("not vfio-pci")),
+            ("0x15b3", None, "2", 0, Some("no driver")),
+            (
+                "0x15b3",
+                Some("vfio-pci"),
+                "0",
+                0,
+                Some("VF 0 does not exist (0 VFs"),
+            ),
+            (
+                "0x15b3",
+                Some("vfio-pci"),
+                "2",
+                2,
+                Some("VF 2 does not exist"),
+            ),
+        ];
+        for (vendor, driver, numvfs, vf, want) in cases {
+            let dir = fake_sysfs(vendor, driver, numvfs);
+            let r = check_device(&dir, vf);
+            std::fs::remove_dir_all(&dir).unwrap();
+            match (r, want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{e}"),
+                (r, w) => panic!("{vendor} {driver:?} {numvfs} {vf}: {r:?}, wanted {w:?}"),
+            }
+        }
+    }
+
+    /// A device without VFIO fails at the step that found it out, naming
+    /// the spec.
+    #[test]
+    fn a_device_without_vfio_is_refused_clearly() {
+        let spec = "vfio-pf:/sys/devices/system/cpu/cpu0";
+        let parsed = PfSpec::parse(spec).unwrap();
+        let e = open(spec, &parsed, &DriverOptions::default())
+            .err()
+            .unwrap();
+        let m = e.to_string();
+        assert!(m.contains("iommu_group") && m.starts_with(spec), "{m}");
+    }
+}
