@@ -24,6 +24,7 @@ pub const SAVE_EXAMPLES: &[&str] = &[
     "mlx5vf save --device sim:state=64M,chunks=off -o - | mlx5vf load --device sim",
     "mlx5vf save --device vfio-mig:0000:3b:00.2 -o vf.bin",
     "mlx5vf save --device vfio-fd:5,container=4 -o vf.bin",
+    "mlx5vf save --device vfio-pf:0000:3b:00.0,vf=1 -o vf.bin",
 ];
 
 /// Examples of `mlx5vf load`.
@@ -39,6 +40,8 @@ pub const MIGRATE_EXAMPLES: &[&str] = &[
     "mlx5vf migrate --from sim:state=4G,dirty=2M,fw-rate=4G/s --to sim --precopy",
     "mlx5vf migrate --from sim:state=1G,object=4K-1M --to sim:seed=9 --chunk-slots 4",
     "mlx5vf migrate --from vfio-mig:0000:3b:00.2 --to vfio-mig:0000:3b:00.3,iommu=group",
+    "mlx5vf migrate --from sim:state=1G,transport=cmdq --to sim:transport=cmdq",
+    "mlx5vf migrate --from vfio-pf:0000:3b:00.0,vf=0 --to vfio-pf:0000:3c:00.0,vf=0,timeout=30s",
     "mlx5vf pass-fds --device vfio-mig:0000:3b:00.2 -- mlx5vf migrate --from {0} --to sim",
 ];
 
@@ -46,6 +49,7 @@ pub const MIGRATE_EXAMPLES: &[&str] = &[
 pub const CHECK_EXAMPLES: &[&str] = &[
     "mlx5vf check --device sim:state=32M,latency=200us --strict",
     "mlx5vf check --device sim:precopy=off",
+    "mlx5vf check --device sim:state=32M,transport=cmdq --strict",
     "mlx5vf check --device vfio-mig:0000:3b:00.2,iommu=cdev --strict --require-eagain",
     "mlx5vf check --device vfio-fd:7,iommufd=8",
 ];
@@ -132,6 +136,20 @@ pub fn device_specs(examples: &[&str]) -> String {
          the inherited fds open; it maps no DMA (migration needs none), so the VMM's\n      \
          mappings stay as they are. `mlx5vf pass-fds` opens devices and runs a program so."
     );
+    let _ = writeln!(
+        s,
+        "  vfio-pf:PF[,vf=N][,iommu={}][,timeout=DURATION][,checksums=on|off]",
+        choices.join("|")
+    );
+    let _ = writeln!(
+        s,
+        "      A ConnectX PF bound to vfio-pci with SR-IOV on, driven by this process itself: its\n      \
+         command queue through BAR0 and DMA memory mapped through the IOMMU, the function\n      \
+         brought up and torn down here, the driver (and its policy flags) on VF N [default: 0].\n      \
+         timeout: each command's deadline [default: the firmware's cmd_exec_to];\n      \
+         checksums: signed entries and mailboxes [default: off, as Linux]. PF is named as\n      \
+         for vfio-mig:. sim:...,transport=cmdq runs the same code over the simulated PF."
+    );
     let _ = writeln!(s, "\nExamples:");
     for example in examples {
         let _ = writeln!(s, "  {example}");
@@ -141,8 +159,9 @@ pub fn device_specs(examples: &[&str]) -> String {
 }
 
 /// The short pointer `-h` shows in place of the device-spec section.
-pub const DEVICE_SPECS_SHORT: &str = "SPEC is sim[:KEY=VALUE,...], vfio-mig:DEVICE[,iommu=...] or \
-     vfio-fd:FD,container=FD|iommufd=FD; --help lists the keys, their defaults and examples.";
+pub const DEVICE_SPECS_SHORT: &str = "SPEC is sim[:KEY=VALUE,...], vfio-mig:DEVICE[,iommu=...], \
+     vfio-fd:FD,container=FD|iommufd=FD or vfio-pf:PF[,vf=N,...]; --help lists the keys, their \
+     defaults and examples.";
 
 /// A clap error as the one line `main` prints after `mlx5vf: `: clap's
 /// message (a list of missing arguments joined onto it), its tip if it has
@@ -244,6 +263,9 @@ mod tests {
                 }
                 for spec in words.iter().filter(|w| w.starts_with("vfio-fd:")) {
                     crate::vfio::FdSpec::parse(spec).unwrap();
+                }
+                for spec in words.iter().filter(|w| w.starts_with("vfio-pf:")) {
+                    crate::vfio_pf::PfSpec::parse(spec).unwrap();
                 }
             }
         }
