@@ -19,8 +19,12 @@
 //! `cli` (the tool: clap, indicatif, serde) and `sim` (the built-in
 //! simulated device) are on by default. A VMM embedding the transfer loop
 //! and the VFIO client builds with `default-features = false`: then only
-//! `vfio-mig:` and `vfio-fd:` specs open, and a VMM hands the client the
-//! descriptors it holds with [`vfio::VfioDevice::adopt`].
+//! `vfio-mig:`, `vfio-fd:` and `vfio-pf:` specs open, and a VMM hands the
+//! client the descriptors it holds with [`vfio::VfioDevice::adopt`].
+//!
+//! [`pf`] drives a PF's command queue itself (the `vfio-pf:` backend in
+//! [`vfio_pf`], and `sim:…,transport=cmdq` over the register-level model);
+//! [`local`] is the in-process driver device both it and [`sim`] use.
 //!
 //! # Exit status
 //! `0` success; `1` the request was well formed but failed (no such

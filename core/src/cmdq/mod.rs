@@ -27,16 +27,16 @@
 //! [`CmdqError`]; none panics.
 //!
 //! # The protocol, in short (`reference/mlx5-ifc.md` §4.4)
-//! 1. [`CmdQueue::post`](queue::CmdQueue::post) picks a slot and a token
+//! 1. [`CmdQueue::post`] picks a slot and a token
 //!    and starts the deadline.
 //! 2. The platform writes the input chain
 //!    ([`mailbox::write_input_chain`]), pre-zeroes the output chain
 //!    ([`mailbox::prepare_output_chain`]), writes the entry
-//!    ([`entry::EntryRequest::encode`], owner = hardware) and rings the
-//!    doorbell with [`Posted::doorbell`](queue::Posted::doorbell).
+//!    ([`Posted::encode_entry`](queue::Posted::encode_entry), owner = hardware) and rings the
+//!    doorbell with [`Posted::doorbell`].
 //! 3. It reads the entry back until
-//!    [`CmdQueue::handle_entry`](queue::CmdQueue::handle_entry) says
-//!    [`Progress::Done`](queue::Progress::Done) (or an error, a timeout
+//!    [`CmdQueue::handle_entry`] says
+//!    [`Progress::Done`] (or an error, a timeout
 //!    included).
 //! 4. It gathers the output: 16 bytes from the entry, the rest through
 //!    [`mailbox::read_output_chain`].

@@ -1,5 +1,5 @@
 //! The [`Hal`] over a PF's command queue: every command through
-//! [`Port`](super::port::Port), SAVE and LOAD asynchronously, DMA buffers
+//! [`Port`], SAVE and LOAD asynchronously, DMA buffers
 //! from the port's memory, mapped through the transport's IOMMU when the
 //! core maps them and unmapped when it unmaps them.
 
