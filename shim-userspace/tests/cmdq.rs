@@ -390,3 +390,72 @@ fn the_cmdq_benchmark_reports_commands_per_second() {
         assert!(doc[key].as_f64().unwrap() > 0.0, "{key}: {doc}");
     }
 }
+
+/// The transport with no completion signal: the queue finds every
+/// completion by polling the entries, as over VFIO.
+struct Polled(Arc<SimTransport>);
+
+impl mlx5vf::pf::transport::Transport for Polled {
+    fn describe(&self) -> String {
+        format!("polled {}", self.0.describe())
+    }
+    fn read32(&self, offset: u32) -> std::io::Result<u32> {
+        self.0.read32(offset)
+    }
+    fn write32(&self, offset: u32, value: u32) -> std::io::Result<()> {
+        self.0.write32(offset, value)
+    }
+    fn enable_bus_master(&self) -> std::io::Result<()> {
+        self.0.enable_bus_master()
+    }
+    fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        // VFIO's fallback ranges, the first one small: the allocator must
+        // skip to the second for the larger regions.
+        vec![(0x10000, 0x3f_ffff), (0xfef0_0000, (1 << 39) - 1)]
+    }
+    fn map_dma(&self, region: &mlx5vf::pf::memory::DmaRegion) -> std::io::Result<()> {
+        self.0.map_dma(region)
+    }
+    fn unmap_dma(&self, region: &mlx5vf::pf::memory::DmaRegion) -> std::io::Result<()> {
+        self.0.unmap_dma(region)
+    }
+    fn digest(&self, vf: u16) -> Option<String> {
+        self.0.digest(vf)
+    }
+}
+
+#[test]
+fn a_migration_by_polling_alone() {
+    use mlx5vf::pf::transport::Transport;
+    let open_polled = |spec: &str| {
+        let (t, space) = transport(spec);
+        let polled = Arc::new(Polled(Arc::clone(&t)));
+        let dev =
+            CmdqDevice::open(spec, polled, space, 0, &DriverOptions::default(), quick()).unwrap();
+        (dev, t)
+    };
+    let (mut src, ts) = open_polled("sim:state=12M,seed=21,transport=cmdq");
+    let (mut dst, td) = open_polled("sim:state=1M,transport=cmdq");
+    assert!(src.transport().describe().starts_with("polled"));
+    let stream = save_all(&mut src);
+    load_all(&mut dst, &stream);
+    assert_eq!(src.digest(), dst.digest());
+    src.close().unwrap();
+    dst.close().unwrap();
+    assert_nothing_live(&ts);
+    assert_nothing_live(&td);
+}
+
+#[test]
+fn a_stuck_command_times_out() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    t.with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::Stuck));
+    let start = Instant::now();
+    assert!(matches!(
+        queue_error(alloc_pd(&dev)),
+        CmdqError::Timeout { opcode: 0x800, .. }
+    ));
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(dev.port().take_detail().unwrap().contains("0x800"));
+}
