@@ -16,22 +16,28 @@ use crate::syndrome::Syndrome;
 struct Mem(BTreeMap<u64, Vec<u8>>);
 
 impl Mem {
-    fn page(&mut self, iova: u64) -> &mut Vec<u8> {
-        self.0.entry(iova & !0xfff).or_insert_with(|| vec![0; 4096])
-    }
-    fn write(&mut self, iova: u64, bytes: &[u8]) {
-        for (i, b) in bytes.iter().enumerate() {
-            let a = iova + i as u64;
-            self.page(a)[(a & 0xfff) as usize] = *b;
+    /// Runs `f` on each page-sized piece of `[iova, iova + len)` with the
+    /// piece's offset in the range (pages made on first touch).
+    fn pieces(&mut self, iova: u64, len: usize, mut f: impl FnMut(&mut [u8], usize)) {
+        let mut done = 0usize;
+        while done < len {
+            let a = iova + done as u64;
+            let off = (a & 0xfff) as usize;
+            let n = (4096 - off).min(len - done);
+            let page = self.0.entry(a & !0xfff).or_insert_with(|| vec![0; 4096]);
+            f(&mut page[off..off + n], done);
+            done += n;
         }
     }
+    fn write(&mut self, iova: u64, bytes: &[u8]) {
+        self.pieces(iova, bytes.len(), |p, at| {
+            p.copy_from_slice(&bytes[at..at + p.len()])
+        });
+    }
     fn read(&mut self, iova: u64, len: usize) -> Vec<u8> {
-        (0..len as u64)
-            .map(|i| {
-                let a = iova + i;
-                self.page(a)[(a & 0xfff) as usize]
-            })
-            .collect()
+        let mut out = vec![0u8; len];
+        self.pieces(iova, len, |p, at| out[at..at + p.len()].copy_from_slice(p));
+        out
     }
 }
 
