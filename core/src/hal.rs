@@ -247,7 +247,7 @@ pub trait Hal {
     fn crc32c(&mut self, buffer: BufferId, offset: u64, len: u64, crc: u32) -> u32;
 
     /// A monotonic clock in nanoseconds, if the platform has one. With it
-    /// the device measures its firmware (command latency, SAVE rate) and a
+    /// the device times its SAVEs (a SAVE's fixed cost, the rate) and a
     /// [`ChunkPolicy::Measured`](crate::save::ChunkPolicy) tunes the chunk
     /// size; without it (the default) the configured size stays.
     fn now_ns(&mut self) -> Option<u64> {

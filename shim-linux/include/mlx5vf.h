@@ -649,7 +649,7 @@ typedef const void __user *mlx5vf_const_uptr;
 
 /**
  * `mlx5vf_config.flags`: tune the chunk size to the firmware's measured
- * command latency and SAVE rate, within `memory_cap` bytes of chunk
+ * SAVE fixed cost and rate, within `memory_cap` bytes of chunk
  * buffers per side (on by default). Needs the optional `now_ns` callback;
  * without it, or without this flag, `chunk_size` stays.
  */
@@ -861,7 +861,7 @@ struct mlx5vf_platform_ops {
         /**
          * OPTIONAL (may be `NULL`: nothing is measured and `chunk_size`
          * stays). A monotonic clock in nanoseconds (`ktime_get_ns()`), with
-         * which the core times QUERY commands and SAVEs to tune the chunk size
+         * which the core times SAVEs to tune the chunk size
          * (`MLX5VF_CFG_MEASURED_CHUNKS`). Called with the device lock held.
          */
         uint64_t (*now_ns)(void *ctx);

@@ -293,7 +293,7 @@ pub const MLX5VF_CFG_INTEGRITY: u32 = 1 << 2;
 /// chunk slots and reports what firmware still holds.
 pub const MLX5VF_CFG_LINUX_PRECOPY: u32 = 1 << 3;
 /// `mlx5vf_config.flags`: tune the chunk size to the firmware's measured
-/// command latency and SAVE rate, within `memory_cap` bytes of chunk
+/// SAVE fixed cost and rate, within `memory_cap` bytes of chunk
 /// buffers per side (on by default). Needs the optional `now_ns` callback;
 /// without it, or without this flag, `chunk_size` stays.
 pub const MLX5VF_CFG_MEASURED_CHUNKS: u32 = 1 << 4;
@@ -559,7 +559,7 @@ pub struct mlx5vf_platform_ops {
     >,
     /// OPTIONAL (may be `NULL`: nothing is measured and `chunk_size`
     /// stays). A monotonic clock in nanoseconds (`ktime_get_ns()`), with
-    /// which the core times QUERY commands and SAVEs to tune the chunk size
+    /// which the core times SAVEs to tune the chunk size
     /// (`MLX5VF_CFG_MEASURED_CHUNKS`). Called with the device lock held.
     pub now_ns: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
     /// Optional (device dirty tracking; `NULL`: `mlx5vf_log_start()` answers
