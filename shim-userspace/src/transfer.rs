@@ -728,6 +728,34 @@ fn save_stream(
     Ok(())
 }
 
+/// A read or write being timed for the observer's timeline (only when it
+/// has one: nothing is measured otherwise).
+struct Timing<'a> {
+    timeline: &'a Timeline,
+    before: (u64, bool),
+    start: Instant,
+}
+
+impl<'a> Timing<'a> {
+    /// Starts timing an operation on the stream `tracker` follows.
+    fn start(observer: &'a dyn Observer, tracker: &StreamTracker) -> Option<Self> {
+        Some(Self {
+            timeline: observer.timeline()?,
+            before: tracker_position(tracker),
+            start: Instant::now(),
+        })
+    }
+
+    /// The operation ended with `tracker` where it is now: the images it
+    /// touched get a bar in `lane`.
+    fn end(self, lane: Lane, tracker: &StreamTracker) {
+        if let Some((first, last)) = images_touched(self.before, tracker_position(tracker).0) {
+            self.timeline
+                .moved(lane, first, last, self.start, Instant::now());
+        }
+    }
+}
+
 /// One read of the data file into `tap`, on the timeline if there is one.
 fn send_timed(
     file: &mut dyn DataFile,
@@ -735,13 +763,10 @@ fn send_timed(
     read_size: u64,
     observer: &dyn Observer,
 ) -> io::Result<u64> {
-    let Some(timeline) = observer.timeline() else {
-        return file.send_to(tap, read_size);
-    };
-    let (before, start) = (tracker_position(&tap.tracker), Instant::now());
+    let timing = Timing::start(observer, &tap.tracker);
     let sent = file.send_to(tap, read_size);
-    if let Some((first, last)) = images_touched(before, tracker_position(&tap.tracker).0) {
-        timeline.moved(Lane::Read, first, last, start, Instant::now());
+    if let Some(t) = timing {
+        t.end(Lane::Read, &tap.tracker);
     }
     sent
 }
@@ -808,9 +833,8 @@ fn write_tracked(
     observer: &dyn Observer,
 ) -> Result<(), Failure> {
     while !data.is_empty() {
-        let (position, start) = (tracker_position(tracker), Instant::now());
-        let written = file.write(data);
-        match written {
+        let timing = Timing::start(observer, tracker);
+        match file.write(data) {
             Ok(0) => {
                 return Err(Failure::Refused {
                     at: RefusedAt::Write {
@@ -823,12 +847,8 @@ fn write_tracked(
             Ok(n) => {
                 tracker.feed(data.get(..n).unwrap_or_default());
                 data = data.get(n..).unwrap_or_default();
-                if let Some(timeline) = observer.timeline() {
-                    if let Some((first, last)) =
-                        images_touched(position, tracker_position(tracker).0)
-                    {
-                        timeline.moved(Lane::Receive, first, last, start, Instant::now());
-                    }
+                if let Some(t) = timing {
+                    t.end(Lane::Receive, tracker);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
