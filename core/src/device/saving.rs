@@ -23,15 +23,9 @@ pub(crate) struct SavingFile {
     /// The user closed the file; the device keeps it until an arc closes it,
     /// as Linux's driver holds its own reference.
     pub(crate) orphaned: bool,
-    /// Set when STOP_COPY begins: the chunk size is tuned for downtime.
-    pub(crate) stop: Option<StopProgress>,
-}
-
-/// The stop-copy data, for tuning the chunk size to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StopProgress {
-    /// Bytes firmware held when STOP_COPY began.
-    pub(crate) bytes: u64,
+    /// Bytes firmware held when STOP_COPY began (set then): the chunk size
+    /// is tuned for downtime from then on.
+    pub(crate) stop_bytes: Option<u64>,
 }
 
 /// The next bytes of a saving file.
@@ -160,7 +154,7 @@ impl<H: Hal> Device<H> {
             session,
             engine: SaveEngine::IDLE,
             orphaned: false,
-            stop: stop_bytes.map(|bytes| StopProgress { bytes }),
+            stop_bytes,
         });
         file.engine
             .open(cfg, slots.get(..count).unwrap_or_default())?;

@@ -15,7 +15,6 @@
 use core::num::NonZeroU64;
 
 use super::Device;
-use super::saving::StopProgress;
 use crate::hal::Hal;
 use crate::ifc::migration::SaveResult;
 use crate::save::{ChunkPolicy, FirmwareSpeed, downtime_chunk_size, tuned_chunk_size};
@@ -65,7 +64,7 @@ impl<H: Hal> Device<H> {
     /// STOP_COPY begins). From now on the chunks are sized for downtime.
     pub(super) fn tune_for_stop(&mut self, stop_bytes: u64) {
         if let Some(f) = self.saving.as_mut() {
-            f.stop = Some(StopProgress { bytes: stop_bytes });
+            f.stop_bytes = Some(stop_bytes);
         }
         if let Some(chunk) = self.wanted_chunk(Some(stop_bytes)) {
             self.retune_saving(chunk);
@@ -85,7 +84,7 @@ impl<H: Hal> Device<H> {
         if !matches!(self.cfg.chunk_policy, ChunkPolicy::Measured { .. }) {
             return;
         }
-        let stop_bytes = self.saving.as_ref().and_then(|f| f.stop.map(|s| s.bytes));
+        let stop_bytes = self.saving.as_ref().and_then(|f| f.stop_bytes);
         let chunk = match self.wanted_chunk(stop_bytes) {
             Some(chunk) => chunk,
             None => match self.speed.probe_size() {
