@@ -48,7 +48,7 @@ impl Lane {
         }
     }
 
-    const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         match self {
             Self::Save => 0,
             Self::Read => 1,

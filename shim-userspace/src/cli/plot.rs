@@ -25,8 +25,7 @@ fn plot_error(e: impl std::fmt::Display) -> std::io::Error {
 
 /// The row of `lane`, counted from the bottom (SAVE on top).
 fn row(lane: Lane) -> f64 {
-    let at = Lane::ALL.iter().position(|l| *l == lane).unwrap_or(0);
-    (Lane::ALL.len() - 1 - at) as f64
+    (Lane::ALL.len() - 1 - lane.index()) as f64
 }
 
 /// Draws `timeline` into `path`: one row per lane, a bar per image and
@@ -68,7 +67,7 @@ pub fn timeline_svg(path: &Path, title: &str, timeline: &Snapshot) -> std::io::R
             let Some(bar) = bar else { continue };
             let y = row(*lane);
             let shades = LANE_COLOURS
-                .get(Lane::ALL.iter().position(|l| l == lane).unwrap_or(0))
+                .get(lane.index())
                 .copied()
                 .unwrap_or([BLACK, BLACK]);
             let colour = shades.get(image % 2).copied().unwrap_or(BLACK);
