@@ -48,6 +48,7 @@ impl Lane {
         }
     }
 
+    /// Its position in [`Lane::ALL`].
     pub(crate) const fn index(self) -> usize {
         match self {
             Self::Save => 0,
