@@ -21,6 +21,7 @@ use mlx5vf_core::errno::Errno;
 use mlx5vf_core::save::PrecopyInfo;
 use mlx5vf_core::vfio::{MigState, MigrationFlags};
 
+use crate::dma_logging::DmaLogging;
 use crate::timeline::Timeline;
 
 pub use crate::recognise::StreamFormat;
@@ -69,6 +70,17 @@ pub trait MigrationDevice: Send {
     /// they are the kernel's). Others ignore it.
     fn set_timeline(&mut self, timeline: Arc<Timeline>) {
         let _ = timeline;
+    }
+    /// Its device dirty-page tracking (VFIO DMA logging).
+    ///
+    /// # Errors
+    /// The device offers none (`ENOTTY` through VFIO, as for a driver
+    /// without `vfio_log_ops`), with the reason.
+    fn dma_logging(&mut self) -> io::Result<&mut dyn DmaLogging> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{}: this backend has no DMA logging", self.describe()),
+        ))
     }
 }
 

@@ -46,6 +46,7 @@
 pub mod backend;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod dma_logging;
 pub mod interrupt;
 pub mod local;
 pub mod net;

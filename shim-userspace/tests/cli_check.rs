@@ -17,7 +17,9 @@ use mlx5vf_core::vfio::{MigState, MigrationFlags};
 
 use common::foreign::{Foreign, Quirks};
 use common::run;
+use mlx5vf::dma_logging::{DmaLogging, ReportFigures};
 use mlx5vf::interrupt::Interrupt;
+use mlx5vf_core::tracker::IovaRange;
 
 fn lines_with(out: &str, tag: &str) -> Vec<String> {
     out.lines()
@@ -36,7 +38,8 @@ fn the_simulated_device_passes_with_pre_copy() {
         "--require-eagain",
     ]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    assert_eq!(lines_with(&r.stdout, "PASS").len(), 9, "{}", r.stdout);
+    assert_eq!(lines_with(&r.stdout, "PASS").len(), 10, "{}", r.stdout);
+    assert!(r.stdout.contains("PASS dma-logging"), "{}", r.stdout);
     assert!(
         r.stdout.contains("40 allowed transitions over 7 states"),
         "{}",
@@ -388,10 +391,153 @@ fn an_interrupted_check_leaves_the_device_running() {
     };
     let (failed, out) = check_with(&mut dev, &opts);
     assert_eq!(failed, 1, "{out}");
-    assert_eq!(lines_with(&out, "SKIP").len(), 9, "{out}");
+    assert_eq!(lines_with(&out, "SKIP").len(), 10, "{out}");
     assert!(
         out.contains("FAIL interrupted        interrupted by SIGINT"),
         "{out}"
     );
     assert_eq!(dev.state().unwrap(), MigState::Running);
+}
+
+/// A DMA-logging rule a device breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFlaw {
+    /// A REPORT after STOP succeeds with an empty bitmap.
+    ReportsAfterStop,
+    /// A second START while logging succeeds.
+    SecondStart,
+    /// START takes misaligned ranges.
+    Misaligned,
+    /// A REPORT outside the tracked ranges succeeds.
+    ReportsOutside,
+}
+
+/// The simulated device whose DMA logging breaks one rule.
+struct BrokenLog {
+    inner: Box<dyn MigrationDevice>,
+    flaw: LogFlaw,
+    active: bool,
+}
+
+impl MigrationDevice for BrokenLog {
+    fn describe(&self) -> String {
+        "broken-log".to_owned()
+    }
+    fn migration_flags(&self) -> MigrationFlags {
+        self.inner.migration_flags()
+    }
+    fn state(&mut self) -> io::Result<MigState> {
+        self.inner.state()
+    }
+    fn set_state(&mut self, target: MigState) -> io::Result<Option<Box<dyn DataFile>>> {
+        self.inner.set_state(target)
+    }
+    fn data_size(&mut self) -> io::Result<u64> {
+        self.inner.data_size()
+    }
+    fn reset(&mut self) -> io::Result<()> {
+        self.inner.reset()
+    }
+    fn digest(&self) -> Option<String> {
+        None
+    }
+    fn stats(&self) -> Stats {
+        Stats::default()
+    }
+    fn dma_logging(&mut self) -> io::Result<&mut dyn DmaLogging> {
+        Ok(self)
+    }
+}
+
+impl DmaLogging for BrokenLog {
+    fn start(&mut self, ranges: &[IovaRange], page_size: u64) -> io::Result<u64> {
+        if self.active && self.flaw == LogFlaw::SecondStart {
+            return Ok(page_size);
+        }
+        if self.flaw == LogFlaw::Misaligned && ranges.iter().any(|r| r.iova % page_size != 0) {
+            return Ok(page_size);
+        }
+        let p = self.inner.dma_logging()?.start(ranges, page_size)?;
+        self.active = true;
+        Ok(p)
+    }
+    fn report(
+        &mut self,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> io::Result<Option<ReportFigures>> {
+        match self.flaw {
+            LogFlaw::ReportsAfterStop if !self.active => return Ok(None),
+            LogFlaw::ReportsOutside if iova >= 16 << 20 => return Ok(None),
+            _ => {}
+        }
+        self.inner
+            .dma_logging()?
+            .report(iova, length, page_size, bitmap)
+    }
+    fn stop(&mut self) -> io::Result<()> {
+        self.active = false;
+        self.inner.dma_logging()?.stop()
+    }
+}
+
+/// Each broken DMA-logging rule fails the dma-logging check, with a line
+/// naming it, and nothing else.
+#[test]
+fn broken_dma_logging_is_caught() {
+    for (flaw, says) in [
+        (LogFlaw::ReportsAfterStop, "REPORT after STOP succeeded"),
+        (
+            LogFlaw::SecondStart,
+            "a second START succeeded while logging",
+        ),
+        (
+            LogFlaw::Misaligned,
+            "START with a range not aligned to the page size succeeded",
+        ),
+        (
+            LogFlaw::ReportsOutside,
+            "outside every tracked range, succeeded",
+        ),
+    ] {
+        let mut dev = BrokenLog {
+            inner: backend::open("sim:state=8M,precopy=on", &DriverOptions::default()).unwrap(),
+            flaw,
+            active: false,
+        };
+        let (failed, out) = check_with(&mut dev, &CheckOptions::default());
+        let fails = lines_with(&out, "FAIL");
+        assert!(
+            fails.iter().all(|l| l.starts_with("FAIL dma-logging")),
+            "{flaw:?}: {out}"
+        );
+        assert_eq!(failed, 1, "{flaw:?}: {out}");
+        assert!(fails.iter().any(|l| l.contains(says)), "{flaw:?}: {out}");
+    }
+}
+
+/// A device without DMA logging skips the check, unless it is required.
+#[test]
+fn dma_logging_is_skipped_unless_required() {
+    let mut dev = Broken {
+        inner: backend::open("sim:state=8M,precopy=on", &DriverOptions::default()).unwrap(),
+        flaw: Flaw::FdOnP2p,
+        reset_happened: Default::default(),
+    };
+    let (_, out) = check_with(&mut dev, &CheckOptions::default());
+    assert!(
+        out.contains("SKIP dma-logging        the device offers no DMA logging"),
+        "{out}"
+    );
+    let opts = CheckOptions {
+        require_dma_logging: true,
+        ..CheckOptions::default()
+    };
+    let (_, out) = check_with(&mut dev, &opts);
+    assert!(
+        out.contains("FAIL dma-logging        the device offers no DMA logging"),
+        "{out}"
+    );
 }

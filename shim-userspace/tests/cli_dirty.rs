@@ -138,7 +138,10 @@ fn page_size_is_clamped_and_reported() {
 #[test]
 fn usage_errors_exit_2() {
     for args in [
+        // --verify on a VFIO device needs a guest's ground truth.
         &["--device", "vfio-mig:0000:00:01.0", "--range", "0:1M"][..],
+        &["--device", "sim", "--guest", "/tmp", "--range", "0:1M"][..],
+        &["--device", "nonsense:x", "--range", "0:1M"][..],
         &["--msg-size", "100", "--range", "0:1M"][..],
         &["--range", "nonsense"][..],
     ] {

@@ -102,12 +102,12 @@ fn check_prints_its_report_on_stdout_and_its_lines_on_stderr() {
     assert_eq!(doc["failed"], 0);
     assert_eq!(doc["migration_flags"], 3);
     let checks = doc["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 9, "{doc}");
+    assert_eq!(checks.len(), 10, "{doc}");
     let skipped: Vec<&Value> = checks.iter().filter(|c| c["result"] == "skip").collect();
     assert_eq!(skipped.len(), 1);
     assert_eq!(skipped[0]["name"], "pre-copy");
     // The lines for people, as the checks ran.
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("PASS ")).count(), 8);
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("PASS ")).count(), 9);
 }
 
 #[test]

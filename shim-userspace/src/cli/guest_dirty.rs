@@ -13,6 +13,7 @@ use mlx5vf_sim::tracker::{GUEST_PAGE, MAX_GUEST_PAGES};
 use super::device::{Summary, Value};
 use super::transfer_cmds::TransferCmdError;
 use crate::backend::{DriverOptions, MigrationDevice, OpenError};
+use crate::dma_logging::DmaLogging;
 use crate::sim::{DirtyLog, SimDevice};
 use crate::timeline::Timeline;
 use crate::transfer::{Observer, Phase};
@@ -101,7 +102,7 @@ impl GuestDirty {
             return None;
         }
         let mut bitmap = vec![0u64; (MAX_GUEST_PAGES / 64) as usize];
-        match log.read_and_clear(0, GUEST_BYTES, GUEST_PAGE, &mut bitmap) {
+        match log.report(0, GUEST_BYTES, GUEST_PAGE, &mut bitmap) {
             Ok(_) => Some(bitmap.iter().map(|w| u64::from(w.count_ones())).sum()),
             Err(e) => {
                 counts.error = Some(e.to_string());

@@ -16,6 +16,7 @@ use mlx5vf_sim::spec::SimSpec;
 use mlx5vf_sim::timing::TimingModel;
 
 use crate::backend::{DataFile, DriverOptions, MigrationDevice, Stats, StreamFormat, io_error};
+use crate::dma_logging::DmaLogging;
 use crate::local::{LocalFile, Shared};
 use crate::timeline::Timeline;
 pub use dirty::DirtyLog;
@@ -29,6 +30,8 @@ pub struct SimDevice {
     spec: String,
     shared: Arc<Shared<SimHal>>,
     fw: Arc<Mutex<Firmware>>,
+    /// DMA logging through [`MigrationDevice::dma_logging`], made on first use.
+    dma_log: Option<DirtyLog>,
 }
 
 impl SimDevice {
@@ -69,6 +72,7 @@ impl SimDevice {
             spec: spec.to_owned(),
             shared,
             fw,
+            dma_log: None,
         })
     }
 
@@ -81,6 +85,13 @@ impl SimDevice {
 impl MigrationDevice for SimDevice {
     fn describe(&self) -> String {
         self.spec.clone()
+    }
+
+    fn dma_logging(&mut self) -> io::Result<&mut dyn DmaLogging> {
+        let (shared, fw) = (Arc::clone(&self.shared), Arc::clone(&self.fw));
+        Ok(self
+            .dma_log
+            .get_or_insert_with(|| DirtyLog::new(shared, fw)))
     }
 
     fn set_timeline(&mut self, timeline: Arc<Timeline>) {
@@ -152,6 +163,8 @@ impl MigrationDevice for SimDevice {
 
 impl Drop for SimDevice {
     fn drop(&mut self) {
+        // Logging stops (and its firmware objects go) while the device is up.
+        drop(self.dma_log.take());
         self.shared.close();
     }
 }

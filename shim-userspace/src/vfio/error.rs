@@ -73,6 +73,14 @@ pub enum Step {
     Reset,
     /// SET `MIG_PRECOPY_INFOv2`.
     PrecopyInfoV2,
+    /// PROBE of `DMA_LOGGING_START`.
+    ProbeDmaLogging,
+    /// SET `DMA_LOGGING_START`.
+    DmaLoggingStart,
+    /// GET `DMA_LOGGING_REPORT`.
+    DmaLoggingReport,
+    /// SET `DMA_LOGGING_STOP`.
+    DmaLoggingStop,
 }
 
 impl Step {
@@ -109,6 +117,10 @@ impl Step {
             Self::DataSize => "GET MIG_DATA_SIZE",
             Self::Reset => "VFIO_DEVICE_RESET",
             Self::PrecopyInfoV2 => "SET MIG_PRECOPY_INFOv2",
+            Self::ProbeDmaLogging => "PROBE DMA_LOGGING_START",
+            Self::DmaLoggingStart => "SET DMA_LOGGING_START",
+            Self::DmaLoggingReport => "GET DMA_LOGGING_REPORT",
+            Self::DmaLoggingStop => "SET DMA_LOGGING_STOP",
         }
     }
 
@@ -293,6 +305,26 @@ impl VfioError {
         }
         if self.step.opens() && (errno == Errno::ACCESS || errno == Errno::PERM) {
             return Some("VFIO needs root or access to /dev/vfio".to_owned());
+        }
+        match (self.step, errno) {
+            (Step::ProbeDmaLogging, Errno::NOTTY) => {
+                return Some("the driver offers no device dirty tracking (no vfio_log_ops)".into());
+            }
+            (Step::DmaLoggingReport, Errno::OPNOTSUPP) => {
+                return Some(
+                    "the kernel's iova_bitmap is a stub: it was built without \
+                     CONFIG_IOMMUFD_DRIVER"
+                        .into(),
+                );
+            }
+            (Step::DmaLoggingReport, Errno::IO) => {
+                return Some(
+                    "the device's tracker failed and logging has ended: take all memory as \
+                     dirty"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         if errno == Errno::BUSY
             && matches!(

@@ -33,13 +33,16 @@
 //! descriptors are used as they are: the VMM's mappings of guest memory
 //! stay its own, untouched and unread; the device needs them only to run
 //! its guest, not to migrate. Dirty-page tracking of guest memory is the
-//! VMM's business too.
+//! VMM's business too; the device's own (DMA logging, below) tracks IOVAs
+//! and needs no mappings either.
 //!
 //! # What it drives
 //! PROBE and GET `MIGRATION` at open (a device without `STOP_COPY` is
 //! refused), GET/SET `MIG_DEVICE_STATE` (the data fd a transition returns
 //! becomes a [`DataFile`]), GET `MIG_DATA_SIZE`, `VFIO_MIG_GET_PRECOPY_INFO`
-//! on the data fd, and `VFIO_DEVICE_RESET`. Errors are [`VfioError`]s: the
+//! on the data fd, `VFIO_DEVICE_RESET`, and DMA logging (device dirty-page
+//! tracking: PROBE, START, REPORT and STOP of `DMA_LOGGING_*`, the
+//! kernel's `vfio_log_ops`; [`VfioDevice::start_dma_logging`]). Errors are [`VfioError`]s: the
 //! step, the device and the kernel's errno; through the
 //! [`MigrationDevice`] trait they become `io::Error`s that keep the errno
 //! ([`crate::backend::errno_of`]). `ENOMSG` in PRE_COPY is the temporary
@@ -64,6 +67,7 @@
 
 mod adopt;
 mod error;
+mod logging;
 mod open;
 pub(crate) use open::{PfDma, open_pf};
 mod spec;
@@ -302,6 +306,11 @@ impl MigrationDevice for VfioDevice {
 
     fn stream_format(&self) -> StreamFormat {
         self.format
+    }
+
+    fn dma_logging(&mut self) -> io::Result<&mut dyn crate::dma_logging::DmaLogging> {
+        self.probe_dma_logging()?;
+        Ok(self)
     }
 
     fn digest(&self) -> Option<String> {

@@ -71,6 +71,11 @@ impl PageBits {
         }
     }
 
+    /// The set as a bitmap: bit `p % 64` of word `p / 64` is page `p`.
+    pub const fn words(&self) -> &[u64] {
+        &self.words
+    }
+
     /// Empties the set.
     pub fn clear(&mut self) {
         self.words.fill(0);

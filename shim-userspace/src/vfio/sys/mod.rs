@@ -21,6 +21,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 const VFIO_TYPE: u8 = b';';
 /// `VFIO_BASE`: the first VFIO ioctl number.
 const VFIO_BASE: u8 = 100;
+pub(super) mod dma_logging;
+
 /// `IOMMUFD_TYPE`: the ioctl group of iommufd (also `';'`, numbers from 0x80).
 const IOMMUFD_TYPE: u8 = b';';
 

@@ -2,7 +2,8 @@
 //! uAPI v2: every arc the state graph allows (and the ones it forbids), the
 //! data fd's end of stream, `ENOMSG` in PRE_COPY, `EAGAIN` and `poll()` with
 //! `O_NONBLOCK`, closing a data fd mid-stream, an incomplete stream on
-//! resume, and reset. It runs on the simulated device and on any `vfio-mig:`
+//! resume, reset, and DMA logging's uAPI where the device offers it
+//! (`check/dma_logging.rs`). It runs on the simulated device and on any `vfio-mig:`
 //! device, so the same checks hold our driver, our kernel module and
 //! Linux's `mlx5-vfio-pci` to the same rules.
 
@@ -19,6 +20,8 @@ use super::json::{self, Document};
 use crate::backend::{self, DataFile, MigrationDevice, OpenError, errno_of, is_no_message};
 use crate::interrupt::{Interrupt, signal_name};
 
+mod dma_logging;
+
 /// Long help of `mlx5vf check`.
 pub const LONG_ABOUT: &str = "Check a device against the VFIO migration uAPI v2: every arc the \
     state graph allows (state after, data fd returned exactly when the arc opens a session) and \
@@ -26,7 +29,10 @@ pub const LONG_ABOUT: &str = "Check a device against the VFIO migration uAPI v2:
     stream to end of stream (read returns 0, again and again); PRE_COPY's temporary end (ENOMSG) \
     and PRE_COPY_P2P -> STOP_COPY on the same fd; O_NONBLOCK reads (EAGAIN, then poll() wakes); \
     closing a data fd mid-stream; an incomplete stream on resume (RESUMING -> STOP must fail); \
-    and VFIO_DEVICE_RESET ending a session.\n\n\
+    VFIO_DEVICE_RESET ending a session; and, when the device offers DMA logging (device dirty \
+    tracking), its uAPI: START's argument checks (no, misaligned, overlapping or too many \
+    ranges), one START at a time, REPORT's page-size check, REPORT outside the tracked ranges \
+    refused, REPORT after STOP refused, START again after STOP.\n\n\
     Prints one line per check (PASS, WARN, SKIP or FAIL), and one more per failed arc; each \
     line ends with the rule it applies, [rule: ...], citing the uAPI (vfio.h). A broken \
     \"must\" fails; a broken \"should\" (ENOMSG rather than an empty read at PRE_COPY's \
@@ -49,6 +55,10 @@ pub struct CheckArgs {
     /// known to complete their reads asynchronously).
     #[arg(long)]
     pub require_eagain: bool,
+    /// Fail unless the device offers DMA logging (device dirty tracking);
+    /// without it, a device that offers none skips that check.
+    #[arg(long)]
+    pub require_dma_logging: bool,
     /// Treat warnings (e.g. an incomplete stream accepted on resume) as failures.
     #[arg(long)]
     pub strict: bool,
@@ -118,6 +128,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> Result<(), CheckError> {
     let mut dev = backend::open(&args.device, &driver).map_err(CheckError::Open)?;
     let opts = CheckOptions {
         require_eagain: args.require_eagain,
+        require_dma_logging: args.require_dma_logging,
         strict: args.strict,
         interrupt: Interrupt::on_signals().unwrap_or_default(),
     };
@@ -200,6 +211,8 @@ impl Reporter<'_> {
 pub struct CheckOptions {
     /// A non-blocking read must see EAGAIN at least once.
     pub require_eagain: bool,
+    /// The device must offer DMA logging (else its check is skipped).
+    pub require_dma_logging: bool,
     /// Warnings (a "should" of the uAPI broken) count as failures.
     pub strict: bool,
     /// Raised (by a signal) to stop between steps; the device is then
@@ -236,6 +249,17 @@ mod rule {
     pub(super) const RESET: &str = "vfio.h: VFIO_DEVICE_RESET returns the device to RUNNING \
         and ends its data_fd";
     pub(super) const FINAL: &str = "mlx5vf: check leaves the device RUNNING";
+    pub(super) const DMA_LOGGING: &str = "vfio.h DMA_LOGGING_START/REPORT/STOP; vfio_main.c \
+        checks; a driver's vfio_log_ops";
+    pub(super) const DMA_START: &str = "vfio_main.c: START with no ranges, misaligned or \
+        overlapping ranges fails EINVAL, more than PAGE_SIZE/16 ranges E2BIG; vfio.h: one START \
+        at a time, paired with STOP";
+    pub(super) const DMA_REPORT: &str = "vfio_main.c: REPORT's page size must be a power of \
+        two of at least 4 KiB (EINVAL)";
+    pub(super) const DMA_OUTSIDE: &str = "mlx5vf: a REPORT outside the tracked ranges should \
+        be refused (an empty bitmap would claim nothing was written)";
+    pub(super) const DMA_STOPPED: &str = "vfio.h: STOP ends logging; a REPORT after it must \
+        fail (an empty bitmap would claim nothing was written)";
 }
 
 /// Runs every check on `dev`, one line each on `out` (more for a check with
@@ -268,10 +292,11 @@ pub fn check_device(
         prefix: Vec::new(),
         stream_len: None,
         require_eagain: opts.require_eagain,
+        require_dma_logging: opts.require_dma_logging,
         interrupt: opts.interrupt.clone(),
         findings: Vec::new(),
     };
-    let checks: [(&'static str, &'static str, CheckFn); 9] = [
+    let checks: [(&'static str, &'static str, CheckFn); 10] = [
         ("initial-state", rule::INITIAL_STATE, |c| c.initial_state()),
         ("arcs", rule::ARCS, |c| c.arcs()),
         ("data-size", rule::DATA_SIZE, |c| c.data_size()),
@@ -287,6 +312,7 @@ pub fn check_device(
             c.incomplete_resume()
         }),
         ("reset", rule::RESET, |c| c.reset()),
+        ("dma-logging", rule::DMA_LOGGING, |c| c.dma_logging()),
     ];
     let mut failed = 0usize;
     let counts = |o: &Outcome| {
@@ -359,6 +385,7 @@ struct Ctx<'a> {
     /// The STOP_COPY stream's length from the blocking read.
     stream_len: Option<(u64, u32)>,
     require_eagain: bool,
+    require_dma_logging: bool,
     interrupt: Interrupt,
     /// Lines a check reports before its own (each with its rule): one per
     /// failed arc, so one failure does not hide the others.
