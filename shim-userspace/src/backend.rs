@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use mlx5vf_core::device::DeviceError;
 use mlx5vf_core::errno::Errno;
-use mlx5vf_core::save::PrecopyInfo;
+use mlx5vf_core::save::{PrecopyInfo, SaveFailure};
 use mlx5vf_core::vfio::{MigState, MigrationFlags};
 
 use crate::dma_logging::DmaLogging;
@@ -147,6 +147,36 @@ impl fmt::Display for DriverError {
 }
 
 impl std::error::Error for DriverError {}
+
+/// A saving file's failure, with why it failed (the firmware's status, a
+/// hostile size, ...): what a read's `ENODEV` stands for.
+#[derive(Debug)]
+pub struct SaveFileFailed {
+    /// Why, as the driver recorded it.
+    pub why: SaveFailure,
+    /// The driver's error (`FileFailed`, `ENODEV`).
+    pub error: DriverError,
+}
+
+impl fmt::Display for SaveFileFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error, self.why)
+    }
+}
+
+impl std::error::Error for SaveFileFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// The `io::Error` for a failed saving file, saying why it failed.
+pub fn save_failed_error(why: SaveFailure) -> io::Error {
+    io::Error::other(SaveFileFailed {
+        why,
+        error: DriverError(DeviceError::FileFailed),
+    })
+}
 
 /// The `io::Error` for a driver error: `EAGAIN` becomes
 /// [`io::ErrorKind::WouldBlock`]; everything keeps its errno (see [`errno_of`]).

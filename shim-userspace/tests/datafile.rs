@@ -134,3 +134,33 @@ fn writes_in_odd_pieces_and_truncation_is_caught_at_stop() {
     dst.set_state(MigState::Running).unwrap();
     assert_eq!(src.digest(), dst.digest());
 }
+
+/// A read of a saving file that failed says why it failed (the firmware's
+/// status), keeping ENODEV.
+#[test]
+fn a_failed_save_says_why() {
+    let parsed = "sim:state=64M,precopy=off".parse().unwrap();
+    let mut d = mlx5vf::sim::SimDevice::open("sim", &parsed, &DriverOptions::default()).unwrap();
+    // The third SAVE fails with BAD_PARAM_ERR (status 3).
+    d.firmware()
+        .lock()
+        .unwrap()
+        .faults_mut()
+        .fail_nth(0x118, 3, 3, 0x1234)
+        .unwrap();
+    let mut f = d.set_state(MigState::StopCopy).unwrap().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let e = loop {
+        match f.read(&mut buf) {
+            Ok(0) => panic!("end of stream despite a failed SAVE"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(errno_of(&e), Some(Errno::ENODEV.code()), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("firmware refused a SAVE (BAD_PARAM_ERR)"),
+        "{text}"
+    );
+}

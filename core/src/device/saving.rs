@@ -545,6 +545,17 @@ impl<H: Hal> Device<H> {
         Ok(())
     }
 
+    /// Why saving file `file` failed, once it has (what a read's
+    /// [`DeviceError::FileFailed`] stands for): for messages and logs.
+    pub fn save_failure(&self, file: FileId) -> Option<SaveFailure> {
+        match self.saving.as_ref() {
+            Some(f) if file.kind == Session::Saving && f.session == file.session => {
+                f.engine.failure()
+            }
+            _ => None,
+        }
+    }
+
     /// `poll()` on a saving file.
     pub fn poll(&self, file: FileId) -> Poll {
         match self.saving.as_ref() {

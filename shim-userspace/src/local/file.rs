@@ -16,7 +16,7 @@ use mlx5vf_core::hal::Hal;
 use mlx5vf_core::save::PrecopyInfo;
 
 use super::Shared;
-use crate::backend::{DataFile, io_error};
+use crate::backend::{DataFile, io_error, save_failed_error};
 
 /// A saving or resuming file of a device driven in this process.
 pub struct LocalFile<H: Hal> {
@@ -53,6 +53,12 @@ impl<H: Hal + Send> LocalFile<H> {
         let outcome = file_ops::read(&mut port, self.file, len, self.blocking());
         if let Some(e) = port.sink_error.take() {
             return Err(e);
+        }
+        drop(port);
+        if let IoOutcome::Failed(IoError::Device(DeviceError::FileFailed)) = outcome {
+            if let Some(why) = self.shared.lock().save_failure(self.file) {
+                return Err(save_failed_error(why));
+            }
         }
         outcome_result(outcome).map(|n| n as u64)
     }
