@@ -56,18 +56,29 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 WORK=${WORK:-$ROOT/target/cdev-rig}
+# The kernel source and build, outside the checkout so a fresh checkout (CI)
+# reuses them; rebuilt incrementally when the FRAGMENT changes.
+KCACHE=${KCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlx5vf-cdev-rig}
 JOBS=${JOBS:-2}
 # The SAVE completions' extra latency. `check --require-eagain` needs the
 # reader to reach its second read before the first SAVE completes: at 300 us
 # that race is lost now and then under TCG on a loaded host (1 in 12 checks
 # on Debian's kernel, 2 in 12 here), at 3000 us it was never lost (0 in 12).
 SAVE_DELAY_US=${SAVE_DELAY_US:-3000}
-mkdir -p "$WORK"
+mkdir -p "$WORK" "$KCACHE"
 WORK=$(cd "$WORK" && pwd)
-SRC=$WORK/linux-source-6.12
-BUILD=$WORK/build
+KCACHE=$(cd "$KCACHE" && pwd)
+SRC=$KCACHE/linux-source-6.12
+BUILD=$KCACHE/build
 
 stamp() { echo "[cdev-rig $(date +%T)] $*"; }
+# One rig at a time changes the shared kernel tree (fetch, config, kernel).
+lock_kcache() {
+  [ -n "${KCACHE_LOCKED:-}" ] && return
+  exec 9>"$KCACHE/.lock"
+  flock 9
+  KCACHE_LOCKED=1
+}
 die() { echo "[cdev-rig] FAIL: $*" >&2; exit 1; }
 
 # What the test needs on top of tinyconfig. Checked after olddefconfig: a
@@ -124,6 +135,15 @@ CONFIG_VFIO_GROUP=y
 CONFIG_VFIO_CONTAINER=y
 CONFIG_VFIO_IOMMU_TYPE1=y
 # CONFIG_IOMMUFD_VFIO_CONTAINER is not set
+# DMA logging: the iova_bitmap helpers of the VFIO core are real only with
+# IOMMUFD_DRIVER, a hidden bool an IOMMU driver selects when IOMMUFD is on
+# (as on a VT-d host). No DMAR table under q35 without intel-iommu, so the
+# driver stays idle; the emulated-IOMMU devices need no hardware IOMMU.
+CONFIG_PCI_MSI=y
+CONFIG_INTEL_IOMMU=y
+CONFIG_IOMMUFD_DRIVER=y
+# The simulated guest and its ground truth (mlx5vf_sim debugfs files).
+CONFIG_DEBUG_FS=y
 # For NOIOMMU=1: a PCI device in a noiommu group (vfio-pci).
 CONFIG_VFIO_PCI=y
 CONFIG_VFIO_NOIOMMU=y
@@ -150,35 +170,37 @@ deps() {
 }
 
 fetch() {
+  lock_kcache
   if [ -f "$SRC/Makefile" ]; then
     stamp "source already unpacked: $(make -s -C "$SRC" kernelversion)"
     return
   fi
   stamp "fetch linux-source-6.12 ${SRC_VERSION:-}"
-  rm -rf "$WORK/debs" "$WORK/pkg" "$SRC"
-  mkdir -p "$WORK/debs" "$WORK/pkg"
+  rm -rf "$KCACHE/debs" "$KCACHE/pkg" "$SRC"
+  mkdir -p "$KCACHE/debs" "$KCACHE/pkg"
   apt-cache show linux-source-6.12 >/dev/null 2>&1 || apt-get update -qq
-  (cd "$WORK/debs" && timeout 600 apt-get download -q "linux-source-6.12${SRC_VERSION:+=$SRC_VERSION}" 2>&1 \
+  (cd "$KCACHE/debs" && timeout 600 apt-get download -q "linux-source-6.12${SRC_VERSION:+=$SRC_VERSION}" 2>&1 \
      | grep -v '^W: Download is performed unsandboxed' || true)
-  dpkg -x "$WORK"/debs/linux-source-6.12_*.deb "$WORK/pkg"
-  tar -C "$WORK" -xJf "$WORK/pkg/usr/src/linux-source-6.12.tar.xz"
-  rm -rf "$WORK/pkg"
+  dpkg -x "$KCACHE"/debs/linux-source-6.12_*.deb "$KCACHE/pkg"
+  tar -C "$KCACHE" -xJf "$KCACHE/pkg/usr/src/linux-source-6.12.tar.xz"
+  rm -rf "$KCACHE/pkg"
   [ -f "$SRC/Makefile" ] || die "no kernel tree at $SRC after fetch"
 }
 
 config() {
+  lock_kcache
   [ -f "$SRC/Makefile" ] || die "run the fetch stage first"
   mkdir -p "$BUILD"
-  echo "$FRAGMENT" > "$WORK/fragment.config"
-  if [ -f "$BUILD/.config" ] && [ -f "$WORK/config.fragment.used" ] \
-      && cmp -s "$WORK/fragment.config" "$WORK/config.fragment.used"; then
+  echo "$FRAGMENT" > "$KCACHE/fragment.config"
+  if [ -f "$BUILD/.config" ] && [ -f "$KCACHE/config.fragment.used" ] \
+      && cmp -s "$KCACHE/fragment.config" "$KCACHE/config.fragment.used"; then
     stamp "config unchanged"
     return
   fi
   stamp "config: tinyconfig + fragment"
   make -s -C "$SRC" O="$BUILD" ARCH=x86_64 tinyconfig >/dev/null
-  cat "$WORK/fragment.config" >> "$BUILD/.config"
-  make -s -C "$SRC" O="$BUILD" ARCH=x86_64 olddefconfig >/dev/null 2>"$WORK/config.log"
+  cat "$KCACHE/fragment.config" >> "$BUILD/.config"
+  make -s -C "$SRC" O="$BUILD" ARCH=x86_64 olddefconfig >/dev/null 2>"$KCACHE/config.log"
   local line bad=0
   while IFS= read -r line; do
     case $line in
@@ -187,23 +209,24 @@ config() {
         local opt=${line#\# }; opt=${opt%% *}
         if grep -q "^$opt=" "$BUILD/.config"; then echo "  still set: $opt"; bad=1; fi ;;
     esac
-  done < "$WORK/fragment.config"
+  done < "$KCACHE/fragment.config"
   [ $bad = 0 ] || die "the config lost options of the fragment (see above)"
-  cp "$WORK/fragment.config" "$WORK/config.fragment.used"
+  cp "$KCACHE/fragment.config" "$KCACHE/config.fragment.used"
   echo "  .config: $(grep -c '=' "$BUILD/.config") options set ($(grep -c '=y' "$BUILD/.config") =y, $(grep -c '=m' "$BUILD/.config") =m)"
 }
 
 kernel() {
+  lock_kcache
   [ -f "$BUILD/.config" ] || die "run the config stage first"
   stamp "kernel: make -j$JOBS bzImage modules"
   local start end
   start=$(date +%s)
   # `modules` also writes Module.symvers, which M= builds need.
-  if ! make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$JOBS" bzImage modules > "$WORK/kernel.log" 2>&1; then
-    tail -30 "$WORK/kernel.log"
-    die "kernel build failed (log: $WORK/kernel.log)"
+  if ! make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$JOBS" bzImage modules > "$KCACHE/kernel.log" 2>&1; then
+    tail -30 "$KCACHE/kernel.log"
+    die "kernel build failed (log: $KCACHE/kernel.log)"
   fi
-  grep -E 'warning:' "$WORK/kernel.log" || true
+  grep -E 'warning:' "$KCACHE/kernel.log" || true
   [ -f "$BUILD/arch/x86/boot/bzImage" ] || die "no bzImage"
   end=$(date +%s)
   echo "  bzImage $(stat -c %s "$BUILD/arch/x86/boot/bzImage") bytes, $((end - start)) s"
