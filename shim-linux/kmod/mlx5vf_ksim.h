@@ -62,6 +62,8 @@ int mlx5vf_ksim_guest_pages(void);
 /* Takes and clears the ground truth into out (words u64s, bit i = page i):
  * the pages set, or -EINVAL. */
 int mlx5vf_ksim_guest_truth(u64 *out, size_t words);
+/* The tracker object's ranges and page size: 0, or -1 without an object. */
+int mlx5vf_ksim_tracker_object(u32 *ranges, u64 *page_size);
 int mlx5vf_ksim_tracker_stats(u64 *messages, u64 *addresses, u64 *guest_writes);
 
 #endif

@@ -28,8 +28,10 @@
  *                   since the previous open, little-endian u64 words,
  *                   guest_pages / 8 bytes
  *   guest_pages     the number of 4 KiB guest pages (text)
- *   tracker         the tracker's state (none, tracking, reporting, error),
- *                   whether its channel is open, and the model's counters
+ *   tracker         the tracker object's state (none, tracking, reporting,
+ *                   error), its ranges as the driver combined them and its
+ *                   page size, whether the reporting channel is open, and
+ *                   the model's counters (messages, addresses, guest_writes)
  *   tracker_fault   write "KIND [AFTER]": none, error-report (ERROR with a
  *                   final report), error-silent (ERROR with only an object
  *                   change event), silent (firmware stops reporting), after
@@ -350,6 +352,8 @@ DEFINE_SHOW_ATTRIBUTE(guest_pages);
 struct tracker_info {
 	int state;
 	int channel;
+	u32 ranges;
+	u64 page_size;
 	u64 messages;
 	u64 addresses;
 	u64 guest_writes;
@@ -361,6 +365,10 @@ static int call_tracker_info(void *arg)
 
 	i->state = mlx5vf_ksim_tracker_state();
 	i->channel = mlx5vf_ksim_tracker_channel_open();
+	if (mlx5vf_ksim_tracker_object(&i->ranges, &i->page_size)) {
+		i->ranges = 0;
+		i->page_size = 0;
+	}
 	return mlx5vf_ksim_tracker_stats(&i->messages, &i->addresses, &i->guest_writes);
 }
 
@@ -372,9 +380,10 @@ static int tracker_show(struct seq_file *m, void *unused)
 
 	if (ret)
 		return ret;
-	seq_printf(m, "state %s\nchannel %d\nmessages %llu\naddresses %llu\nguest_writes %llu\n",
+	seq_printf(m, "state %s\nranges %u\npage_size %llu\nchannel %d\nmessages %llu\n"
+		   "addresses %llu\nguest_writes %llu\n",
 		   i.state >= 0 && i.state < ARRAY_SIZE(names) ? names[i.state] : "none",
-		   i.channel, i.messages, i.addresses, i.guest_writes);
+		   i.ranges, i.page_size, i.channel, i.messages, i.addresses, i.guest_writes);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(tracker);

@@ -299,11 +299,12 @@ boot() {
     -nographic -no-reboot -nic none "${extra[@]}" -kernel "$BUILD/arch/x86/boot/bzImage" \
     -initrd "$WORK/initrd.cpio.gz" -append "$cmdline" > "$log" 2>&1 || true
   end=$(date +%s.%N)
-  tr -d '\r' < "$log" | grep -aE '^(@@|===|  )' || true
+  tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
   echo "[cdev-rig] boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
   if tr -d '\r' < "$log" | grep -aE '(WARNING:|BUG:|Oops|Call Trace|kernel stack overflow)'; then
     die "the kernel log has a WARNING, BUG or Oops (full log: $log)"
   fi
+  tr -d '\r' < "$log" | grep -aq '^RIG dirty: PASS' || die "the DMA-logging steps did not pass (full log: $log)"
   tr -d '\r' < "$log" | grep -aq '^@@RESULT: PASS@@' || die "no PASS marker (full log: $log)"
   echo "[cdev-rig] PASS"
 }

@@ -218,6 +218,30 @@ pub unsafe extern "C" fn mlx5vf_ksim_guest_truth(out: *mut u64, words: usize) ->
     })
 }
 
+/// The tracker object's ranges (as the driver combined them) and tracked
+/// page size: 0 with both written, -1 when there is no tracker object, or
+/// `-EINVAL` / `-EBUSY`.
+///
+/// # Safety
+/// Each pointer is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_ksim_tracker_object(ranges: *mut u32, page_size: *mut u64) -> c_int {
+    if ranges.is_null() || page_size.is_null() {
+        return -EINVAL;
+    }
+    with_firmware(|fw| match fw.tracker().object_ranges() {
+        Some((r, page)) => {
+            // SAFETY: valid for writes (caller).
+            unsafe {
+                ranges.write(u32::try_from(r.len()).unwrap_or(u32::MAX));
+                page_size.write(page);
+            }
+            0
+        }
+        None => -1,
+    })
+}
+
 /// Counters of the model: report messages and addresses sent, guest page
 /// writes. Returns 0 or `-EINVAL`.
 ///
