@@ -166,16 +166,25 @@ pub extern "C" fn mlx5vf_ksim_tracker_config(
 }
 
 /// The guest's device writes `pages` guest pages chosen by a PRNG seeded
-/// with `seed` (inside and outside any tracked range; every write lands in
+/// from `seed` (inside and outside any tracked range; every write lands in
 /// the ground truth, those inside a range in the tracker's dirty set).
 #[unsafe(no_mangle)]
 pub extern "C" fn mlx5vf_ksim_guest_dma(pages: u64, seed: u64) -> c_int {
     with_firmware(|fw| {
         let t = fw.tracker_mut();
-        t.seed(seed);
+        t.seed(mix(seed));
         t.guest_dma(pages);
         0
     })
+}
+
+/// SplitMix64's finaliser: the model's PRNG takes `seed | 1`, which would
+/// give seeds `2k` and `2k + 1` the same pages; mixed, every seed differs.
+const fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Guest memory in 4 KiB pages (`MAX_GUEST_PAGES` unless configured
