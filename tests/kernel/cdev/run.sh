@@ -1,12 +1,16 @@
 #!/bin/bash
-# Manual check (not CI): mlx5vf's `vfio-mig:` backend over the iommufd
-# character-device path, which Debian's 6.12 kernel lacks (CONFIG_IOMMUFD is
-# off there, so tests/kernel/run.sh only covers the group/container path).
+# The custom-kernel rig (CI runs it after tests/kernel/run.sh, with
+# RIG=target/kernel-rig): mlx5vf's `vfio-mig:` backend over the iommufd
+# character-device path, and DMA logging (vfio_log_ops), both of which
+# Debian's 6.12 kernel lacks (CONFIG_IOMMUFD and CONFIG_IOMMUFD_DRIVER are
+# off there, so tests/kernel/run.sh covers the group/container path and a
+# module without DMA logging).
 #
 # It builds a small Linux 6.12 from Debian's linux-source-6.12 (tinyconfig +
 # the FRAGMENT below: IOMMUFD, VFIO with DEVICE_CDEV *and* GROUP/CONTAINER/
-# TYPE1, modules without MODVERSIONS/signing, retpolines, return thunks and
-# IBT as in Debian's config, ACPI for the second CPU), builds mlx5vf_sim.ko
+# TYPE1, IOMMUFD_DRIVER, DEBUG_FS, modules without MODVERSIONS/signing,
+# retpolines, return thunks and IBT as in Debian's config, ACPI for the
+# second CPU) into KCACHE, outside the checkout, builds mlx5vf_sim.ko
 # against it and boots it under QEMU (TCG, -smp 2). The guest (guest-init.sh)
 # proves, on one kernel:
 #   - /dev/iommu and /dev/vfio/devices/vfioN exist next to /dev/vfio/GROUP;
@@ -19,6 +23,13 @@
 #   - adoption over iommufd: `pass-fds` opens the VFs' cdevs as a VMM does
 #     and `check` and `migrate --precopy` run on vfio-fd:N,iommufd=M; an
 #     unbound cdev and a cdev given with container= are refused by name;
+#   - DMA logging through the real VFIO core against the simulated guest's
+#     ground truth (debugfs mlx5vf_sim/<vf>/): `check --require-dma-logging`,
+#     `dirty --verify` over more ranges than the tracker holds, page sizes
+#     it must clamp, exactly full messages, a tracker forced to ERROR (EIO)
+#     or silent (ETIMEDOUT), the report throughput, and a tracked migration
+#     (`dirty` and `migrate --precopy` on one pass-fds descriptor); the guest
+#     prints `RIG dirty: PASS`;
 #   - every live object of the module is zero, rmmod is clean, and the kernel
 #     log has no WARNING/BUG/Oops/leak.
 # Each command's output must name the path it took, so a silent fallback
