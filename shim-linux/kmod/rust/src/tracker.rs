@@ -214,9 +214,7 @@ pub unsafe extern "C" fn mlx5vf_ksim_guest_truth(out: *mut u64, words: usize) ->
         let mut from = 0u32;
         while let Some(page) = fw.tracker().written().next_in(from, MAX_GUEST_PAGES) {
             from = page.saturating_add(1);
-            let word = usize::try_from(page / 64)
-                .ok()
-                .and_then(|w| out.get_mut(w));
+            let word = usize::try_from(page / 64).ok().and_then(|w| out.get_mut(w));
             if let Some(w) = word {
                 *w |= 1u64 << (page % 64);
                 count = count.saturating_add(1);
@@ -234,7 +232,10 @@ pub unsafe extern "C" fn mlx5vf_ksim_guest_truth(out: *mut u64, words: usize) ->
 /// # Safety
 /// Each pointer is null or valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mlx5vf_ksim_tracker_object(ranges: *mut u32, page_size: *mut u64) -> c_int {
+pub unsafe extern "C" fn mlx5vf_ksim_tracker_object(
+    ranges: *mut u32,
+    page_size: *mut u64,
+) -> c_int {
     if ranges.is_null() || page_size.is_null() {
         return -EINVAL;
     }
