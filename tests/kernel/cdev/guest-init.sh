@@ -265,24 +265,30 @@ dirty_error() {
 # descriptors pass-fds opened once (a VMM's one device, two users).
 tracked_migration() {
 	mlx5vf pass-fds --device vfio-mig:mlx5vf-sim.0 --device vfio-mig:mlx5vf-sim.1 -- sh -c '
-		echo "dirty starts at $(cut -d" " -f1 /proc/uptime)"
+		t() { cut -d" " -f1 /proc/uptime; }
 		mlx5vf dirty --device "$1" --guest '$G0' --verify --range 0:128M \
 			--rounds 12 --interval 250ms --dirty-rate 20000 > /tmp/tm-dirty 2>&1 &
 		pid=$!
-		sleep 0.5
-		echo "migrate starts at $(cut -d" " -f1 /proc/uptime)"
+		i=0
+		while [ $i -lt 100 ] && grep -q "^state none" '$G0'/tracker; do
+			sleep 0.05
+			i=$((i + 1))
+		done
+		echo "logging started by $(t) s"
 		mlx5vf migrate --precopy --from "$1" --to "$2" > /tmp/tm-migrate 2>&1
 		m=$?
-		echo "migrate ended at $(cut -d" " -f1 /proc/uptime) (exit $m)"
+		echo "migrate ended at $(t) s (exit $m)"
+		overlap=0
+		! grep -q "^state none" '$G0'/tracker && overlap=1
+		echo "still logging when migrate ended: $overlap"
 		wait $pid
 		d=$?
-		echo "dirty ended at $(cut -d" " -f1 /proc/uptime) (exit $d)"
+		echo "dirty ended at $(t) s (exit $d)"
 		cat /tmp/tm-migrate /tmp/tm-dirty
-		[ $m = 0 ] && [ $d = 0 ]' sh '{0}' '{1}' || return 1
+		[ $m = 0 ] && [ $d = 0 ] && [ $overlap = 1 ]' sh '{0}' '{1}' || return 1
 	grep -q "verified: no page missed" /tmp/tm-dirty
 }
 
-# Both VFs of the module just loaded offer DMA logging (vfio_log_ops set).
 dma_logging_offered() {
 	dmesg | grep 'migration flags' | tail -2 | sed 's/^\[[^]]*\] //' > /tmp/offered
 	cat /tmp/offered
