@@ -665,8 +665,6 @@ typedef const void __user *mlx5vf_const_uptr;
  */
 #define MLX5VF_PROBE_DIRTY_TRACKING (1 << 1)
 
-struct Option_SetDirtyFn;
-
 #if defined(MLX5VF_TEST_SIM)
 /**
  * A simulated PF (opaque to C).
@@ -1362,7 +1360,7 @@ int mlx5vf_log_read_and_clear(struct mlx5vf_device *dev,
                               struct mlx5vf_dirty *d,
                               uint64_t iova,
                               uint64_t length,
-                              struct Option_SetDirtyFn set_dirty,
+                              void (*set_dirty)(void *ctx, uint64_t iova, uint64_t length),
                               void *set_ctx);
 
 /**

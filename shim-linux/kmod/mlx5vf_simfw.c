@@ -117,12 +117,60 @@ static void simfw_dma_unmap(struct mlx5vf_vfio_buf *b)
 	WARN_ON(simfw_iommu(false, b));
 }
 
+/*
+ * The reporting channel: the simulated firmware writes each message into
+ * the glue's receive buffer through its mkey (checked against the IOMMU
+ * table like any DMA) when polled.
+ */
+static int simfw_report_open(struct mlx5vf_vfio_dev *dev, u32 mkey, u32 msg_size, u32 slots,
+			     u32 *fw_qpn)
+{
+	int ret;
+
+	mutex_lock(&ksim_lock);
+	ret = mlx5vf_ksim_tracker_open(mkey, msg_size, slots, fw_qpn);
+	mutex_unlock(&ksim_lock);
+	return ret;
+}
+
+static int simfw_report_poll(struct mlx5vf_vfio_dev *dev, u8 *cqe)
+{
+	int ret;
+
+	mutex_lock(&ksim_lock);
+	ret = mlx5vf_ksim_tracker_poll(cqe);
+	mutex_unlock(&ksim_lock);
+	return ret;
+}
+
+/* The model counts posted slots, not which: every slot is re-posted in turn. */
+static int simfw_report_repost(struct mlx5vf_vfio_dev *dev, u32 slot)
+{
+	int ret;
+
+	mutex_lock(&ksim_lock);
+	ret = mlx5vf_ksim_tracker_repost();
+	mutex_unlock(&ksim_lock);
+	return ret;
+}
+
+static void simfw_report_close(struct mlx5vf_vfio_dev *dev)
+{
+	mutex_lock(&ksim_lock);
+	WARN_ON(mlx5vf_ksim_tracker_close());
+	mutex_unlock(&ksim_lock);
+}
+
 const struct mlx5vf_vfio_fw_ops mlx5vf_simfw_ops = {
 	.exec = simfw_exec,
 	.exec_async = simfw_exec_async,
 	.async_priv_size = sizeof(struct simfw_async),
 	.dma_map = simfw_dma_map,
 	.dma_unmap = simfw_dma_unmap,
+	.report_open = simfw_report_open,
+	.report_poll = simfw_report_poll,
+	.report_repost = simfw_report_repost,
+	.report_close = simfw_report_close,
 };
 
 void mlx5vf_simfw_reset_vf(u16 vf)
@@ -147,4 +195,14 @@ void mlx5vf_simfw_accounting(struct mlx5vf_ksim_accounting *acct)
 	mutex_lock(&ksim_lock);
 	mlx5vf_ksim_accounting(acct);
 	mutex_unlock(&ksim_lock);
+}
+
+int mlx5vf_simfw_locked(int (*call)(void *arg), void *arg)
+{
+	int ret;
+
+	mutex_lock(&ksim_lock);
+	ret = call(arg);
+	mutex_unlock(&ksim_lock);
+	return ret;
 }

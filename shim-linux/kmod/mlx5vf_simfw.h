@@ -27,5 +27,10 @@ void mlx5vf_simfw_reset_vf(u16 vf);
 int mlx5vf_simfw_digest(u16 vf, char *buf, size_t len);
 /* Live firmware resources. */
 void mlx5vf_simfw_accounting(struct mlx5vf_ksim_accounting *acct);
+/*
+ * Any mlx5vf_ksim_* call under the simulated firmware's lock (the page
+ * tracker's debugfs files): call(arg)'s result.
+ */
+int mlx5vf_simfw_locked(int (*call)(void *arg), void *arg);
 
 #endif

@@ -5,8 +5,9 @@
  * include/mlx5vf.h) whatever its firmware, once. The platform callbacks
  * (buffers, mkeys, copies, the device lock and its wake-ups, asynchronous
  * commands and the delivery of their completions), the migration data
- * file's file_operations, the vfio_migration_ops, and the device's setup
- * and teardown. Commands and DMA mapping go through the module's
+ * file's file_operations, the vfio_migration_ops, the vfio_log_ops (DMA
+ * logging, with the page tracker's reporting channel), and the device's
+ * setup and teardown. Commands and DMA mapping go through the module's
  * struct mlx5vf_vfio_fw_ops.
  *
  * Module parameters (of whichever module links this file): chunk_size and
@@ -17,8 +18,11 @@
  */
 #include <linux/anon_inodes.h>
 #include <linux/atomic.h>
+#include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/interval_tree.h>
+#include <linux/iova_bitmap.h>
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/slab.h>
@@ -26,6 +30,7 @@
 #include <linux/uaccess.h>
 #include <linux/vfio.h>
 #include <linux/vmalloc.h>
+#include <linux/unaligned.h>
 
 #include "mlx5vf_vfio_mig.h"
 
@@ -50,6 +55,7 @@ static atomic_t live_buffers = ATOMIC_INIT(0);
 static atomic64_t live_buffer_bytes = ATOMIC64_INIT(0);
 static atomic_t live_files = ATOMIC_INIT(0);
 static atomic_t live_async = ATOMIC_INIT(0);
+static atomic_t live_channels = ATOMIC_INIT(0);
 
 int mlx5vf_vfio_init(void)
 {
@@ -69,6 +75,7 @@ void mlx5vf_vfio_get_live(struct mlx5vf_vfio_live *live)
 	live->buffer_bytes = atomic64_read(&live_buffer_bytes);
 	live->files = atomic_read(&live_files);
 	live->async = atomic_read(&live_async);
+	live->channels = atomic_read(&live_channels);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -357,25 +364,180 @@ static u64 op_now_ns(void *ctx)
 	return ktime_get_ns();
 }
 
+/* ------------------------------------------------------------------------ */
+/* The page tracker's reporting channel (platform report_*) */
+
+/* ALLOC_PD / DEALLOC_PD: 16-byte input and output; the PD is out bytes 9..11. */
+#define CMD_ALLOC_PD 0x800
+#define CMD_DEALLOC_PD 0x801
+
+static int pd_command(struct mlx5vf_vfio_dev *dev, u16 opcode, u32 *pd)
+{
+	u8 in[16] = {}, out[16] = {};
+	int ret;
+
+	put_unaligned_be16(opcode, in);
+	if (opcode == CMD_DEALLOC_PD)
+		put_unaligned_be32(*pd & 0xffffff, in + 8);
+	ret = dev->fw->exec(dev, in, sizeof(in), out, sizeof(out));
+	if (ret)
+		return ret;
+	if (out[0])
+		return -EIO;	/* firmware refused */
+	if (opcode == CMD_ALLOC_PD)
+		*pd = get_unaligned_be32(out + 8) & 0xffffff;
+	return 0;
+}
+
+static void free_channel_buffer(struct mlx5vf_vfio_dev *dev, bool mapped)
+{
+	struct mlx5vf_vfio_channel *ch = &dev->channel;
+
+	if (mapped)
+		WARN_ON(op_unmap_buffers(dev, ch->mkey, &ch->buf, 1));
+	op_free_buffer(dev, ch->buf);
+	WARN_ON(pd_command(dev, CMD_DEALLOC_PD, &ch->pd));
+}
+
+/*
+ * A receive buffer of slots * msg_size bytes (the library sizes it: at least
+ * 2 MiB, as Linux) under one MTT mkey of its own PD, and the firmware side's
+ * channel over it.
+ */
+static int op_report_open(void *ctx, uint32_t msg_size, uint32_t slots, uint32_t *fw_qpn)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+	struct mlx5vf_vfio_channel *ch = &dev->channel;
+	u64 len = (u64)msg_size * slots;
+	int ret;
+
+	if (ch->open)
+		return -EBUSY;
+	/* 64 MiB: far above what any tracker capability asks for. */
+	if (!len || len % MLX5VF_PAGE_SIZE || len > SZ_64M)
+		return -EINVAL;
+	ret = pd_command(dev, CMD_ALLOC_PD, &ch->pd);
+	if (ret)
+		return ret;
+	ret = op_alloc_buffer(dev, len / MLX5VF_PAGE_SIZE, MLX5VF_DMA_FROM_DEVICE, &ch->buf);
+	if (ret) {
+		WARN_ON(pd_command(dev, CMD_DEALLOC_PD, &ch->pd));
+		return ret;
+	}
+	ret = op_map_buffers(dev, ch->pd, &ch->buf, 1, &ch->mkey);
+	if (ret) {
+		op_free_buffer(dev, ch->buf);
+		WARN_ON(pd_command(dev, CMD_DEALLOC_PD, &ch->pd));
+		return ret;
+	}
+	ret = dev->fw->report_open(dev, ch->mkey, msg_size, slots, fw_qpn);
+	if (ret) {
+		free_channel_buffer(dev, true);
+		return ret;
+	}
+	ch->msg_size = msg_size;
+	ch->slots = slots;
+	ch->open = true;
+	atomic_inc(&live_channels);
+	return 0;
+}
+
+/*
+ * The next CQE or event, waiting up to timeout_ns. The firmware side moves
+ * when polled (the simulated firmware has no thread of its own; a real CQ
+ * is polled the same way before arming), so poll, sleeping a little longer
+ * each time nothing came, until the deadline.
+ */
+static int op_report_next(void *ctx, uint8_t *cqe, uint64_t timeout_ns)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+	u64 deadline = ktime_get_ns() + timeout_ns;
+	unsigned long nap_us = 10;
+	int ret;
+
+	if (!dev->channel.open)
+		return -EINVAL;
+	for (;;) {
+		ret = dev->fw->report_poll(dev, cqe);
+		if (ret != MLX5VF_REPORT_TIMED_OUT || ktime_get_ns() >= deadline)
+			return ret;
+		usleep_range(nap_us, nap_us * 2);
+		nap_us = min(nap_us * 2, 10000UL);
+	}
+}
+
+static int op_report_read(void *ctx, uint32_t slot, uint32_t offset, uint8_t *dst, size_t len)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+	struct mlx5vf_vfio_channel *ch = &dev->channel;
+	struct mlx5vf_vfio_buf *b = to_buf(ch->buf);
+
+	if (!ch->open || slot >= ch->slots || offset > ch->msg_size ||
+	    len > ch->msg_size - offset)
+		return -EINVAL;
+	memcpy(dst, (u8 *)b->mem + (size_t)slot * ch->msg_size + offset, len);
+	return 0;
+}
+
+static int op_report_repost(void *ctx, uint32_t slot)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+
+	if (!dev->channel.open || slot >= dev->channel.slots)
+		return -EINVAL;
+	return dev->fw->report_repost(dev, slot);
+}
+
+static void op_report_close(void *ctx)
+{
+	struct mlx5vf_vfio_dev *dev = ctx;
+	struct mlx5vf_vfio_channel *ch = &dev->channel;
+
+	if (WARN_ON(!ch->open))
+		return;
+	dev->fw->report_close(dev);
+	free_channel_buffer(dev, true);
+	ch->open = false;
+	atomic_dec(&live_channels);
+}
+
+#define PLATFORM_OPS_COMMON \
+	.exec = op_exec, \
+	.start_save = op_start_save, \
+	.alloc_buffer = op_alloc_buffer, \
+	.map_buffers = op_map_buffers, \
+	.unmap_buffers = op_unmap_buffers, \
+	.free_buffer = op_free_buffer, \
+	.crc32c = op_crc32c, \
+	.buffer_to_user = op_buffer_to_user, \
+	.buffer_from_user = op_buffer_from_user, \
+	.copy_to_user = op_copy_to_user, \
+	.copy_from_user = op_copy_from_user, \
+	.lock = op_lock, \
+	.trylock = op_trylock, \
+	.unlock = op_unlock, \
+	.wake = op_wake, \
+	.start_load = op_start_load, \
+	.now_ns = op_now_ns
+
+/* Firmware without a reporting channel: mlx5vf_log_start() says -EOPNOTSUPP. */
 static const struct mlx5vf_platform_ops platform_ops = {
-	.exec = op_exec,
-	.start_save = op_start_save,
-	.alloc_buffer = op_alloc_buffer,
-	.map_buffers = op_map_buffers,
-	.unmap_buffers = op_unmap_buffers,
-	.free_buffer = op_free_buffer,
-	.crc32c = op_crc32c,
-	.buffer_to_user = op_buffer_to_user,
-	.buffer_from_user = op_buffer_from_user,
-	.copy_to_user = op_copy_to_user,
-	.copy_from_user = op_copy_from_user,
-	.lock = op_lock,
-	.trylock = op_trylock,
-	.unlock = op_unlock,
-	.wake = op_wake,
-	.start_load = op_start_load,
-	.now_ns = op_now_ns,
+	PLATFORM_OPS_COMMON,
 };
+
+static const struct mlx5vf_platform_ops platform_ops_tracking = {
+	PLATFORM_OPS_COMMON,
+	.report_open = op_report_open,
+	.report_next = op_report_next,
+	.report_read = op_report_read,
+	.report_repost = op_report_repost,
+	.report_close = op_report_close,
+};
+
+static bool fw_can_track(const struct mlx5vf_vfio_fw_ops *fw)
+{
+	return fw->report_open && fw->report_poll && fw->report_repost && fw->report_close;
+}
 
 /* ------------------------------------------------------------------------ */
 /* The migration data file */
@@ -593,6 +755,92 @@ static const struct vfio_migration_ops mig_ops = {
 };
 
 /* ------------------------------------------------------------------------ */
+/* vfio_log_ops (DMA logging) */
+
+/* Ends logging: the tracker object, its channel and buffer. Lock held. */
+static void log_end_locked(struct mlx5vf_vfio_dev *dev)
+{
+	WARN_ON(mlx5vf_log_stop(&dev->mig, &dev->dirty));
+}
+
+#if IS_ENABLED(CONFIG_IOMMUFD_DRIVER)
+/*
+ * The VFIO core validated the ranges (aligned to the page size asked for,
+ * none overlapping) and holds them in an interval tree; the library wants
+ * them sorted, which an in-order walk gives, and combines them down to the
+ * device's limit itself.
+ */
+static int log_start(struct vfio_device *vdev, struct rb_root_cached *ranges, u32 nnodes,
+		     u64 *page_size)
+{
+	struct mlx5vf_vfio_dev *dev = mlx5vf_vfio_dev_of(vdev);
+	struct interval_tree_node *node;
+	struct mlx5vf_iova_range *r;
+	void *scratch;
+	u32 n = 0;
+	int ret;
+
+	r = kvcalloc(nnodes, sizeof(*r), GFP_KERNEL);
+	scratch = kzalloc(MLX5VF_DIRTY_SCRATCH_LEN, GFP_KERNEL);
+	if (!r || !scratch) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (node = interval_tree_iter_first(ranges, 0, ULONG_MAX); node && n < nnodes;
+	     node = interval_tree_iter_next(node, 0, ULONG_MAX)) {
+		r[n].iova = node->start;
+		r[n].length = node->last - node->start + 1;
+		n++;
+	}
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_log_start(&dev->mig, &dev->dirty, r, n, page_size, scratch,
+			       MLX5VF_DIRTY_SCRATCH_LEN);
+	mlx5vf_unlock(&dev->mig);
+out:
+	kfree(scratch);
+	kvfree(r);
+	return ret;
+}
+
+static int log_stop(struct vfio_device *vdev)
+{
+	struct mlx5vf_vfio_dev *dev = mlx5vf_vfio_dev_of(vdev);
+	int ret;
+
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_log_stop(&dev->mig, &dev->dirty);
+	mlx5vf_unlock(&dev->mig);
+	return ret;
+}
+
+static void set_dirty(void *ctx, uint64_t iova, uint64_t length)
+{
+	iova_bitmap_set(ctx, iova, length);
+}
+
+static int log_read_and_clear(struct vfio_device *vdev, unsigned long iova,
+			      unsigned long length, struct iova_bitmap *dirty)
+{
+	struct mlx5vf_vfio_dev *dev = mlx5vf_vfio_dev_of(vdev);
+	int ret;
+
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_log_read_and_clear(&dev->mig, &dev->dirty, iova, length, set_dirty, dirty);
+	mlx5vf_unlock(&dev->mig);
+	return ret;
+}
+
+static const struct vfio_log_ops log_ops = {
+	.log_start = log_start,
+	.log_stop = log_stop,
+	.log_read_and_clear = log_read_and_clear,
+};
+
+/* The iova_bitmap helpers are exported in the IOMMUFD namespace. */
+MODULE_IMPORT_NS(IOMMUFD);
+#endif
+
+/* ------------------------------------------------------------------------ */
 /* Setup and teardown, and the device's other events */
 
 void mlx5vf_vfio_dev_init(struct mlx5vf_vfio_dev *dev, struct vfio_device *vdev,
@@ -604,6 +852,8 @@ void mlx5vf_vfio_dev_init(struct mlx5vf_vfio_dev *dev, struct vfio_device *vdev,
 	init_waitqueue_head(&dev->wq);
 	atomic64_set(&dev->buffer_bytes, 0);
 	atomic64_set(&dev->peak_buffer_bytes, 0);
+	memset(&dev->channel, 0, sizeof(dev->channel));
+	WARN_ON(mlx5vf_dirty_init(&dev->dirty));
 }
 
 void mlx5vf_vfio_dev_destroy(struct mlx5vf_vfio_dev *dev)
@@ -644,7 +894,8 @@ int mlx5vf_vfio_dev_probe(struct mlx5vf_vfio_dev *dev, u16 vf)
 		cfg.memory_cap = memory_cap;
 	if (fixed_chunks)
 		cfg.flags &= ~MLX5VF_CFG_MEASURED_CHUNKS;
-	ret = mlx5vf_device_init(&dev->mig, &platform_ops, dev, &cfg);
+	ret = mlx5vf_device_init(&dev->mig, fw_can_track(dev->fw) ? &platform_ops_tracking :
+				 &platform_ops, dev, &cfg);
 	if (ret)
 		return ret;
 	scratch = kzalloc(MLX5VF_PROBE_SCRATCH_LEN, GFP_KERNEL);
@@ -674,6 +925,10 @@ void mlx5vf_vfio_dev_offer(struct mlx5vf_vfio_dev *dev)
 {
 	dev->vdev->migration_flags = mlx5vf_migration_flags(&dev->mig);
 	dev->vdev->mig_ops = &mig_ops;
+#if IS_ENABLED(CONFIG_IOMMUFD_DRIVER)
+	if (fw_can_track(dev->fw))
+		dev->vdev->log_ops = &log_ops;
+#endif
 }
 
 void mlx5vf_vfio_open(struct mlx5vf_vfio_dev *dev)
@@ -686,6 +941,7 @@ void mlx5vf_vfio_open(struct mlx5vf_vfio_dev *dev)
 void mlx5vf_vfio_close(struct mlx5vf_vfio_dev *dev)
 {
 	mlx5vf_lock(&dev->mig);
+	log_end_locked(dev);
 	mlx5vf_close_device(&dev->mig);
 	mlx5vf_unlock(&dev->mig);
 }
@@ -694,6 +950,13 @@ void mlx5vf_vfio_reset_done(struct mlx5vf_vfio_dev *dev)
 {
 	mlx5vf_reset_done(&dev->mig);
 	wake_up_all(&dev->wq);
+}
+
+void mlx5vf_vfio_log_end(struct mlx5vf_vfio_dev *dev)
+{
+	mlx5vf_lock(&dev->mig);
+	log_end_locked(dev);
+	mlx5vf_unlock(&dev->mig);
 }
 
 void mlx5vf_vfio_vf_event(struct mlx5vf_vfio_dev *dev, bool enabled)

@@ -32,6 +32,20 @@
 
 struct mlx5vf_vfio_fw_ops;
 
+/*
+ * The page tracker's reporting channel of one device (platform report_*):
+ * a receive buffer of slots * msg_size bytes under one mkey of its own PD,
+ * and the firmware side's channel over it.
+ */
+struct mlx5vf_vfio_channel {
+	bool open;
+	u64 buf;	/* struct mlx5vf_vfio_buf *, as the library's handle */
+	u32 pd;
+	u32 mkey;
+	u32 msg_size;
+	u32 slots;
+};
+
 /* The migration side of one VFIO device. */
 struct mlx5vf_vfio_dev {
 	struct vfio_device *vdev;
@@ -44,6 +58,9 @@ struct mlx5vf_vfio_dev {
 	atomic64_t buffer_bytes;
 	atomic64_t peak_buffer_bytes;
 	struct mlx5vf_device mig;
+	/* DMA logging (vfio_log_ops), under state_mutex. */
+	struct mlx5vf_dirty dirty;
+	struct mlx5vf_vfio_channel channel;
 };
 
 /*
@@ -95,6 +112,21 @@ struct mlx5vf_vfio_fw_ops {
 	/* Maps b for the device's DMA, filling b->dma[0..npages); unmaps it. */
 	int (*dma_map)(struct mlx5vf_vfio_buf *b);
 	void (*dma_unmap)(struct mlx5vf_vfio_buf *b);
+	/*
+	 * Optional, all or none (NULL: the device offers no DMA logging): the
+	 * firmware side of the page tracker's reporting channel. The glue owns
+	 * the receive buffer (slots * msg_size bytes, its PD and mkey) and
+	 * reads messages out of it; these open the channel over mkey (writing
+	 * the firmware QP number), take one step (MLX5VF_REPORT_CQE with the
+	 * CQE in cqe, MLX5VF_REPORT_OBJECT_CHANGED, MLX5VF_REPORT_TIMED_OUT
+	 * for "nothing yet": the glue polls again until its deadline, or a
+	 * negative errno), re-post a slot and close it. Device lock held.
+	 */
+	int (*report_open)(struct mlx5vf_vfio_dev *dev, u32 mkey, u32 msg_size, u32 slots,
+			   u32 *fw_qpn);
+	int (*report_poll)(struct mlx5vf_vfio_dev *dev, u8 *cqe);
+	int (*report_repost)(struct mlx5vf_vfio_dev *dev, u32 slot);
+	void (*report_close)(struct mlx5vf_vfio_dev *dev);
 };
 
 /* Defined by the module: the migration side of one of its VFIO devices. */
@@ -107,6 +139,7 @@ struct mlx5vf_vfio_live {
 	s64 buffer_bytes;
 	int files;
 	int async;	/* SAVEs and LOADs in flight */
+	int channels;	/* reporting channels open (DMA logging running) */
 };
 
 /* Module load and unload (the completions' workqueue). */
@@ -126,14 +159,27 @@ void mlx5vf_vfio_dev_destroy(struct mlx5vf_vfio_dev *dev);
 int mlx5vf_vfio_dev_probe(struct mlx5vf_vfio_dev *dev, u16 vf);
 /* Undoes the probe once no SAVE or LOAD is in flight. */
 void mlx5vf_vfio_dev_fini(struct mlx5vf_vfio_dev *dev);
-/* After the probe: the VFIO device offers migration (flags and ops). */
+/*
+ * After the probe: the VFIO device offers migration (flags and ops), and
+ * DMA logging (vfio_log_ops) when the firmware side has a reporting channel
+ * and the kernel has CONFIG_IOMMUFD_DRIVER (without it the VFIO core's
+ * iova_bitmap helpers are stubs: no report could reach the caller).
+ */
 void mlx5vf_vfio_dev_offer(struct mlx5vf_vfio_dev *dev);
 
-/* The VFIO device was opened (after its reset) or closed. */
+/* The VFIO device was opened (after its reset) or closed (logging ends). */
 void mlx5vf_vfio_open(struct mlx5vf_vfio_dev *dev);
 void mlx5vf_vfio_close(struct mlx5vf_vfio_dev *dev);
-/* The function was reset: RUNNING, both files end (maybe deferred). */
+/*
+ * The function was reset: RUNNING, both files end (maybe deferred). Takes
+ * no blocking lock (a PCI reset_done may run while a lock holder faults).
+ */
 void mlx5vf_vfio_reset_done(struct mlx5vf_vfio_dev *dev);
+/*
+ * Ends DMA logging (the tracker, its channel and buffer); takes the device
+ * lock. For resets issued where blocking on it is safe.
+ */
+void mlx5vf_vfio_log_end(struct mlx5vf_vfio_dev *dev);
 /* The PF disabled (enabled false) or re-enabled the VF. May sleep. */
 void mlx5vf_vfio_vf_event(struct mlx5vf_vfio_dev *dev, bool enabled);
 /* An exec_async command ended: status 0 when firmware answered. Any context. */

@@ -211,7 +211,9 @@ pub unsafe extern "C" fn mlx5vf_log_read_and_clear(
     d: *mut mlx5vf_dirty,
     iova: u64,
     length: u64,
-    set_dirty: Option<SetDirtyFn>,
+    // Spelled out, not `Option<SetDirtyFn>`: cbindgen turns an alias inside
+    // `Option` into an opaque `struct Option_SetDirtyFn` no C caller can pass.
+    set_dirty: Option<unsafe extern "C" fn(ctx: *mut c_void, iova: u64, length: u64)>,
     set_ctx: *mut c_void,
 ) -> c_int {
     // SAFETY: `dev` is null or device storage (caller).

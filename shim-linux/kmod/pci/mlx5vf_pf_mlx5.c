@@ -210,6 +210,13 @@ static void mvp_pf_dma_unmap(struct mlx5vf_vfio_buf *b)
 	sg_free_table(&b->sgt);
 }
 
+/*
+ * No report_* ops: DMA logging over mlx5_core needs the page tracker's
+ * reporting channel built on the PF (a CQ on a completion EQ, two loopback
+ * RC QPs, a receive buffer under an mkey, OBJECT_CHANGE and CQ/WQ error
+ * events), which is not written. Without the ops the glue sets no log_ops,
+ * so this flavour offers no DMA logging and the VFIO core answers ENOTTY.
+ */
 static const struct mlx5vf_vfio_fw_ops mvp_pf_fw_ops = {
 	.exec = mvp_pf_exec,
 	.exec_async = mvp_pf_exec_async,

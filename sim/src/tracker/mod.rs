@@ -271,6 +271,15 @@ impl TrackerModel {
         self.object.as_ref().map(|o| o.state)
     }
 
+    /// The ranges the tracker object holds (as the driver combined them)
+    /// and its tracked page size, if one exists.
+    pub fn object_ranges(&self) -> Option<(&[(u64, u64)], u64)> {
+        self.object.as_ref().map(|o| {
+            let page = 1u64.checked_shl(u32::from(o.log_page)).unwrap_or(0);
+            (o.ranges.as_slice(), page)
+        })
+    }
+
     /// Whether a channel is open.
     pub const fn channel_open(&self) -> bool {
         self.channel.is_some()

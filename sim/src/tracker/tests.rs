@@ -150,3 +150,19 @@ fn missed_counts_unreported_written_pages_inside_the_ranges() {
         0
     );
 }
+
+#[test]
+fn object_ranges_show_the_object_as_created_and_nothing_without_one() {
+    let mut m = model(
+        &[(0, 16 * GUEST_PAGE), (64 * GUEST_PAGE, 8 * GUEST_PAGE)],
+        13,
+    );
+    let (ranges, page) = m.object_ranges().unwrap();
+    assert_eq!(
+        ranges,
+        &[(0, 16 * GUEST_PAGE), (64 * GUEST_PAGE, 8 * GUEST_PAGE)]
+    );
+    assert_eq!(page, 8192);
+    m.object = None;
+    assert!(m.object_ranges().is_none());
+}

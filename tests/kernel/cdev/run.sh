@@ -1,12 +1,16 @@
 #!/bin/bash
-# Manual check (not CI): mlx5vf's `vfio-mig:` backend over the iommufd
-# character-device path, which Debian's 6.12 kernel lacks (CONFIG_IOMMUFD is
-# off there, so tests/kernel/run.sh only covers the group/container path).
+# The custom-kernel rig (CI runs it after tests/kernel/run.sh, with
+# RIG=target/kernel-rig): mlx5vf's `vfio-mig:` backend over the iommufd
+# character-device path, and DMA logging (vfio_log_ops), both of which
+# Debian's 6.12 kernel lacks (CONFIG_IOMMUFD and CONFIG_IOMMUFD_DRIVER are
+# off there, so tests/kernel/run.sh covers the group/container path and a
+# module without DMA logging).
 #
 # It builds a small Linux 6.12 from Debian's linux-source-6.12 (tinyconfig +
 # the FRAGMENT below: IOMMUFD, VFIO with DEVICE_CDEV *and* GROUP/CONTAINER/
-# TYPE1, modules without MODVERSIONS/signing, retpolines, return thunks and
-# IBT as in Debian's config, ACPI for the second CPU), builds mlx5vf_sim.ko
+# TYPE1, IOMMUFD_DRIVER, DEBUG_FS, modules without MODVERSIONS/signing,
+# retpolines, return thunks and IBT as in Debian's config, ACPI for the
+# second CPU) into KCACHE, outside the checkout, builds mlx5vf_sim.ko
 # against it and boots it under QEMU (TCG, -smp 2). The guest (guest-init.sh)
 # proves, on one kernel:
 #   - /dev/iommu and /dev/vfio/devices/vfioN exist next to /dev/vfio/GROUP;
@@ -19,6 +23,13 @@
 #   - adoption over iommufd: `pass-fds` opens the VFs' cdevs as a VMM does
 #     and `check` and `migrate --precopy` run on vfio-fd:N,iommufd=M; an
 #     unbound cdev and a cdev given with container= are refused by name;
+#   - DMA logging through the real VFIO core against the simulated guest's
+#     ground truth (debugfs mlx5vf_sim/<vf>/): `check --require-dma-logging`,
+#     `dirty --verify` over more ranges than the tracker holds, page sizes
+#     it must clamp, exactly full messages, a tracker forced to ERROR (EIO)
+#     or silent (ETIMEDOUT), the report throughput, and a tracked migration
+#     (`dirty` and `migrate --precopy` on one pass-fds descriptor); the guest
+#     prints `RIG dirty: PASS`;
 #   - every live object of the module is zero, rmmod is clean, and the kernel
 #     log has no WARNING/BUG/Oops/leak.
 # Each command's output must name the path it took, so a silent fallback
@@ -33,41 +44,55 @@
 # Stages, measured on the project's 2-core box with other builds running
 # (each is cached or incremental; run any alone, or several in order):
 #   deps       apt-get flex bison libelf-dev (+ qemu busybox cpio)  ~5 s
-#   fetch      apt-get download linux-source-6.12 (153 MB), untar   ~25 s
-#   config     tinyconfig + FRAGMENT, every line checked            ~10 s
-#   kernel     make -j2 bzImage modules (2.6 MB bzImage)            ~4.5 min cold (259 s), ~3 s no-op
+#   fetch      apt-get download linux-source-6.12 (154 MB), untar   12-25 s
+#   config     tinyconfig + FRAGMENT, every line checked            6-10 s
+#   kernel     make -j2 bzImage modules (2.7 MB bzImage)            ~4-6 min cold (248 s), ~3 s no-op
 #   artefacts  the Rust object and a static mlx5vf: copied from RIG
 #              (the main rig's WORK), else built by
 #              tests/kernel/run.sh rust + user into WORK            0 s / a few min
 #   module     kbuild M= against the build tree (objtool checks the
 #              linked module, Rust object included)                 ~3 s
 #   initrd     busybox + module + mlx5vf, gzip -1                   <1 s
-#   boot       QEMU TCG: 2 checks + 3 migrations of 64 MiB VFs      ~18 s
+#   boot       QEMU TCG: 3 checks + 4 migrations of 64 MiB VFs and
+#              the DMA-logging steps                                ~36-44 s
+# All: 304 s cold (empty KCACHE and WORK, RIG given), 44 s warm.
 #
-# Environment: WORK (default target/cdev-rig), RIG (reuse RIG/mlx5vf_{linux,ksim}.o
+# Environment: WORK (default target/cdev-rig), KCACHE (the kernel source and
+# build, default ~/.cache/mlx5vf-cdev-rig), RIG (reuse RIG/mlx5vf_{linux,ksim}.o
 # and RIG/mlx5vf, e.g. target/kernel-rig), MLX5VF (a static mlx5vf to use
 # instead), SRC_VERSION (linux-source-6.12 version, default the apt
 # candidate), JOBS (default 2), SAVE_DELAY_US (default 3000, see below),
 # NOIOMMU (1: the noiommu steps), BOOT_TIMEOUT (s, default 600).
-# Exits 0 iff the guest printed its PASS marker and the kernel log has no
-# WARNING, BUG or Oops.
+# Exits 0 iff the guest printed its PASS marker and `RIG dirty: PASS`, and
+# the kernel log has no WARNING, BUG or Oops.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 WORK=${WORK:-$ROOT/target/cdev-rig}
+# The kernel source and build, outside the checkout so a fresh checkout (CI)
+# reuses them; rebuilt incrementally when the FRAGMENT changes.
+KCACHE=${KCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlx5vf-cdev-rig}
 JOBS=${JOBS:-2}
 # The SAVE completions' extra latency. `check --require-eagain` needs the
 # reader to reach its second read before the first SAVE completes: at 300 us
 # that race is lost now and then under TCG on a loaded host (1 in 12 checks
 # on Debian's kernel, 2 in 12 here), at 3000 us it was never lost (0 in 12).
 SAVE_DELAY_US=${SAVE_DELAY_US:-3000}
-mkdir -p "$WORK"
+mkdir -p "$WORK" "$KCACHE"
 WORK=$(cd "$WORK" && pwd)
-SRC=$WORK/linux-source-6.12
-BUILD=$WORK/build
+KCACHE=$(cd "$KCACHE" && pwd)
+SRC=$KCACHE/linux-source-6.12
+BUILD=$KCACHE/build
 
 stamp() { echo "[cdev-rig $(date +%T)] $*"; }
+# One rig at a time changes the shared kernel tree (fetch, config, kernel).
+lock_kcache() {
+  [ -n "${KCACHE_LOCKED:-}" ] && return
+  exec 9>"$KCACHE/.lock"
+  flock 9
+  KCACHE_LOCKED=1
+}
 die() { echo "[cdev-rig] FAIL: $*" >&2; exit 1; }
 
 # What the test needs on top of tinyconfig. Checked after olddefconfig: a
@@ -124,6 +149,15 @@ CONFIG_VFIO_GROUP=y
 CONFIG_VFIO_CONTAINER=y
 CONFIG_VFIO_IOMMU_TYPE1=y
 # CONFIG_IOMMUFD_VFIO_CONTAINER is not set
+# DMA logging: the iova_bitmap helpers of the VFIO core are real only with
+# IOMMUFD_DRIVER, a hidden bool an IOMMU driver selects when IOMMUFD is on
+# (as on a VT-d host). No DMAR table under q35 without intel-iommu, so the
+# driver stays idle; the emulated-IOMMU devices need no hardware IOMMU.
+CONFIG_PCI_MSI=y
+CONFIG_INTEL_IOMMU=y
+CONFIG_IOMMUFD_DRIVER=y
+# The simulated guest and its ground truth (mlx5vf_sim debugfs files).
+CONFIG_DEBUG_FS=y
 # For NOIOMMU=1: a PCI device in a noiommu group (vfio-pci).
 CONFIG_VFIO_PCI=y
 CONFIG_VFIO_NOIOMMU=y
@@ -150,35 +184,37 @@ deps() {
 }
 
 fetch() {
+  lock_kcache
   if [ -f "$SRC/Makefile" ]; then
     stamp "source already unpacked: $(make -s -C "$SRC" kernelversion)"
     return
   fi
   stamp "fetch linux-source-6.12 ${SRC_VERSION:-}"
-  rm -rf "$WORK/debs" "$WORK/pkg" "$SRC"
-  mkdir -p "$WORK/debs" "$WORK/pkg"
+  rm -rf "$KCACHE/debs" "$KCACHE/pkg" "$SRC"
+  mkdir -p "$KCACHE/debs" "$KCACHE/pkg"
   apt-cache show linux-source-6.12 >/dev/null 2>&1 || apt-get update -qq
-  (cd "$WORK/debs" && timeout 600 apt-get download -q "linux-source-6.12${SRC_VERSION:+=$SRC_VERSION}" 2>&1 \
+  (cd "$KCACHE/debs" && timeout 600 apt-get download -q "linux-source-6.12${SRC_VERSION:+=$SRC_VERSION}" 2>&1 \
      | grep -v '^W: Download is performed unsandboxed' || true)
-  dpkg -x "$WORK"/debs/linux-source-6.12_*.deb "$WORK/pkg"
-  tar -C "$WORK" -xJf "$WORK/pkg/usr/src/linux-source-6.12.tar.xz"
-  rm -rf "$WORK/pkg"
+  dpkg -x "$KCACHE"/debs/linux-source-6.12_*.deb "$KCACHE/pkg"
+  tar -C "$KCACHE" -xJf "$KCACHE/pkg/usr/src/linux-source-6.12.tar.xz"
+  rm -rf "$KCACHE/pkg"
   [ -f "$SRC/Makefile" ] || die "no kernel tree at $SRC after fetch"
 }
 
 config() {
+  lock_kcache
   [ -f "$SRC/Makefile" ] || die "run the fetch stage first"
   mkdir -p "$BUILD"
-  echo "$FRAGMENT" > "$WORK/fragment.config"
-  if [ -f "$BUILD/.config" ] && [ -f "$WORK/config.fragment.used" ] \
-      && cmp -s "$WORK/fragment.config" "$WORK/config.fragment.used"; then
+  echo "$FRAGMENT" > "$KCACHE/fragment.config"
+  if [ -f "$BUILD/.config" ] && [ -f "$KCACHE/config.fragment.used" ] \
+      && cmp -s "$KCACHE/fragment.config" "$KCACHE/config.fragment.used"; then
     stamp "config unchanged"
     return
   fi
   stamp "config: tinyconfig + fragment"
   make -s -C "$SRC" O="$BUILD" ARCH=x86_64 tinyconfig >/dev/null
-  cat "$WORK/fragment.config" >> "$BUILD/.config"
-  make -s -C "$SRC" O="$BUILD" ARCH=x86_64 olddefconfig >/dev/null 2>"$WORK/config.log"
+  cat "$KCACHE/fragment.config" >> "$BUILD/.config"
+  make -s -C "$SRC" O="$BUILD" ARCH=x86_64 olddefconfig >/dev/null 2>"$KCACHE/config.log"
   local line bad=0
   while IFS= read -r line; do
     case $line in
@@ -187,23 +223,24 @@ config() {
         local opt=${line#\# }; opt=${opt%% *}
         if grep -q "^$opt=" "$BUILD/.config"; then echo "  still set: $opt"; bad=1; fi ;;
     esac
-  done < "$WORK/fragment.config"
+  done < "$KCACHE/fragment.config"
   [ $bad = 0 ] || die "the config lost options of the fragment (see above)"
-  cp "$WORK/fragment.config" "$WORK/config.fragment.used"
+  cp "$KCACHE/fragment.config" "$KCACHE/config.fragment.used"
   echo "  .config: $(grep -c '=' "$BUILD/.config") options set ($(grep -c '=y' "$BUILD/.config") =y, $(grep -c '=m' "$BUILD/.config") =m)"
 }
 
 kernel() {
+  lock_kcache
   [ -f "$BUILD/.config" ] || die "run the config stage first"
   stamp "kernel: make -j$JOBS bzImage modules"
   local start end
   start=$(date +%s)
   # `modules` also writes Module.symvers, which M= builds need.
-  if ! make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$JOBS" bzImage modules > "$WORK/kernel.log" 2>&1; then
-    tail -30 "$WORK/kernel.log"
-    die "kernel build failed (log: $WORK/kernel.log)"
+  if ! make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$JOBS" bzImage modules > "$KCACHE/kernel.log" 2>&1; then
+    tail -30 "$KCACHE/kernel.log"
+    die "kernel build failed (log: $KCACHE/kernel.log)"
   fi
-  grep -E 'warning:' "$WORK/kernel.log" || true
+  grep -E 'warning:' "$KCACHE/kernel.log" || true
   [ -f "$BUILD/arch/x86/boot/bzImage" ] || die "no bzImage"
   end=$(date +%s)
   echo "  bzImage $(stat -c %s "$BUILD/arch/x86/boot/bzImage") bytes, $((end - start)) s"
@@ -276,11 +313,12 @@ boot() {
     -nographic -no-reboot -nic none "${extra[@]}" -kernel "$BUILD/arch/x86/boot/bzImage" \
     -initrd "$WORK/initrd.cpio.gz" -append "$cmdline" > "$log" 2>&1 || true
   end=$(date +%s.%N)
-  tr -d '\r' < "$log" | grep -aE '^(@@|===|  )' || true
+  tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
   echo "[cdev-rig] boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
   if tr -d '\r' < "$log" | grep -aE '(WARNING:|BUG:|Oops|Call Trace|kernel stack overflow)'; then
     die "the kernel log has a WARNING, BUG or Oops (full log: $log)"
   fi
+  tr -d '\r' < "$log" | grep -aq '^RIG dirty: PASS' || die "the DMA-logging steps did not pass (full log: $log)"
   tr -d '\r' < "$log" | grep -aq '^@@RESULT: PASS@@' || die "no PASS marker (full log: $log)"
   echo "[cdev-rig] PASS"
 }

@@ -39,6 +39,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use mlx5vf_sim::{Dma, DmaFault, Firmware, FirmwareConfig, SimSpec};
 
+pub mod tracker;
+
 // Hosted targets (the host build that checks and lints this crate) take
 // std's panic runtime; the kernel target brings its own handler below.
 #[cfg(not(target_os = "none"))]
