@@ -28,8 +28,9 @@ pf_digests() {
 # torn down once its device closed), and what the PFs did.
 pf_nothing_live() {
 	cat $PSYS0/live_objects
-	echo "PF0:" $(cat $PSYS0/counters)
-	echo "PF1:" $(cat $PSYS1/counters)
+	for c in /sys/devices/platform/mlx5vf-pfsim.*/mlx5vf/counters; do
+		echo "$c:" $(cat $c)
+	done
 	! grep -v ' 0$' $PSYS0/live_objects
 }
 
@@ -40,6 +41,7 @@ pf_migrate() {
 	cat /tmp/pf.json
 	grep -q '"from":"vfio-pf:mlx5vf-pfsim.0,vf=0 (emulated PF: mlx5vf-pfsim)"' /tmp/pf.json \
 		|| { echo "the source is not named as the emulated PF"; return 1; }
+	grep -q '"digests_match":true' /tmp/pf.json || { echo "no digests compared"; return 1; }
 	chunk=$(sed -n 's/.*"source_chunk_size":\([0-9]*\).*/\1/p' /tmp/pf.json)
 	bytes=$(sed -n 's/.*"bytes":\([0-9]*\).*/\1/p' /tmp/pf.json)
 	echo "chunk size $chunk, $bytes bytes"
@@ -67,11 +69,23 @@ step pf-insmod insmod /mods/mlx5vf_pfsim.ko spec=sim:state=@STATE@,vfs=2,seed=41
 step pf-digests-differ pf_digests differ
 step pf-migrate pf_migrate
 step pf-digests-equal pf_digests equal
+# Commands per second through the queue: over VFIO (doorbell and BAR
+# reads by pwrite/pread, entries and mailboxes by vfio_dma_rw()), and the
+# same benchmark in process over the model, on the same emulated CPU.
 step pf-bench-cmdq mlx5vf bench --only cmdq --cmdq-device vfio-pf:$PF1,vf=1
+step pf-bench-cmdq-in-process mlx5vf bench --only cmdq
 step pf-stuck-firmware pf_stuck
 step pf-load-after-stuck mlx5vf migrate --from vfio-pf:$PF1,vf=0 --to vfio-pf:$PF0,vf=1 --json
 step pf-nothing-live pf_nothing_live
 step pf-rmmod rmmod mlx5vf_pfsim
+
+# The uAPI conformance check over vfio-pf: (its device reset is the VF's
+# function-level reset through the model), on a smaller state: it saves
+# the whole state several times.
+step pf-insmod-check insmod /mods/mlx5vf_pfsim.ko spec=sim:state=16M,vfs=2,seed=51 pfs=1
+step pf-check mlx5vf check --device vfio-pf:$PF0,vf=0 --strict
+step pf-nothing-live-check pf_nothing_live
+step pf-rmmod-check rmmod mlx5vf_pfsim
 rm -f /tmp/pf.json /tmp/err
 if [ $fails = $pf_fails_before ]; then
 	echo "RIG vfio-pf: PASS"

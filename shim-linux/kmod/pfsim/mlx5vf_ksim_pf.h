@@ -47,6 +47,8 @@ int mlx5vf_ksim_pf_max(void);
 int mlx5vf_ksim_pf_configure(u32 index, const char *spec, size_t len);
 /* A function-level reset: queue, lifecycle, pages, PDs, mkeys go; VF states stay. */
 int mlx5vf_ksim_pf_reset(u32 index);
+/* A function-level reset of one VF: it runs, its sessions end, its state stays. */
+int mlx5vf_ksim_pf_reset_vf(u32 index, u16 vf);
 /* Opens or closes the firmware's IOMMU window (vfio_dma_rw() decides). */
 int mlx5vf_ksim_pf_attach_iommu(u32 index, bool attach);
 int mlx5vf_ksim_pf_read32(u32 index, u32 offset, u32 *value);

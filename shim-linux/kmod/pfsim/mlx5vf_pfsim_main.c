@@ -44,6 +44,8 @@
  *   counters      commands run at the doorbell and on the workqueue, and
  *                 the model's counters (delivery errors, DMA faults, ...)
  *   live_objects  module-wide live counts; all zero when idle
+ *   vf_reset      (write-only) "N": a function-level reset of VF N, what
+ *                 a PCI FLR of the VF does (vfio-pf:'s device reset)
  * debugfs mlx5vf_pfsim/N/stuck_opcode: armed at every open, the next
  * command with that opcode (0xffffffff: any command) is never handed back,
  * a stuck firmware; 0 (the default) arms nothing.
@@ -577,8 +579,28 @@ static ssize_t live_objects_show(struct device *dev, struct device_attribute *at
 }
 static DEVICE_ATTR_RO(live_objects);
 
+static ssize_t vf_reset_store(struct device *dev, struct device_attribute *attr, const char *buf,
+			      size_t count)
+{
+	struct pfs_dev *d = pfs_of(dev);
+	u16 vf;
+	int ret;
+
+	if (!d)
+		return -ENODEV;
+	ret = kstrtou16(buf, 0, &vf);
+	if (ret)
+		return ret;
+	mutex_lock(&d->lock);
+	ret = mlx5vf_ksim_pf_reset_vf(d->index, vf);
+	mutex_unlock(&d->lock);
+	return ret ? ret : count;
+}
+static DEVICE_ATTR_WO(vf_reset);
+
 static struct attribute *pfs_attrs[] = {
 	&dev_attr_digests.attr,
+	&dev_attr_vf_reset.attr,
 	&dev_attr_counters.attr,
 	&dev_attr_live_objects.attr,
 	NULL,

@@ -66,6 +66,7 @@ const PCI_COMMAND_MEMORY_MASTER: u16 = 0x6;
 pub struct VfioPfTransport {
     name: String,
     kind: PfKind,
+    sysfs: std::path::PathBuf,
     device: OwnedFd,
     dma: PfDma,
     bar0: RegionInfo,
@@ -182,6 +183,7 @@ impl VfioPfTransport {
         let transport = Self {
             name,
             kind,
+            sysfs: opened.sysfs,
             device: opened.device,
             dma: opened.dma,
             bar0,
@@ -260,6 +262,40 @@ impl Transport for VfioPfTransport {
             }
         }
         .map_err(io::Error::from)
+    }
+
+    /// The emulated PF resets a VF through its model (`mlx5vf/vf_reset`);
+    /// a PCI PF's VFs are functions of their own, reset by whoever holds
+    /// them (a VMM's `VFIO_DEVICE_RESET` on the VF), not through the PF.
+    fn reset_vf(&self, vf: u16) -> io::Result<()> {
+        match self.kind {
+            PfKind::Emulated => {
+                std::fs::write(self.sysfs.join("mlx5vf/vf_reset"), format!("{vf}\n")).map_err(
+                    |e| err(format!("{}: resetting VF {vf} (mlx5vf/vf_reset): {e}", self.name)),
+                )
+            }
+            PfKind::Pci => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: a VF of a PCI PF is reset by its own holder (VFIO_DEVICE_RESET on the \
+                     VF), not through the PF",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    /// The emulated PF's model shows its VFs' digests (`mlx5vf/digests`);
+    /// hardware shows none.
+    fn digest(&self, vf: u16) -> Option<String> {
+        if self.kind != PfKind::Emulated {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.sysfs.join("mlx5vf/digests")).ok()?;
+        let want = format!("vf{vf} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .map(str::to_owned)
     }
 
     fn unmap_dma(&self, region: &DmaRegion) -> io::Result<()> {

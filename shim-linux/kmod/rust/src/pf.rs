@@ -215,6 +215,20 @@ pub extern "C" fn mlx5vf_ksim_pf_reset(index: u32) -> c_int {
     })
 }
 
+/// A function-level reset of VF `vf` of PF `index` (what a PCI FLR of the
+/// VF does): it runs again and its sessions end; its state stays. 0, or
+/// `-ENODEV` for no such PF or VF.
+#[unsafe(no_mangle)]
+pub extern "C" fn mlx5vf_ksim_pf_reset_vf(index: u32, vf: u16) -> c_int {
+    with_pf(index, |pf| {
+        if vf >= pf.firmware().vf_count() {
+            return -ENODEV;
+        }
+        pf.firmware_mut().reset_vf(vf);
+        0
+    })
+}
+
 /// Opens (`attach`) or closes the firmware's IOMMU window (module docs):
 /// 0, or `-EINVAL` when it is already in that state.
 #[unsafe(no_mangle)]
