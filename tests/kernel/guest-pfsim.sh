@@ -64,6 +64,19 @@ pf_stuck() {
 	grep -q 'command 0x118: .*did not complete' /tmp/err
 }
 
+# The PF's driver killed mid-save (SAVEs running on the workqueue, DMA
+# into a process that is going away): closing its device tears the
+# function down and leaves nothing behind.
+pf_killed_mid_save() {
+	mlx5vf save --device vfio-pf:$PF1,vf=0 -o /dev/null &
+	pid=$!
+	sleep 2
+	kill -9 $pid
+	wait $pid
+	echo "save killed with status $?"
+	pf_nothing_live
+}
+
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 step pf-insmod insmod /mods/mlx5vf_pfsim.ko spec=sim:state=@STATE@,vfs=2,seed=41 pfs=2
 step pf-digests-differ pf_digests differ
@@ -76,6 +89,7 @@ step pf-bench-cmdq mlx5vf bench --only cmdq --cmdq-device vfio-pf:$PF1,vf=1
 step pf-bench-cmdq-in-process mlx5vf bench --only cmdq
 step pf-stuck-firmware pf_stuck
 step pf-load-after-stuck mlx5vf migrate --from vfio-pf:$PF1,vf=0 --to vfio-pf:$PF0,vf=1 --json
+step pf-killed-mid-save pf_killed_mid_save
 step pf-nothing-live pf_nothing_live
 step pf-rmmod rmmod mlx5vf_pfsim
 
