@@ -270,9 +270,12 @@ impl Transport for VfioPfTransport {
     fn reset_vf(&self, vf: u16) -> io::Result<()> {
         match self.kind {
             PfKind::Emulated => {
-                std::fs::write(self.sysfs.join("mlx5vf/vf_reset"), format!("{vf}\n")).map_err(
-                    |e| err(format!("{}: resetting VF {vf} (mlx5vf/vf_reset): {e}", self.name)),
-                )
+                std::fs::write(self.sysfs.join("mlx5vf/vf_reset"), format!("{vf}\n")).map_err(|e| {
+                    err(format!(
+                        "{}: resetting VF {vf} (mlx5vf/vf_reset): {e}",
+                        self.name
+                    ))
+                })
             }
             PfKind::Pci => Err(io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -490,15 +490,28 @@ fn a_reset_tears_the_function_down_and_keeps_vf_state() {
     assert_eq!(r.pf.fw_pages(), 0);
     assert_eq!(r.pf.queue_address(), None);
     let a = r.pf.firmware().accounting();
-    assert_eq!((a.pds, a.mkeys), (0, 0), "PDs and mkeys went with the function");
-    assert_eq!(a.iommu_mappings, 4, "the host's IOMMU is not the device's to reset");
+    assert_eq!(
+        (a.pds, a.mkeys),
+        (0, 0),
+        "PDs and mkeys went with the function"
+    );
+    assert_eq!(
+        a.iommu_mappings, 4,
+        "the host's IOMMU is not the device's to reset"
+    );
     assert_eq!(r.pf.firmware().digest(0), digest, "VFs keep their state");
     assert_eq!(r.pf.counters().commands, commands);
     // Up again from scratch: the queue must be programmed first.
     r.pf.write32(reg::CMDQ_ADDR_L_SZ, QUEUE as u32);
     r.bring_up();
     assert_eq!(
-        syndrome(&r.cmd(0x117, 0, u32::from(r.pf.firmware().vhca_id(0).unwrap()), 0, 64)),
+        syndrome(&r.cmd(
+            0x117,
+            0,
+            u32::from(r.pf.firmware().vhca_id(0).unwrap()),
+            0,
+            64
+        )),
         Some(Syndrome::VfDetached),
         "VF 0 is disabled until enabled again"
     );

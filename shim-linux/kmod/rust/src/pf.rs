@@ -97,7 +97,13 @@ pub struct mlx5vf_ksim_pf_dma {
     /// IOVA): 0, or a negative errno when the IOVA is not mapped, the
     /// function may not master the bus, or the copy failed.
     pub rw: Option<
-        unsafe extern "C" fn(ctx: *mut c_void, iova: u64, buf: *mut u8, len: usize, write: bool) -> c_int,
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            iova: u64,
+            buf: *mut u8,
+            len: usize,
+            write: bool,
+        ) -> c_int,
     >,
 }
 
@@ -200,9 +206,11 @@ pub unsafe extern "C" fn mlx5vf_ksim_pf_configure(
     let shift = u64::from(index).saturating_mul(MAX_VFS as u64);
     parsed.seed = parsed.seed.wrapping_add(shift);
     let config = FirmwareConfig::from_spec(&parsed);
-    with_pf(index, |pf| match pf.configure(&config, RegisterConfig::DEFAULT) {
-        Ok(()) => 0,
-        Err(_) => -EINVAL,
+    with_pf(index, |pf| {
+        match pf.configure(&config, RegisterConfig::DEFAULT) {
+            Ok(()) => 0,
+            Err(_) => -EINVAL,
+        }
     })
 }
 
@@ -363,9 +371,11 @@ pub unsafe extern "C" fn mlx5vf_ksim_pf_execute(
     let input = unsafe { core::slice::from_raw_parts_mut(input, in_len) };
     // SAFETY: `out_len` writable bytes, not aliased (caller).
     let output = unsafe { core::slice::from_raw_parts_mut(output, out_len) };
-    with_pf(index, |pf| match pf.execute(slot, &mut dma, input, output) {
-        Some(done) => c_int::from(pf.hand_back(&done, &mut dma)),
-        None => 0,
+    with_pf(index, |pf| {
+        match pf.execute(slot, &mut dma, input, output) {
+            Some(done) => c_int::from(pf.hand_back(&done, &mut dma)),
+            None => 0,
+        }
     })
 }
 
@@ -455,7 +465,10 @@ pub struct mlx5vf_ksim_pf_status {
 /// # Safety
 /// `out` is null or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn mlx5vf_ksim_pf_status(index: u32, out: *mut mlx5vf_ksim_pf_status) -> c_int {
+pub unsafe extern "C" fn mlx5vf_ksim_pf_status(
+    index: u32,
+    out: *mut mlx5vf_ksim_pf_status,
+) -> c_int {
     // SAFETY: null or writable (caller).
     let Some(out) = (unsafe { out.as_mut() }) else {
         return -EINVAL;
