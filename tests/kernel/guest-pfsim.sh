@@ -64,6 +64,24 @@ pf_stuck() {
 	grep -q 'command 0x118: .*did not complete' /tmp/err
 }
 
+# A device that DMAs where nothing is mapped (every IOVA moved by 1 TiB):
+# vfio_dma_rw() refuses, the model counts the faults and cannot even read
+# its first entry, so bring-up's first command (ENABLE_HCA, 0x104) times
+# out; the device's close tears down what there is.
+pf_dma_fault() {
+	before=$(sed -n 's/^vfio_dma_rw_errors //p' $PSYS0/counters)
+	echo 0x10000000000 > $PFDBG/0/dma_skew
+	mlx5vf save --device vfio-pf:$PF0,vf=0,timeout=1s -o /dev/null 2> /tmp/err
+	rc=$?
+	echo 0 > $PFDBG/0/dma_skew
+	after=$(sed -n 's/^vfio_dma_rw_errors //p' $PSYS0/counters)
+	cat /tmp/err
+	echo "vfio_dma_rw errors: $before before, $after after"
+	[ $rc = 1 ] || { echo "exit status $rc, expected 1"; return 1; }
+	[ "$after" -gt "$before" ] || { echo "no DMA fault counted"; return 1; }
+	grep -q 'firmware did not complete opcode 0x104' /tmp/err
+}
+
 # The PF's driver killed mid-save (SAVEs running on the workqueue, DMA
 # into a process that is going away): closing its device tears the
 # function down and leaves nothing behind.
@@ -88,6 +106,7 @@ step pf-digests-equal pf_digests equal
 step pf-bench-cmdq mlx5vf bench --only cmdq --cmdq-device vfio-pf:$PF1,vf=1
 step pf-bench-cmdq-in-process mlx5vf bench --only cmdq
 step pf-stuck-firmware pf_stuck
+step pf-dma-fault pf_dma_fault
 step pf-load-after-stuck mlx5vf migrate --from vfio-pf:$PF1,vf=0 --to vfio-pf:$PF0,vf=1 --json
 step pf-killed-mid-save pf_killed_mid_save
 step pf-nothing-live pf_nothing_live

@@ -49,6 +49,8 @@
  * debugfs mlx5vf_pfsim/N/stuck_opcode: armed at every open, the next
  * command with that opcode (0xffffffff: any command) is never handed back,
  * a stuck firmware; 0 (the default) arms nothing.
+ * debugfs mlx5vf_pfsim/N/dma_skew: added to every IOVA the model uses, a
+ * device that DMAs where nothing is mapped (0, the default: none).
  *
  * Parameters: spec (the sim spec of every PF; PF n's VF seeds are moved by
  * n * the model's VF limit), pfs (PFs, default 2).
@@ -108,6 +110,7 @@ struct pfs_dev {
 	unsigned int head, queued;
 	struct work_struct work;
 	u32 stuck_opcode;
+	u64 dma_skew;
 	u64 at_doorbell, on_workqueue, dma_errors;
 };
 
@@ -130,7 +133,7 @@ static int pfs_dma_rw(void *ctx, u64 iova, u8 *buf, size_t len, bool write)
 
 	lockdep_assert_held(&d->lock);
 	if (d->command & PCI_COMMAND_MASTER)
-		ret = vfio_dma_rw(&d->vdev, iova, buf, len, write);
+		ret = vfio_dma_rw(&d->vdev, iova + d->dma_skew, buf, len, write);
 	if (ret)
 		d->dma_errors++;
 	return ret;
@@ -622,6 +625,7 @@ static const struct attribute_group *pfs_groups[] = {
 static int pfs_probe(struct platform_device *pdev)
 {
 	struct pfs_dev *d;
+	struct dentry *dir;
 	char name[16];
 	int ret;
 
@@ -636,8 +640,9 @@ static int pfs_probe(struct platform_device *pdev)
 	platform_set_drvdata(pdev, d);
 	devs[d->index] = d;
 	snprintf(name, sizeof(name), "%u", d->index);
-	debugfs_create_x32("stuck_opcode", 0600, debugfs_create_dir(name, pfs_debugfs),
-			   &d->stuck_opcode);
+	dir = debugfs_create_dir(name, pfs_debugfs);
+	debugfs_create_x32("stuck_opcode", 0600, dir, &d->stuck_opcode);
+	debugfs_create_x64("dma_skew", 0600, dir, &d->dma_skew);
 	dev_info(&pdev->dev, "simulated PF %u: %s\n", d->index, dev_name(&d->vdev.device));
 	return 0;
 }
