@@ -1,9 +1,11 @@
 #!/bin/bash
 # The real-kernel rig: Debian's Linux 6.12 under QEMU (TCG), our mlx5vf_sim
 # module (C glue + the Rust driver and simulated firmware) behind the real
-# VFIO core, and a static mlx5vf migrating through /dev/vfio in the guest.
+# VFIO core, and a static mlx5vf migrating through /dev/vfio in the guest;
+# in the same boot, mlx5vf_pfsim's simulated PFs driven by mlx5vf as their
+# PF driver (vfio-pf:, tests/kernel/guest-pfsim.sh).
 #
-#   tests/kernel/run.sh [all|deps|fetch|rust|module|user|initrd|boot]
+#   tests/kernel/run.sh [all|deps|fetch|rust|module|pfsim_module|user|initrd|boot|vpci|...]
 #
 # Environment: WORK (default target/kernel-rig), KVER (default: what the
 # linux-image-6.12-cloud-amd64 meta package depends on), STATE (simulated VF
