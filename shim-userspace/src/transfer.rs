@@ -445,7 +445,13 @@ impl std::error::Error for TransferError {}
 /// (a kernel driver answers with nothing else).
 pub fn describe_error(e: &io::Error) -> String {
     if let Some(d) = driver_error(e) {
-        return describe_driver_error(&d);
+        let text = describe_driver_error(&d);
+        // What the command queue said (a timeout, a health syndrome)
+        // explains an errno the driver only knows as a failed file.
+        return match crate::pf::queue_detail(e) {
+            Some(detail) => format!("{text}; the command queue: {detail}"),
+            None => text,
+        };
     }
     match errno_of(e) {
         Some(n) => {

@@ -459,3 +459,24 @@ fn a_stuck_command_times_out() {
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
     assert!(dev.port().take_detail().unwrap().contains("0x800"));
 }
+
+/// A save whose SAVE firmware never hands back fails naming the command
+/// and the timeout, not only the failed file's errno (what `mlx5vf save`
+/// prints, and what the kernel rig's stuck-firmware step asserts).
+#[test]
+fn a_stuck_save_is_named_in_the_transfer_error() {
+    let (mut dev, t) = open("sim:state=4M,transport=cmdq");
+    t.with_pf(|pf| pf.arm_fault(Some(0x118), QueueFault::Stuck));
+    let e = mlx5vf::transfer::save(
+        &mut dev,
+        &mut std::io::sink(),
+        &mlx5vf::transfer::SaveOptions::default(),
+        &mlx5vf::transfer::Quiet,
+    )
+    .unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("the command queue: command 0x118: ") && m.contains("did not complete"),
+        "{m}"
+    );
+}

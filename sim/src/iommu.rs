@@ -40,7 +40,8 @@ impl core::error::Error for DmaFault {}
 /// contiguous IOVA run of an mkey *and* inside one range registered with
 /// [`Firmware::iommu_map`](crate::Firmware::iommu_map); `len` is never 0.
 /// The implementation calls the closure exactly once with a slice of exactly
-/// `len` bytes, or returns [`DmaFault`] without calling it.
+/// `len` bytes, or returns [`DmaFault`] without calling it. Accesses through
+/// an mkey are at most [`max_access`](Self::max_access) bytes long.
 pub trait Dma {
     /// Give the device write access to `len` bytes at `iova`.
     ///
@@ -63,6 +64,16 @@ pub trait Dma {
         len: usize,
         consume: &mut dyn FnMut(&[u8]),
     ) -> Result<(), DmaFault>;
+
+    /// The longest access the host takes at once (default: no limit). A
+    /// host that copies through a bounce buffer (a kernel model reaching
+    /// user memory with `vfio_dma_rw()`) returns its size; the firmware
+    /// then splits SAVE and LOAD data into pieces of at most this many
+    /// bytes. Values below [`PAGE_SIZE`] count as [`PAGE_SIZE`]: the
+    /// queue's entries, mailbox blocks and page markers are never split.
+    fn max_access(&self) -> usize {
+        usize::MAX
+    }
 }
 
 impl<D: Dma + ?Sized> Dma for &mut D {
@@ -82,6 +93,10 @@ impl<D: Dma + ?Sized> Dma for &mut D {
         consume: &mut dyn FnMut(&[u8]),
     ) -> Result<(), DmaFault> {
         (**self).dma_read(iova, len, consume)
+    }
+
+    fn max_access(&self) -> usize {
+        (**self).max_access()
     }
 }
 

@@ -180,3 +180,30 @@ fn chunk_migration_of_5g_state_with_precopy() {
     rig.run(0, src.vhca);
     teardown(&mut rig, src, dst, (pre, dpre), pds);
 }
+
+/// A host that takes DMA through a bounce buffer (the kernel model's
+/// `vfio_dma_rw()`) gets SAVE and LOAD data in pieces no longer than it
+/// says, and the migration is the same.
+#[test]
+fn data_comes_in_pieces_no_longer_than_the_host_takes() {
+    let mut rig = Rig::new(&[
+        spec("sim:state=2M,seed=3,chunks=off,precopy=off"),
+        spec("sim:state=1M,seed=99,chunks=off,precopy=off,object=4K-64K"),
+    ]);
+    rig.mem.max_access = Some(12288);
+    let (src, dst) = (rig.end(0, 0), rig.end(1, 0));
+    let before = rig.fw(0).digest(0).unwrap();
+    rig.stop(0, src.vhca);
+    rig.stop(1, dst.vhca);
+    let (required, _) = rig.query_ok(0, src.vhca, false, false);
+    let pds = (rig.alloc_pd(0), rig.alloc_pd(1));
+    let buf = rig.buffer(0, pds.0, u64::from(required));
+    let dbuf = rig.share(1, pds.1, buf);
+    let (actual, _) = rig.save_ok(0, src.vhca, false, false, buf, required);
+    rig.load(1, dst.vhca, dbuf, actual).ok();
+    assert_eq!(rig.mem.longest, 12288, "the host's size, never more");
+    rig.run(1, dst.vhca);
+    rig.run(0, src.vhca);
+    assert_eq!(rig.fw(1).digest(0).unwrap(), before);
+    teardown(&mut rig, src, dst, (buf, dbuf), pds);
+}

@@ -229,6 +229,9 @@ step digests-equal-after-adopt-migrate digests_equal
 step nothing-live-adopt-migrate nothing_live
 step rmmod-adopt-migrate rmmod mlx5vf_sim
 
+# --- vfio-pf: mlx5vf as the PF's driver, on simulated PFs (mlx5vf_pfsim).
+. /pfsim.sh
+
 echo "=== kernel messages"
 dmesg | grep -E 'mlx5vf|WARNING|BUG|Oops|leak' | sed 's/^/  /' | tail -40
 if [ $fails = 0 ]; then

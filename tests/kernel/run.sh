@@ -1,13 +1,16 @@
 #!/bin/bash
 # The real-kernel rig: Debian's Linux 6.12 under QEMU (TCG), our mlx5vf_sim
 # module (C glue + the Rust driver and simulated firmware) behind the real
-# VFIO core, and a static mlx5vf migrating through /dev/vfio in the guest.
+# VFIO core, and a static mlx5vf migrating through /dev/vfio in the guest;
+# in the same boot, mlx5vf_pfsim's simulated PFs driven by mlx5vf as their
+# PF driver (vfio-pf:, tests/kernel/guest-pfsim.sh).
 #
-#   tests/kernel/run.sh [all|deps|fetch|rust|module|user|initrd|boot]
+#   tests/kernel/run.sh [all|deps|fetch|rust|module|pfsim_module|user|initrd|boot|vpci|...]
 #
 # Environment: WORK (default target/kernel-rig), KVER (default: what the
 # linux-image-6.12-cloud-amd64 meta package depends on), STATE (simulated VF
-# state, default 256M), BOOT_TIMEOUT (s, default 600).
+# state, default 256M), PFSIM_STATE (the vfio-pf: migration's, default
+# 256M), BOOT_TIMEOUT (s, default 600).
 # Exits 0 iff the guest printed the PASS marker and the kernel log has no
 # WARNING, BUG or Oops. See README.md ("The real-kernel rig").
 set -euo pipefail
@@ -18,6 +21,7 @@ WORK=${WORK:-$ROOT/target/kernel-rig}
 FLAVOUR=cloud-amd64
 STATE=${STATE:-256M}
 VPCI_STATE=${VPCI_STATE:-64M}
+PFSIM_STATE=${PFSIM_STATE:-256M}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
@@ -142,6 +146,19 @@ module() {
   timeout 600 make -s -C "$WORK/mod" KDIR="$HDR" 2>&1 | tee "$WORK/module.log"
   if grep -E 'warning:' "$WORK/module.log"; then die "the module build warned"; fi
   ls -la "$WORK/mod/mlx5vf_sim.ko"
+  pfsim_module
+}
+
+# mlx5vf_pfsim (shim-linux/kmod/pfsim): simulated PFs for vfio-pf:, in a
+# directory of its own (it links the firmware object too).
+pfsim_module() {
+  kver
+  rm -rf "$WORK/pfsim-mod" && mkdir -p "$WORK/pfsim-mod"
+  cp "$ROOT"/shim-linux/kmod/pfsim/{Kbuild,Makefile,*.c,*.h} "$WORK/pfsim-mod/"
+  cp "$WORK/mlx5vf_ksim.o" "$WORK/pfsim-mod/mlx5vf_ksim.o_shipped"
+  timeout 600 make -s -C "$WORK/pfsim-mod" KDIR="$HDR" 2>&1 | tee "$WORK/pfsim-module.log"
+  if grep -E 'warning:|WARNING' "$WORK/pfsim-module.log"; then die "the mlx5vf_pfsim build warned"; fi
+  ls -la "$WORK/pfsim-mod/mlx5vf_pfsim.ko"
 }
 
 # A static mlx5vf for the guest (glibc, crt-static).
@@ -164,9 +181,10 @@ initrd() {
   for m in vfio vfio_iommu_type1; do
     xz -dc "$WORK/root/lib/modules/$KREL/kernel/drivers/vfio/$m.ko.xz" > "$d/mods/$m.ko"
   done
-  cp "$WORK/mod/mlx5vf_sim.ko" "$d/mods/"
+  cp "$WORK/mod/mlx5vf_sim.ko" "$WORK/pfsim-mod/mlx5vf_pfsim.ko" "$d/mods/"
   cp "$WORK/mlx5vf" "$d/bin/"
   sed "s/@STATE@/$STATE/g" "$HERE/guest-init.sh" > "$d/init"
+  sed "s/@STATE@/$PFSIM_STATE/g" "$HERE/guest-pfsim.sh" > "$d/pfsim.sh"
   chmod +x "$d/init"
   (cd "$d" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/initrd.cpio.gz"
   ls -la "$WORK/initrd.cpio.gz"
@@ -181,11 +199,13 @@ boot() {
     -nographic -no-reboot -kernel "$WORK/root/boot/vmlinuz-$KREL" -initrd "$WORK/initrd.cpio.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 ${EXTRA_CMDLINE:-}" > "$log" 2>&1 || true
   end=$(date +%s.%N)
-  tr -d '\r' < "$log" | grep -aE '^(@@|===|  )' || true
+  tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
   echo "[rig] boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
   if tr -d '\r' < "$log" | grep -aE '(WARNING:|BUG:|Oops|Call Trace|kernel stack overflow)'; then
     die "the kernel log has a WARNING, BUG or Oops (full log: $log)"
   fi
+  tr -d '\r' < "$log" | grep -aq '^RIG vfio-pf: PASS' \
+    || die "the vfio-pf steps (mlx5vf_pfsim) did not pass (full log: $log)"
   tr -d '\r' < "$log" | grep -aq '^@@RESULT: PASS@@' || die "no PASS marker (full log: $log)"
   echo "[rig] PASS"
 }
@@ -298,7 +318,7 @@ vpci() { vpci_module; vpci_initrd; vpci_boot; }
 
 case "${1:-all}" in
   all) deps; fetch; rust; module; user; initrd; boot; vpci ;;
-  deps|fetch|rust|module|user|initrd|boot|vpci|vpci_module|vpci_initrd|vpci_boot) "$1" ;;
-  *) echo "usage: $0 [all|deps|fetch|rust|module|user|initrd|boot|vpci|vpci_module|vpci_initrd|vpci_boot]" >&2
+  deps|fetch|rust|module|pfsim_module|user|initrd|boot|vpci|vpci_module|vpci_initrd|vpci_boot) "$1" ;;
+  *) echo "usage: $0 [all|deps|fetch|rust|module|pfsim_module|user|initrd|boot|vpci|vpci_module|vpci_initrd|vpci_boot]" >&2
      exit 2 ;;
 esac

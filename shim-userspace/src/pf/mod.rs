@@ -59,6 +59,19 @@ impl std::error::Error for Detailed {
     }
 }
 
+/// What the command queue said about an error, if it carries that
+/// ([`Detailed`]).
+pub fn queue_detail(e: &io::Error) -> Option<&str> {
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(err) = inner {
+        if let Some(d) = err.downcast_ref::<Detailed>() {
+            return Some(&d.detail);
+        }
+        inner = err.source();
+    }
+    None
+}
+
 /// A VF of a PF driven through its command queue.
 pub struct CmdqDevice<T: Transport> {
     spec: String,

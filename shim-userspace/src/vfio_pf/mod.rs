@@ -16,8 +16,17 @@
 //! The PF must be a Mellanox/NVIDIA function (PCI vendor 0x15b3) bound to
 //! `vfio-pci`, with SR-IOV enabled and VF `N` present (`sriov_numvfs`),
 //! and BAR0 must be a readable and writable region covering the
-//! initialization segment. Then the queue checks the command-interface
-//! revision (5) and waits out `initializing`.
+//! initialization segment; its config space must say vendor 0x15b3 too.
+//! Then the queue checks the command-interface revision (5) and waits out
+//! `initializing`.
+//!
+//! One device passes without being a PCI function: the kernel model of a
+//! PF, a platform device bound to [`EMULATED_DRIVER`] (the `mlx5vf_pfsim`
+//! module, `shim-linux/kmod/pfsim`), which offers a PF's BAR0 and config
+//! space through the same VFIO regions and DMA through the same container.
+//! For it, the PCI checks (vendor in sysfs, `vfio-pci`, `sriov_numvfs`)
+//! give way to the config-space vendor and the VF's enable at bring-up,
+//! and messages name it as emulated.
 //!
 //! Completions are polled (no MSI-X or event queue is set up), and the
 //! firmware's page requests for the VF are answered through QUERY_PAGES
@@ -43,6 +52,9 @@ pub use spec::PfSpec;
 
 /// Mellanox Technologies' PCI vendor id (ConnectX).
 pub const MELLANOX_VENDOR: u16 = 0x15b3;
+/// The driver of the kernel model of a PF (`mlx5vf_pfsim`): the one
+/// device `vfio-pf:` takes that is not a PCI function.
+pub const EMULATED_DRIVER: &str = "mlx5vf-pfsim";
 /// IOVA ranges when the IOMMU reports none (rdma-core's fallback: below
 /// the x86 MSI window and above it, to 39 bits).
 const FALLBACK_RANGES: [(u64, u64); 2] = [(0x1_0000, 0xfedf_ffff), (0xfef0_0000, (1 << 39) - 1)];
@@ -53,6 +65,8 @@ const PCI_COMMAND_MEMORY_MASTER: u16 = 0x6;
 /// A PF behind VFIO.
 pub struct VfioPfTransport {
     name: String,
+    kind: PfKind,
+    sysfs: std::path::PathBuf,
     device: OwnedFd,
     dma: PfDma,
     bar0: RegionInfo,
@@ -70,8 +84,38 @@ fn sysfs_text(dir: &Path, name: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// What kind of function a `vfio-pf:` spec names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PfKind {
+    /// A PCI function (real hardware, or a PCI device QEMU emulates).
+    Pci,
+    /// The kernel model of a PF ([`EMULATED_DRIVER`]).
+    Emulated,
+}
+
+/// The last component of the link `dir/name` points to.
+fn link_name(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_link(dir.join(name))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
 /// The checks made before the device is touched (module docs).
-fn check_device(sysfs: &Path, vf: u16) -> io::Result<()> {
+fn check_device(sysfs: &Path, vf: u16) -> io::Result<PfKind> {
+    let bus = link_name(sysfs, "subsystem");
+    if bus.as_deref() != Some("pci") {
+        let driver = link_name(sysfs, "driver");
+        if driver.as_deref() == Some(EMULATED_DRIVER) {
+            return Ok(PfKind::Emulated);
+        }
+        return Err(err(format!(
+            "{}: not a PCI function (bus {}, driver {}): vfio-pf drives ConnectX PFs, and the \
+             emulated ones of the {EMULATED_DRIVER} kernel model",
+            sysfs.display(),
+            bus.unwrap_or_else(|| "unknown".into()),
+            driver.unwrap_or_else(|| "none".into())
+        )));
+    }
     let vendor = sysfs_text(sysfs, "vendor").unwrap_or_default();
     if u16::from_str_radix(vendor.trim_start_matches("0x"), 16).ok() != Some(MELLANOX_VENDOR) {
         return Err(err(format!(
@@ -79,9 +123,7 @@ fn check_device(sysfs: &Path, vf: u16) -> io::Result<()> {
             sysfs.display()
         )));
     }
-    let driver = std::fs::read_link(sysfs.join("driver"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let driver = link_name(sysfs, "driver");
     if driver.as_deref() != Some("vfio-pci") {
         return Err(err(format!(
             "{}: bound to {:?}, not vfio-pci (echo vfio-pci > driver_override, then bind)",
@@ -99,7 +141,7 @@ fn check_device(sysfs: &Path, vf: u16) -> io::Result<()> {
             sysfs.display()
         )));
     }
-    Ok(())
+    Ok(PfKind::Pci)
 }
 
 impl VfioPfTransport {
@@ -109,7 +151,11 @@ impl VfioPfTransport {
     /// The step that failed, naming the device.
     pub fn open(spec: &str, parsed: &PfSpec) -> io::Result<Self> {
         let opened = open_pf(spec, &parsed.device, parsed.iommu).map_err(io::Error::other)?;
-        check_device(&opened.sysfs, parsed.vf)?;
+        let kind = check_device(&opened.sysfs, parsed.vf)?;
+        let name = match kind {
+            PfKind::Pci => spec.to_owned(),
+            PfKind::Emulated => format!("{spec} (emulated PF: {EMULATED_DRIVER})"),
+        };
         let bar0 = sys::region_info(&opened.device, sys::BAR0_REGION)
             .map_err(|e| err(format!("{spec}: VFIO_DEVICE_GET_REGION_INFO (BAR0): {e}")))?;
         if bar0.flags & sys::REGION_READ_WRITE != sys::REGION_READ_WRITE
@@ -123,7 +169,7 @@ impl VfioPfTransport {
             )));
         }
         let config = sys::region_info(&opened.device, sys::CONFIG_REGION)
-            .map_err(|e| err(format!("{spec}: VFIO_DEVICE_GET_REGION_INFO (config): {e}")))?;
+            .map_err(|e| err(format!("{name}: VFIO_DEVICE_GET_REGION_INFO (config): {e}")))?;
         let ranges = match &opened.dma {
             PfDma::Container { container, .. } => sys::type1_iova_ranges(container),
             PfDma::Iommufd { iommufd, ioas } => sys::ioas_iova_ranges(iommufd, *ioas),
@@ -134,14 +180,33 @@ impl VfioPfTransport {
         } else {
             ranges
         };
-        Ok(Self {
-            name: spec.to_owned(),
+        let transport = Self {
+            name,
+            kind,
+            sysfs: opened.sysfs,
             device: opened.device,
             dma: opened.dma,
             bar0,
             config,
             ranges,
-        })
+        };
+        let mut id = [0u8; 2];
+        transport
+            .pread(transport.config.offset, &mut id)
+            .map_err(|e| err(format!("{}: reading the vendor id: {e}", transport.name)))?;
+        let vendor = u16::from_le_bytes(id);
+        if vendor != MELLANOX_VENDOR {
+            return Err(err(format!(
+                "{}: config space says vendor {vendor:#06x}, not Mellanox/NVIDIA (0x15b3)",
+                transport.name
+            )));
+        }
+        Ok(transport)
+    }
+
+    /// What kind of function it is.
+    pub fn kind(&self) -> PfKind {
+        self.kind
     }
 
     fn pread(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -199,6 +264,43 @@ impl Transport for VfioPfTransport {
         .map_err(io::Error::from)
     }
 
+    /// The emulated PF resets a VF through its model (`mlx5vf/vf_reset`);
+    /// a PCI PF's VFs are functions of their own, reset by whoever holds
+    /// them (a VMM's `VFIO_DEVICE_RESET` on the VF), not through the PF.
+    fn reset_vf(&self, vf: u16) -> io::Result<()> {
+        match self.kind {
+            PfKind::Emulated => {
+                std::fs::write(self.sysfs.join("mlx5vf/vf_reset"), format!("{vf}\n")).map_err(|e| {
+                    err(format!(
+                        "{}: resetting VF {vf} (mlx5vf/vf_reset): {e}",
+                        self.name
+                    ))
+                })
+            }
+            PfKind::Pci => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: a VF of a PCI PF is reset by its own holder (VFIO_DEVICE_RESET on the \
+                     VF), not through the PF",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    /// The emulated PF's model shows its VFs' digests (`mlx5vf/digests`);
+    /// hardware shows none.
+    fn digest(&self, vf: u16) -> Option<String> {
+        if self.kind != PfKind::Emulated {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.sysfs.join("mlx5vf/digests")).ok()?;
+        let want = format!("vf{vf} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .map(str::to_owned)
+    }
+
     fn unmap_dma(&self, region: &DmaRegion) -> io::Result<()> {
         let (iova, len) = (region.iova(), region.len());
         match &self.dma {
@@ -221,8 +323,9 @@ pub fn open(
 ) -> io::Result<CmdqDevice<VfioPfTransport>> {
     let transport = Arc::new(VfioPfTransport::open(spec, parsed)?);
     let space = Arc::new(DmaSpace::default());
+    let name = transport.describe();
     CmdqDevice::open(
-        spec,
+        &name,
         transport,
         space,
         parsed.vf,
@@ -236,8 +339,12 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// A made-up sysfs directory for the checks.
+    /// A made-up sysfs directory for the checks, of a device on the PCI bus.
     fn fake_sysfs(vendor: &str, driver: Option<&str>, numvfs: &str) -> PathBuf {
+        fake_sysfs_on("pci", vendor, driver, numvfs)
+    }
+
+    fn fake_sysfs_on(bus: &str, vendor: &str, driver: Option<&str>, numvfs: &str) -> PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -249,6 +356,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("drivers")).unwrap();
         std::fs::write(dir.join("vendor"), format!("{vendor}\n")).unwrap();
         std::fs::write(dir.join("sriov_numvfs"), format!("{numvfs}\n")).unwrap();
+        std::fs::create_dir_all(dir.join("bus").join(bus)).unwrap();
+        std::os::unix::fs::symlink(dir.join("bus").join(bus), dir.join("subsystem")).unwrap();
         if let Some(d) = driver {
             std::fs::create_dir_all(dir.join("drivers").join(d)).unwrap();
             std::os::unix::fs::symlink(dir.join("drivers").join(d), dir.join("driver")).unwrap();
@@ -283,11 +392,26 @@ mod tests {
             let r = check_device(&dir, vf);
             std::fs::remove_dir_all(&dir).unwrap();
             match (r, want) {
-                (Ok(()), None) => {}
+                (Ok(PfKind::Pci), None) => {}
                 (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{e}"),
                 (r, w) => panic!("{vendor} {driver:?} {numvfs} {vf}: {r:?}, wanted {w:?}"),
             }
         }
+    }
+
+    /// Off the PCI bus only the kernel model passes, and is named as such.
+    #[test]
+    fn only_the_kernel_model_passes_off_the_pci_bus() {
+        let dir = fake_sysfs_on("platform", "", Some(EMULATED_DRIVER), "0");
+        assert_eq!(check_device(&dir, 3).unwrap(), PfKind::Emulated);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let dir = fake_sysfs_on("platform", "0x15b3", Some("mlx5vf-sim"), "2");
+        let e = check_device(&dir, 0).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            e.contains("not a PCI function (bus platform, driver mlx5vf-sim)"),
+            "{e}"
+        );
     }
 
     /// A device without VFIO fails at the step that found it out, naming

@@ -290,11 +290,14 @@ impl MkeyWindow<'_> {
             if mapped == 0 {
                 return Err(WindowFault::Unmapped);
             }
+            // CAST: usize -> u64 is lossless on every target we build.
+            let host_limit = (self.dma.max_access() as u64).max(PAGE_SIZE);
             let piece = len
                 .saturating_sub(done)
                 .min(in_run)
                 .min(mapped)
-                .min(MAX_PIECE);
+                .min(MAX_PIECE)
+                .min(host_limit);
             let n = usize::try_from(piece).map_err(|_| WindowFault::Unmapped)?;
             let mut short = false;
             let result = match &mut access {

@@ -56,7 +56,7 @@ mod queue;
 
 pub use queue::{Executed, Peek};
 
-use crate::firmware::{Firmware, MAX_VFS};
+use crate::firmware::{ConfigError, Firmware, FirmwareConfig, MAX_VFS};
 use crate::iommu::Dma;
 
 /// Bytes of one command-queue entry.
@@ -182,6 +182,20 @@ struct Hca {
     checksums: bool,
 }
 
+impl Hca {
+    /// Out of reset: disabled, owed its boot and init pages.
+    const fn power_on(cfg: &RegisterConfig) -> Self {
+        Self {
+            enabled: false,
+            issi: 0,
+            boot_owed: cfg.boot_pages,
+            init_owed: cfg.init_pages,
+            initialized: false,
+            checksums: false,
+        }
+    }
+}
+
 /// Pages of one function held by firmware.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FwPage {
@@ -201,6 +215,16 @@ pub struct PfCounters {
     pub spurious_doorbells: u64,
     /// Entries or blocks the device could not reach (IOMMU).
     pub dma_faults: u64,
+}
+
+impl PfCounters {
+    /// Nothing done yet.
+    pub const ZERO: Self = Self {
+        commands: 0,
+        delivery_errors: 0,
+        spurious_doorbells: 0,
+        dma_faults: 0,
+    };
 }
 
 /// The register-level PF. About 200 KiB (the firmware inside): keep it in
@@ -243,17 +267,82 @@ impl Pf {
             health_frozen: false,
             health_syndrome: 0,
             doorbells: 0,
-            hca: Hca {
-                boot_owed: cfg.boot_pages,
-                init_owed: cfg.init_pages,
-                ..Hca::default()
-            },
+            hca: Hca::power_on(&cfg),
             vf_enabled: [false; MAX_VFS],
             vf_owed: [0; MAX_VFS],
             pages: heapless::Vec::new(),
             faults: heapless::Vec::new(),
-            counters: PfCounters::default(),
+            counters: PfCounters::ZERO,
         }
+    }
+
+    /// A PF around [`Firmware::EMPTY`] (no VFs, every command refused)
+    /// until [`Pf::configure`]: a `static` initialiser for owners without
+    /// a heap (a kernel module), where neither this nor `configure` builds
+    /// anything large on the stack.
+    pub const EMPTY: Self = Self {
+        fw: Firmware::EMPTY,
+        cfg: RegisterConfig::DEFAULT,
+        cmdq_addr_h: 0,
+        cmdq_addr_l: 0,
+        nic_interface: 0,
+        initializing_left: 0,
+        health_counter: 0,
+        health_frozen: false,
+        health_syndrome: 0,
+        doorbells: 0,
+        hca: Hca::power_on(&RegisterConfig::DEFAULT),
+        vf_enabled: [false; MAX_VFS],
+        vf_owed: [0; MAX_VFS],
+        pages: heapless::Vec::new(),
+        faults: heapless::Vec::new(),
+        counters: PfCounters::ZERO,
+    };
+
+    /// Rebuilds this PF in place, as [`Pf::new`] builds one around
+    /// firmware from `config`: just out of reset, counters zero. On an
+    /// error nothing changes.
+    ///
+    /// # Errors
+    /// As [`Firmware::configure`].
+    pub fn configure(
+        &mut self,
+        config: &FirmwareConfig,
+        cfg: RegisterConfig,
+    ) -> Result<(), ConfigError> {
+        self.fw.configure(config)?;
+        self.cfg = cfg;
+        self.reset();
+        self.counters = PfCounters::ZERO;
+        Ok(())
+    }
+
+    /// A reset of the whole function, as a PCI function-level reset of the
+    /// PF (or the close of the device that owns it) does: the queue address,
+    /// the lifecycle, the pages firmware held, every PD and mkey, armed
+    /// faults and the health state go; each VF's sessions end and it is
+    /// detached (disabled) as at power-on, keeping its state. The counters
+    /// stay, and so does the firmware's IOMMU table: the IOMMU belongs to
+    /// the host, not to the device.
+    pub fn reset(&mut self) {
+        self.fw.release_resources();
+        for vf in 0..self.fw.vf_count() {
+            self.fw.reset_vf(vf);
+            self.fw.detach_vf(vf);
+        }
+        self.cmdq_addr_h = 0;
+        self.cmdq_addr_l = 0;
+        self.nic_interface = 0;
+        self.initializing_left = self.cfg.initializing_reads;
+        self.health_counter = 0;
+        self.health_frozen = false;
+        self.health_syndrome = 0;
+        self.doorbells = 0;
+        self.hca = Hca::power_on(&self.cfg);
+        self.vf_enabled = [false; MAX_VFS];
+        self.vf_owed = [0; MAX_VFS];
+        self.pages.clear();
+        self.faults.clear();
     }
 
     /// Reads a BAR0 register (unknown offsets read 0).

@@ -473,3 +473,60 @@ fn queue_faults() {
     }
     assert!(!r.pf.arm_fault(None, QueueFault::Stuck));
 }
+
+#[test]
+fn a_reset_tears_the_function_down_and_keeps_vf_state() {
+    let mut r = Rig::new();
+    r.bring_up();
+    r.ok(0x104, 0, 1, 0, 16);
+    r.give(1, 4, PAGES + 0x8_0000);
+    r.ok(0x800, 0, 0, 0, 16);
+    r.pf.firmware_mut().tick(0, 3);
+    let digest = r.pf.firmware().digest(0);
+    let commands = r.pf.counters().commands;
+    assert!(r.pf.is_initialized() && r.pf.vf_enabled(0) && r.pf.fw_pages() > 0);
+    r.pf.reset();
+    assert!(!r.pf.is_enabled() && !r.pf.is_initialized() && !r.pf.vf_enabled(0));
+    assert_eq!(r.pf.fw_pages(), 0);
+    assert_eq!(r.pf.queue_address(), None);
+    let a = r.pf.firmware().accounting();
+    assert_eq!(
+        (a.pds, a.mkeys),
+        (0, 0),
+        "PDs and mkeys went with the function"
+    );
+    assert_eq!(
+        a.iommu_mappings, 4,
+        "the host's IOMMU is not the device's to reset"
+    );
+    assert_eq!(r.pf.firmware().digest(0), digest, "VFs keep their state");
+    assert_eq!(r.pf.counters().commands, commands);
+    // Up again from scratch: the queue must be programmed first.
+    r.pf.write32(reg::CMDQ_ADDR_L_SZ, QUEUE as u32);
+    r.bring_up();
+    assert_eq!(
+        syndrome(&r.cmd(
+            0x117,
+            0,
+            u32::from(r.pf.firmware().vhca_id(0).unwrap()),
+            0,
+            64
+        )),
+        Some(Syndrome::VfDetached),
+        "VF 0 is disabled until enabled again"
+    );
+}
+
+#[test]
+fn configured_in_place_as_new_builds_it() {
+    let spec = "sim:state=1M,vfs=2,seed=9".parse().unwrap();
+    let config = FirmwareConfig::from_spec(&spec);
+    let mut pf = Box::new(Pf::EMPTY);
+    assert_eq!(pf.firmware().vf_count(), 0);
+    pf.configure(&config, RegisterConfig::DEFAULT).unwrap();
+    let fresh = Pf::new(Firmware::new(&config).unwrap(), RegisterConfig::DEFAULT);
+    assert_eq!(pf.firmware().vf_count(), 2);
+    assert_eq!(pf.firmware().digest(1), fresh.firmware().digest(1));
+    assert!(!pf.is_enabled() && !pf.vf_enabled(0));
+    assert_eq!(pf.read32(reg::INITIALIZING), 1 << 31, "initializing again");
+}

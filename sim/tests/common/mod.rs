@@ -123,6 +123,11 @@ pub struct HostMem {
     pub fail_calls: u32,
     /// DMA calls served.
     pub calls: u64,
+    /// The longest access the host takes (`Dma::max_access`); longer ones
+    /// fault.
+    pub max_access: Option<usize>,
+    /// The longest access asked for.
+    pub longest: usize,
 }
 
 impl HostMem {
@@ -141,6 +146,10 @@ impl HostMem {
             return Err(DmaFault);
         }
         self.calls += 1;
+        self.longest = self.longest.max(len);
+        if self.max_access.is_some_and(|m| len > m) {
+            return Err(DmaFault);
+        }
         for (base, bytes) in &mut self.regions {
             if iova >= *base && iova + len as u64 <= *base + bytes.len() as u64 {
                 let off = (iova - *base) as usize;
@@ -169,6 +178,9 @@ impl Dma for HostMem {
     ) -> Result<(), DmaFault> {
         consume(self.find(iova, len)?);
         Ok(())
+    }
+    fn max_access(&self) -> usize {
+        self.max_access.unwrap_or(usize::MAX)
     }
 }
 

@@ -5,6 +5,9 @@
 //! `mlx5vf_sim` module (`shim-linux/kmod`) and behind the test build of the
 //! `mlx5vf_pci` variant driver (`shim-linux/kmod/pci`). The driver itself is
 //! a separate object, `mlx5vf-linux`'s, the same one in every module.
+//! [`pf`] (`mlx5vf_ksim_pf_*`) is the register-level PF behind the
+//! `mlx5vf_pfsim` module (`shim-linux/kmod/pfsim`), which userspace drives
+//! through its command queue.
 //!
 //! The firmware lives in static memory ([`Firmware::EMPTY`], configured in
 //! place): a kernel module has no heap for its 180 KiB and no stack for any
@@ -39,6 +42,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use mlx5vf_sim::{Dma, DmaFault, Firmware, FirmwareConfig, SimSpec};
 
+pub mod pf;
 pub mod tracker;
 
 // Hosted targets (the host build that checks and lints this crate) take

@@ -1,7 +1,9 @@
 //! `bench --only cmdq`: commands per second through a PF's command queue,
 //! in this process over the register-level model (`sim:…,transport=cmdq`),
-//! against the same commands as direct calls into the same firmware model
-//! (the queue's own cost is the difference), plus bring-up and teardown.
+//! or through VFIO over a PF `--cmdq-device vfio-pf:…` names (the kernel
+//! rig's `mlx5vf_pfsim` PFs), against the same commands as direct calls
+//! into a firmware model in this process (the queue's own cost is the
+//! difference), plus bring-up and teardown.
 //!
 //! Three shapes: a 16-byte command with a 16-byte output (ALLOC_PD and
 //! DEALLOC_PD in turn: no mailbox), QUERY_HCA_CAP (eight output blocks),
@@ -19,12 +21,14 @@ use mlx5vf_sim::iommu::NoDma;
 
 use super::{BenchArgs, Summary, Value, emit, result_of};
 use crate::backend::DriverOptions;
+use crate::pf::CmdqDevice;
 use crate::pf::hal::CmdqHal;
+use crate::pf::transport::Transport;
 
 /// How long each shape runs.
 const RUN: Duration = Duration::from_millis(700);
-/// The device.
-const SPEC: &str = "sim:state=1M,transport=cmdq";
+/// The default device, and the firmware of the direct calls.
+pub(super) const SPEC: &str = "sim:state=1M,transport=cmdq";
 /// Pages of the CREATE_MKEY shape.
 const MKEY_PAGES: u32 = 2048;
 
@@ -56,15 +60,37 @@ fn failed(out: &[u8]) -> io::Result<()> {
     }
 }
 
-/// `mlx5vf bench --only cmdq`.
+/// `mlx5vf bench --only cmdq`, on `--cmdq-device`.
 ///
 /// # Errors
 /// The device did not open or a command failed.
 pub(super) fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
-    let parsed = SPEC.parse().map_err(|e| io::Error::other(format!("{e}")))?;
+    let spec = args.cmdq_device.as_str();
+    let opts = DriverOptions::default();
     let start = Instant::now();
-    let dev = crate::pf::sim::open(SPEC, &parsed, &DriverOptions::default())?;
-    let bring_up = start.elapsed();
+    if spec.starts_with("vfio-pf:") {
+        let parsed = crate::vfio_pf::PfSpec::parse(spec).map_err(io::Error::other)?;
+        let dev = crate::vfio_pf::open(spec, &parsed, &opts)?;
+        measure(args, dev, start.elapsed(), out)
+    } else {
+        let parsed = spec
+            .parse()
+            .map_err(|e| io::Error::other(format!("{spec}: {e}")))?;
+        let dev = crate::pf::sim::open(spec, &parsed, &opts)?;
+        measure(args, dev, start.elapsed(), out)
+    }
+}
+
+/// The shapes on `dev`, opened in `bring_up`.
+fn measure<T: Transport>(
+    args: &BenchArgs,
+    dev: CmdqDevice<T>,
+    bring_up: Duration,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    use crate::backend::MigrationDevice;
+    let device = dev.describe();
+    let parsed = SPEC.parse().map_err(|e| io::Error::other(format!("{e}")))?;
     let port = std::sync::Arc::clone(dev.port());
     let mut hal = CmdqHal::new(std::sync::Arc::clone(&port), true);
     let exec = |hal: &mut CmdqHal<_>, input: &[u8], output: &mut [u8]| -> io::Result<()> {
@@ -139,7 +165,7 @@ pub(super) fn run(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     })?;
 
     let mut s: Summary = result_of("cmdq");
-    s.add("device", Value::Text(SPEC.into()))
+    s.add("device", Value::Text(device))
         .add("commands_per_sec_16b", Value::Float(small))
         .add("commands_per_sec_query_hca_cap", Value::Float(caps))
         .add(

@@ -90,6 +90,10 @@ pub struct BenchArgs {
     /// TCP and loopback TLS).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub tls_size: u64,
+    /// The device of the cmdq benchmark: a register-level model in this
+    /// process (`sim:…,transport=cmdq`) or a PF through VFIO (`vfio-pf:…`).
+    #[arg(long, value_name = "SPEC", default_value = cmdq::SPEC)]
+    pub cmdq_device: String,
     /// Only these benchmarks (comma list of pipeline, policies, scaling,
     /// resume, downtime, overhead, resume_overhead, per_chunk, tls, cmdq).
     #[arg(
