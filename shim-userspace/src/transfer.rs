@@ -109,9 +109,12 @@ pub trait Observer: Sync {
         let _ = round;
     }
 
-    /// The source is about to stop (STOP_COPY): the guest is paused; what
-    /// it dirtied since the last round goes in the downtime.
-    fn stopping(&self) {}
+    /// The source has stopped (it is in STOP_COPY: neither the guest nor
+    /// its device's DMA runs any more): where a VMM takes its final dirty
+    /// log, as QEMU's last sync runs after the VM stopped. Inside the
+    /// downtime, before the stop-copy data is read; a log taken before the
+    /// stop would miss what the device wrote in between.
+    fn stopped(&self) {}
 }
 
 /// The FW_DATA records (stream ordinals) one read or write touched, given
@@ -691,7 +694,6 @@ fn save_stream(
         }
         report.precopy_bytes = tap.tracker.bytes();
         report.precopy_time = start.elapsed();
-        observer.stopping();
         report.stopped_at = Some(Instant::now());
         mark(observer, Mark::Stopped, report.stopped_at);
         // PRE_COPY -> PRE_COPY_P2P -> STOP_COPY continues on the same file.
@@ -710,6 +712,7 @@ fn save_stream(
         mark(observer, Mark::Stopped, report.stopped_at);
         opened("entering STOP_COPY", dev.set_state(MigState::StopCopy))?
     };
+    observer.stopped();
     let stop_start = Instant::now();
     loop {
         check_interrupt(observer, tap.tracker.bytes(), Phase::StopCopy)?;

@@ -181,3 +181,44 @@ fn migrate_with_a_dirtying_guest_counts_pages_per_round_and_at_the_stop() {
     let r = run(&["migrate", "--from", "sim:state=8M", "--guest-dirty", "1000"]);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
 }
+
+/// The downtime benchmark with a DMA-writing guest: both runs track it,
+/// and the result says what the stop's sync found.
+#[test]
+fn the_downtime_benchmark_counts_the_guest_pages_sent_in_the_downtime() {
+    let r = run(&[
+        "bench",
+        "--only",
+        "downtime",
+        "--downtime-sizes",
+        "16M",
+        "--dirty-rates",
+        "512K",
+        "--guest-dirty",
+        "200000",
+        "--json",
+    ]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let d = doc(&r.stdout);
+    assert_eq!(d["benchmark"], "downtime");
+    assert_eq!(d["guest_dirty_pages_per_sec"], 200000);
+    assert!(d["guest_stop_pages"].as_u64().is_some(), "{}", r.stdout);
+    assert!(d.get("guest_tracking_error").is_none(), "{}", r.stdout);
+    // Without a guest there are no guest figures.
+    let r = run(&[
+        "bench",
+        "--only",
+        "downtime",
+        "--downtime-sizes",
+        "16M",
+        "--dirty-rates",
+        "512K",
+        "--json",
+    ]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        doc(&r.stdout).get("guest_stop_pages").is_none(),
+        "{}",
+        r.stdout
+    );
+}

@@ -178,8 +178,8 @@ impl Observer for WithGuest<'_> {
         self.inner.precopy_round(round);
         self.guest.round();
     }
-    fn stopping(&self) {
-        self.inner.stopping();
+    fn stopped(&self) {
+        self.inner.stopped();
         self.guest.stop();
     }
 }

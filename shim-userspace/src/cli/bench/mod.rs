@@ -41,6 +41,7 @@ mod driver;
 mod tls;
 
 use super::device::{Summary, Value, human_bytes, parse_size, rate};
+use super::guest_dirty::{GuestDirty, WithGuest};
 use crate::backend::{self, DriverOptions};
 use crate::pipe::pipe;
 use crate::transfer::{self, Quiet, SaveOptions};
@@ -83,6 +84,12 @@ pub struct BenchArgs {
     /// dirties per firmware command (comma separated).
     #[arg(long, value_name = "SIZES", default_value = "256K,2M")]
     pub dirty_rates: String,
+    /// Guest pages (4 KiB) per second the source's guest writes by device
+    /// DMA in the downtime benchmark (0: no guest). Logging tracks them;
+    /// each PRE_COPY round and the stop read and clear the log, the stop's
+    /// read inside the downtime, as a VMM's last sync.
+    #[arg(long, value_name = "PAGES", default_value_t = 0)]
+    pub guest_dirty: u64,
     /// The VMM's downtime budget in the downtime benchmark.
     #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = super::device::parse_duration)]
     pub downtime_limit: Duration,
@@ -194,6 +201,8 @@ struct Migrated {
     /// The source's chunk size at the end (tuned, or as configured).
     chunk_size: u64,
     report: transfer::SaveReport,
+    /// The source's guest, when it had one.
+    guest: Option<std::sync::Arc<GuestDirty>>,
 }
 
 /// One in-process migration with these save options.
@@ -203,13 +212,39 @@ fn migrate_with(
     opts: &DriverOptions,
     save_opts: &SaveOptions,
 ) -> io::Result<Migrated> {
-    let mut src = open(from, opts)?;
+    migrate_with_guest(from, to, opts, save_opts, 0)
+}
+
+/// As [`migrate_with`], with a guest writing `guest_dirty` pages per
+/// second on the source (none when 0).
+fn migrate_with_guest(
+    from: &str,
+    to: &str,
+    opts: &DriverOptions,
+    save_opts: &SaveOptions,
+    guest_dirty: u64,
+) -> io::Result<Migrated> {
+    let (mut src, guest) = if guest_dirty > 0 {
+        let (dev, guest) = GuestDirty::open(from, opts, guest_dirty)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        (dev, Some(std::sync::Arc::new(guest)))
+    } else {
+        (open(from, opts)?, None)
+    };
     let mut dst = open(to, opts)?;
     let (mut w, mut r) = pipe(1 << 20, 4);
     let start = Instant::now();
+    let with_guest = guest.as_ref().map(|g| WithGuest {
+        inner: &Quiet,
+        guest: std::sync::Arc::clone(g),
+    });
+    let observer: &dyn transfer::Observer = match &with_guest {
+        Some(w) => w,
+        None => &Quiet,
+    };
     let (saved, loaded) = std::thread::scope(|scope| {
         let h = scope.spawn(|| {
-            let rep = transfer::save(src.as_mut(), &mut w, save_opts, &Quiet);
+            let rep = transfer::save(src.as_mut(), &mut w, save_opts, observer);
             drop(w);
             rep
         });
@@ -236,6 +271,7 @@ fn migrate_with(
         source_peak_buffer_bytes: stats.peak_buffer_bytes,
         chunk_size: stats.chunk_size.unwrap_or(0),
         report: saved,
+        guest,
     })
 }
 
@@ -261,8 +297,8 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
     for size in args.downtime_sizes.split(',').filter(|s| !s.is_empty()) {
         for dirty in args.dirty_rates.split(',').filter(|s| !s.is_empty()) {
             let from = format!("sim:state={size},object=256K-2M,dirty={dirty},{timing}");
-            let base = migrate_with(&from, &to, &linux, &save_opts)?;
-            let m = migrate_with(&from, &to, &ours, &save_opts)?;
+            let base = migrate_with_guest(&from, &to, &linux, &save_opts, args.guest_dirty)?;
+            let m = migrate_with_guest(&from, &to, &ours, &save_opts, args.guest_dirty)?;
             // The model's floor: what was dirtied since the last round (the
             // last precopy-info's dirty bytes) plus one chunk (the one the
             // policy ended with), at the firmware rate.
@@ -303,6 +339,9 @@ fn downtime(args: &BenchArgs, out: &mut dyn Write) -> io::Result<()> {
                     Value::Int(m.source_peak_buffer_bytes),
                 )
                 .add("chunk_size", Value::Int(m.chunk_size));
+            if let Some(g) = &m.guest {
+                g.add_to(&mut s);
+            }
             emit(args.json, &s, out)?;
         }
     }
