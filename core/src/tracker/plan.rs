@@ -265,7 +265,8 @@ impl TrackerPlan {
         }
     }
 
-    /// Whether the tracked page at `addr` lies in a tracked range.
+    /// Whether the byte at `addr` lies in a tracked range (a reported page
+    /// is judged by [`TrackerPlan::meets`]: it may start before its range).
     pub fn tracks(&self, addr: u64) -> bool {
         let after = self.ranges.partition_point(|r| r.start_address <= addr);
         after
@@ -277,9 +278,13 @@ impl TrackerPlan {
     /// Whether `[iova, iova + length)` meets a tracked range.
     pub fn meets(&self, iova: u64, length: u64) -> bool {
         let end = iova.saturating_add(length);
-        self.ranges
-            .iter()
-            .any(|r| r.start_address < end && iova < end_of(r))
+        // The ranges are sorted and disjoint, so their ends ascend: of the
+        // ranges starting before `end`, the last one reaches furthest.
+        let before_end = self.ranges.partition_point(|r| r.start_address < end);
+        before_end
+            .checked_sub(1)
+            .and_then(|i| self.ranges.get(i))
+            .is_some_and(|r| iova < end_of(r))
     }
 }
 

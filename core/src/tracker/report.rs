@@ -277,7 +277,10 @@ impl Report {
         if addr & page_size.saturating_sub(1) != 0 {
             return Err(ReportError::Misaligned(addr));
         }
-        if !plan.tracks(addr) {
+        // The page, not its first byte: a range need only be aligned to the
+        // page size asked for, so when the device raised it a tracked page
+        // may start before the range it covers part of.
+        if !plan.meets(addr, page_size) {
             return Err(ReportError::Untracked(addr));
         }
         let end = addr.saturating_add(page_size);

@@ -89,6 +89,11 @@ fn combining_merges_the_closest_pair_and_collapses_to_one() {
     assert!(plan.tracks(K4));
     let two = TrackerPlan::new(&caps(2), &ranges, K4).unwrap();
     assert!(two.tracks(K4) && !two.tracks(5 * K4) && two.tracks(12 * K4));
+    // Two ranges, [0, 3) and [11, 15) pages: a span meets them when it
+    // overlaps one, edges exclusive.
+    assert!(two.meets(2 * K4, 2 * K4) && two.meets(10 * K4, 2 * K4));
+    assert!(!two.meets(3 * K4, 8 * K4) && !two.meets(15 * K4, K4));
+    assert!(two.meets(0, u64::MAX) && !two.meets(3 * K4, 0));
 }
 
 /// Input ranges per case: past the object's 255 (miri: a few dozen, it
