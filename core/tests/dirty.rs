@@ -329,6 +329,39 @@ fn a_spurious_object_change_costs_a_query_and_nothing_else() {
     t.stop_and_check_clean();
 }
 
+/// The PF disabling the VF ends logging while commands still reach the
+/// firmware (the object destroyed, the channel closed, nothing left), as
+/// Linux's driver does; reads then fail with ENOTCONN while detached and
+/// EIO after, until stopped; logging starts again after the stop.
+#[test]
+fn disabling_the_vf_ends_logging_and_frees_everything() {
+    let mut t = rig();
+    t.start(&[(0, MIB)], PAGE).unwrap();
+    t.write(0, 4 * PAGE);
+    t.dev.dirty_detach(&mut t.tracker);
+    t.dev.handle_detach();
+    assert_eq!(t.dev.hal().fw.tracker().object_state(), None, "destroyed");
+    assert!(t.dev.hal().report.is_none(), "channel closed");
+    assert_eq!(t.tracker.failure(), Some(ReportError::VfDisabled));
+    let mut bits = [0u64; 4];
+    let mut win = BitmapWindow::new(0, PAGE, &mut bits).unwrap();
+    let r = t.dev.dirty_read_and_clear(&mut t.tracker, 0, MIB, &mut win);
+    assert_eq!(errno(r), Errno::ENOTCONN, "detached wins over failed");
+    t.dev.handle_attach();
+    let r = t.dev.dirty_read_and_clear(&mut t.tracker, 0, MIB, &mut win);
+    assert_eq!(
+        errno(r),
+        Errno::EIO,
+        "what the VF wrote meanwhile is unknown"
+    );
+    t.stop_and_check_clean();
+    t.start(&[(0, MIB)], PAGE).unwrap();
+    t.stop_and_check_clean();
+    // Nothing running: nothing to end.
+    t.dev.dirty_detach(&mut t.tracker);
+    assert_eq!(t.tracker.failure(), None);
+}
+
 #[test]
 fn misuse_is_refused_as_linux_does() {
     let mut t = rig();

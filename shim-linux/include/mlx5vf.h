@@ -1339,6 +1339,21 @@ int mlx5vf_log_start(struct mlx5vf_device *dev,
 int mlx5vf_log_stop(struct mlx5vf_device *dev, struct mlx5vf_dirty *d);
 
 /**
+ * The PF is disabling the VF (`MLX5_PF_NOTIFY_DISABLE_VF`): call before
+ * `mlx5vf_vf_detach()`, while commands still reach firmware. Running
+ * logging ends as Linux's driver ends it then: the tracker is destroyed
+ * and its channel closed; reads fail with `-ENOTCONN` while the VF is
+ * detached, then with `-EIO` until `mlx5vf_log_stop()`. Does nothing when
+ * logging is not running. **Lock held.**
+ *
+ * Returns 0, or `-EINVAL` for storage that is not a device or tracker.
+ *
+ * # Safety
+ * As `mlx5vf_log_start()`, for `dev` and `d`.
+ */
+int mlx5vf_log_detach(struct mlx5vf_device *dev, struct mlx5vf_dirty *d);
+
+/**
  * `vfio_log_ops.log_read_and_clear`: reports the pages of `[iova, iova +
  * length)` the VF wrote since the last report, by calling
  * `set_dirty(set_ctx, iova, length)` for each dirty extent (clipped to the

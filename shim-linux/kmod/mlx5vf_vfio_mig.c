@@ -921,12 +921,31 @@ void mlx5vf_vfio_dev_fini(struct mlx5vf_vfio_dev *dev)
 	atomic_dec(&live_devices);
 }
 
+/*
+ * DMA logging is offered as Linux's driver offers it: the PF has the page
+ * tracker (adv_virtualization, as the probe found it) and the platform has
+ * a reporting channel. Offered without the capability, START would fail
+ * with EOPNOTSUPP on a device that claimed logging.
+ */
+static bool can_log(struct mlx5vf_vfio_dev *dev)
+{
+	struct mlx5vf_probe_info info = {};
+	int ret;
+
+	if (!fw_can_track(dev->fw))
+		return false;
+	mlx5vf_lock(&dev->mig);
+	ret = mlx5vf_device_probe_info(&dev->mig, &info);
+	mlx5vf_unlock(&dev->mig);
+	return !ret && (info.flags & MLX5VF_PROBE_DIRTY_TRACKING);
+}
+
 void mlx5vf_vfio_dev_offer(struct mlx5vf_vfio_dev *dev)
 {
 	dev->vdev->migration_flags = mlx5vf_migration_flags(&dev->mig);
 	dev->vdev->mig_ops = &mig_ops;
 #if IS_ENABLED(CONFIG_IOMMUFD_DRIVER)
-	if (fw_can_track(dev->fw))
+	if (can_log(dev))
 		dev->vdev->log_ops = &log_ops;
 #endif
 }
@@ -962,9 +981,12 @@ void mlx5vf_vfio_log_end(struct mlx5vf_vfio_dev *dev)
 void mlx5vf_vfio_vf_event(struct mlx5vf_vfio_dev *dev, bool enabled)
 {
 	mlx5vf_lock(&dev->mig);
-	if (enabled)
+	if (enabled) {
 		mlx5vf_vf_attach(&dev->mig);
-	else
+	} else {
+		/* Logging ends while commands still reach the VF (as Linux). */
+		WARN_ON(mlx5vf_log_detach(&dev->mig, &dev->dirty));
 		mlx5vf_vf_detach(&dev->mig);
+	}
 	mlx5vf_unlock(&dev->mig);
 }

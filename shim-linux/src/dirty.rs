@@ -173,6 +173,32 @@ pub unsafe extern "C" fn mlx5vf_log_stop(dev: *mut mlx5vf_device, d: *mut mlx5vf
     }
 }
 
+/// The PF is disabling the VF (`MLX5_PF_NOTIFY_DISABLE_VF`): call before
+/// `mlx5vf_vf_detach()`, while commands still reach firmware. Running
+/// logging ends as Linux's driver ends it then: the tracker is destroyed
+/// and its channel closed; reads fail with `-ENOTCONN` while the VF is
+/// detached, then with `-EIO` until `mlx5vf_log_stop()`. Does nothing when
+/// logging is not running. **Lock held.**
+///
+/// Returns 0, or `-EINVAL` for storage that is not a device or tracker.
+///
+/// # Safety
+/// As `mlx5vf_log_start()`, for `dev` and `d`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mlx5vf_log_detach(dev: *mut mlx5vf_device, d: *mut mlx5vf_dirty) -> c_int {
+    // SAFETY: `dev` is null or device storage (caller).
+    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
+        return -MLX5VF_EINVAL;
+    };
+    // SAFETY: `d` is null or tracker storage (caller).
+    let Some(tracker) = (unsafe { DirtyCtx::from_raw(d) }) else {
+        return -MLX5VF_EINVAL;
+    };
+    // SAFETY: the caller holds the lock.
+    unsafe { c.device() }.dirty_detach(tracker);
+    0
+}
+
 /// Where `mlx5vf_log_read_and_clear()` puts dirty extents: the caller's
 /// `iova_bitmap_set(dirty, iova, length)`.
 type SetDirtyFn = unsafe extern "C" fn(ctx: *mut c_void, iova: u64, length: u64);

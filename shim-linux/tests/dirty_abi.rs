@@ -428,6 +428,34 @@ fn a_tracker_in_error_ends_logging_with_eio_and_frees_everything() {
 }
 
 #[test]
+fn disabling_the_vf_ends_logging_through_the_c_abi() {
+    let mut r = Rig::new(true);
+    assert_eq!(r.start(&[(0, MIB)], PAGE).0, 0);
+    r.write(0, 8 * PAGE);
+    // SAFETY: live storage; the platform's lock is not modelled here.
+    unsafe {
+        assert_eq!(mlx5vf_log_detach(&mut *r.dev, &mut *r.dirty), 0);
+        mlx5vf_vf_detach(&mut *r.dev);
+    }
+    r.assert_clean();
+    assert_eq!(r.read(0, MIB).0, -MLX5VF_ENOTCONN);
+    // SAFETY: live storage.
+    unsafe { mlx5vf_vf_attach(&mut *r.dev) };
+    assert_eq!(r.read(0, MIB).0, -MLX5VF_EIO, "until stopped");
+    assert_eq!(r.stop(), 0);
+    assert_eq!(r.start(&[(0, MIB)], PAGE).0, 0, "logging starts again");
+    assert_eq!(r.stop(), 0);
+    r.assert_clean();
+    // SAFETY: a null tracker is what is being tested.
+    unsafe {
+        assert_eq!(
+            mlx5vf_log_detach(&mut *r.dev, std::ptr::null_mut()),
+            -MLX5VF_EINVAL
+        );
+    }
+}
+
+#[test]
 fn misuse_and_missing_callbacks_are_refused() {
     let mut r = Rig::new(false);
     assert_eq!(r.start(&[(0, MIB)], PAGE).0, -MLX5VF_EOPNOTSUPP);

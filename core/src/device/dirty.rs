@@ -259,8 +259,22 @@ impl<H: Hal> Device<H> {
         Ok(())
     }
 
-    /// Destroys the object (unless the VF is detached: the PF driver then
-    /// tears everything down) and closes the channel.
+    /// The PF is disabling the VF: call before [`Device::handle_detach`],
+    /// while commands still reach firmware. Running logging ends as Linux's
+    /// driver ends it then: the tracker is destroyed and its channel
+    /// closed, reads fail with `ENOTCONN` while the VF is detached and with
+    /// `EIO` after (the VMM must take all memory as dirty) until
+    /// [`Device::dirty_stop`].
+    pub fn dirty_detach(&mut self, tracker: &mut DirtyTracker) {
+        if let Logging::On(active) = tracker.logging {
+            self.release_tracker(tracker, active);
+            tracker.logging = Logging::Failed(ReportError::VfDisabled);
+        }
+    }
+
+    /// Destroys the object (unless the VF is already detached and commands
+    /// no longer reach it: [`Device::dirty_detach`] destroys it before)
+    /// and closes the channel.
     fn release_tracker(&mut self, tracker: &mut DirtyTracker, active: Active) {
         if !self.detached
             && self
@@ -292,14 +306,13 @@ impl<H: Hal> Device<H> {
         length: u64,
         sink: &mut S,
     ) -> Result<ReportSummary, DeviceError> {
+        // Linux's order: not started, then detached, then failed.
         let active = match tracker.logging {
-            Logging::On(a) => a,
             Logging::Off => return Err(TrackerError::NotStarted.into()),
+            _ if self.detached => return Err(DeviceError::Detached),
             Logging::Failed(_) => return Err(TrackerError::Failed.into()),
+            Logging::On(a) => a,
         };
-        if self.detached {
-            return Err(DeviceError::Detached);
-        }
         let mut report =
             Report::begin(&tracker.plan, iova, length, active.slots).map_err(TrackerError::from)?;
         // A refused MODIFY starts no report: nothing was cleared.

@@ -53,6 +53,9 @@ pub enum ReportError {
     Timeout,
     /// The platform's reporting channel failed (queue error, copy failure).
     Channel,
+    /// The PF disabled the VF while logging ran: logging ended then (as
+    /// Linux's driver ends it), and what the VF wrote after is unknown.
+    VfDisabled,
 }
 
 impl ReportError {
@@ -84,6 +87,7 @@ impl fmt::Display for ReportError {
             Self::Sequence => f.write_str("report entries out of sequence"),
             Self::Timeout => f.write_str("no report message or event in time"),
             Self::Channel => f.write_str("the reporting channel failed"),
+            Self::VfDisabled => f.write_str("the PF disabled the VF while logging ran"),
         }
     }
 }
