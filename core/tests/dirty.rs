@@ -329,6 +329,39 @@ fn a_spurious_object_change_costs_a_query_and_nothing_else() {
     t.stop_and_check_clean();
 }
 
+/// Firmware raising object-change events in a loop (the tracker still
+/// REPORTING) would hold the report, and the device lock, for ever: the
+/// report ends after MAX_REPORT_EVENTS with EIO, and everything is freed.
+#[test]
+fn an_object_change_storm_ends_the_report() {
+    let mut t = rig();
+    t.start(&[(0, 8 * MIB)], PAGE).unwrap();
+    t.write(0, 10 * PAGE);
+    t.dev
+        .hal_mut()
+        .fw
+        .tracker_mut()
+        .set_fault(TrackerFault::EventStorm);
+    let r = t.read_all();
+    assert!(
+        matches!(
+            r,
+            Err(DeviceError::Tracker(TrackerError::Report(
+                ReportError::EventStorm
+            )))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(t.tracker.failure(), Some(ReportError::EventStorm));
+    assert_eq!(errno(t.read_all()), Errno::EIO, "until stopped");
+    t.dev
+        .hal_mut()
+        .fw
+        .tracker_mut()
+        .set_fault(TrackerFault::None);
+    t.stop_and_check_clean();
+}
+
 /// The PF disabling the VF ends logging while commands still reach the
 /// firmware (the object destroyed, the channel closed, nothing left), as
 /// Linux's driver does; reads then fail with ENOTCONN while detached and

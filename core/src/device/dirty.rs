@@ -355,6 +355,9 @@ impl<H: Hal> Device<H> {
                 .hal
                 .report_channel_next(&mut cqe, wait)
                 .map_err(|_| report.abort(ReportError::Channel))?;
+            if event == ReportEvent::ObjectChanged {
+                report.handle_event()?;
+            }
             let outcome = match event {
                 ReportEvent::Cqe => self.take_message(plan, report, &cqe, sink)?,
                 ReportEvent::ObjectChanged | ReportEvent::TimedOut if !draining => {

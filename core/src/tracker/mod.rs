@@ -30,7 +30,7 @@ mod report;
 mod sink;
 
 pub use plan::{IovaRange, MAX_LOG_MSG_SIZE, PlanError, RANGE_WINDOW, TrackerPlan};
-pub use report::{Message, Report, ReportError, ReportOutcome, SLACK_MESSAGES};
+pub use report::{MAX_REPORT_EVENTS, Message, Report, ReportError, ReportOutcome, SLACK_MESSAGES};
 pub use sink::{BitmapWindow, CountingSink, DirtySink, WindowError};
 
 #[cfg(test)]

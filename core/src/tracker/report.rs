@@ -14,6 +14,12 @@ use super::sink::DirtySink;
 /// guest keeps writing.
 pub const SLACK_MESSAGES: u32 = 16;
 
+/// Object-change events a report may see: a report changes the tracker's
+/// state once (to TRACKING, or to ERROR), so a few spurious events are
+/// tolerated; more is firmware raising events in a loop, which would keep
+/// a report (and the device lock) busy for ever.
+pub const MAX_REPORT_EVENTS: u32 = 16;
+
 /// log2 of [`REPORT_ENTRY_LEN`] (8 bytes).
 const ENTRY_SHIFT: u32 = REPORT_ENTRY_LEN.trailing_zeros();
 /// Low bits that must be clear in a length of whole entries.
@@ -44,6 +50,9 @@ pub enum ReportError {
     OutsideWindow(u64),
     /// Firmware sent more messages than the window's pages could fill.
     Runaway,
+    /// Firmware raised more object-change events than
+    /// [`MAX_REPORT_EVENTS`].
+    EventStorm,
     /// Firmware moved the tracker to ERROR.
     TrackerError,
     /// Entries arrived without a CQE, or a message ended before its bytes
@@ -83,6 +92,10 @@ impl fmt::Display for ReportError {
             Self::Untracked(a) => write!(f, "reported address {a:#x} is not tracked"),
             Self::OutsideWindow(a) => write!(f, "reported page {a:#x} is outside the window"),
             Self::Runaway => f.write_str("firmware sent more report messages than pages exist"),
+            Self::EventStorm => write!(
+                f,
+                "firmware raised more than {MAX_REPORT_EVENTS} object-change events in one report"
+            ),
             Self::TrackerError => f.write_str("the tracker is in ERROR"),
             Self::Sequence => f.write_str("report entries out of sequence"),
             Self::Timeout => f.write_str("no report message or event in time"),
@@ -132,6 +145,7 @@ pub struct Report {
     slots: u32,
     budget: u32,
     messages: u32,
+    events: u32,
     pages: u64,
     /// The message being read and the bytes read of it.
     current: Option<(Message, u32)>,
@@ -177,6 +191,7 @@ impl Report {
             slots,
             budget: u32::try_from(budget).unwrap_or(u32::MAX),
             messages: 0,
+            events: 0,
             pages: 0,
             current: None,
             run: None,
@@ -342,6 +357,20 @@ impl Report {
             self.flush(run, sink);
         }
         self.outcome(msg.state)
+    }
+
+    /// Counts an object-change event.
+    ///
+    /// # Errors
+    /// [`ReportError::EventStorm`] past [`MAX_REPORT_EVENTS`]; the report
+    /// is then failed.
+    pub fn handle_event(&mut self) -> Result<(), ReportError> {
+        self.check()?;
+        self.events = self.events.saturating_add(1);
+        if self.events > MAX_REPORT_EVENTS {
+            return Err(self.fail(ReportError::EventStorm));
+        }
+        Ok(())
     }
 
     /// Takes the tracker state a QUERY read after an object-change event.

@@ -375,19 +375,25 @@ fn device(data: &[u8]) {
             }
             DeviceOp::Fault(kind, after) => {
                 let after = u64::from(after % 8);
-                let fault = match kind % 6 {
+                let fault = match kind % 7 {
                     0 => TrackerFault::None,
                     1 => TrackerFault::ErrorWithReport { after },
                     2 => TrackerFault::ErrorSilently { after },
                     3 => TrackerFault::Silent { after },
                     4 => TrackerFault::BadAddress { after },
+                    5 => TrackerFault::EventStorm,
                     _ => TrackerFault::SpuriousEvent,
                 };
                 // A spurious event changes nothing a report returns.
                 faulted |= !matches!(fault, TrackerFault::None | TrackerFault::SpuriousEvent);
                 dev.hal_mut().fw.tracker_mut().set_fault(fault);
             }
-            DeviceOp::Detach(true) => dev.handle_detach(),
+            DeviceOp::Detach(true) => {
+                // As a platform does: logging ends while commands still
+                // reach the VF, then the VF is detached.
+                dev.dirty_detach(&mut tracker);
+                dev.handle_detach();
+            }
             DeviceOp::Detach(false) => dev.handle_attach(),
             DeviceOp::Break(b) => {
                 faulted |= b;
@@ -404,9 +410,14 @@ fn assert_stopped(dev: &Device<TestHal>) {
     let hal = dev.hal();
     assert!(hal.report.is_none(), "channel left after stop");
     assert!(!hal.fw.tracker().channel_open());
+    // Detaching ends logging first (dirty_detach), so no object outlives a
+    // stop.
+    assert_eq!(
+        hal.fw.tracker().object_state(),
+        None,
+        "object left after stop"
+    );
     let acc = hal.accounting();
-    // A detached VF skips DESTROY (the PF tears it down); the sim keeps the
-    // object then, but nothing of the host's.
     assert_eq!(
         (acc.mkeys, acc.pds, acc.iommu_mappings),
         (0, 0, 0),

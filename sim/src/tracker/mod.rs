@@ -119,6 +119,9 @@ pub enum TrackerFault {
     },
     /// One spurious object-change event before the next message.
     SpuriousEvent,
+    /// An object-change event at every poll, the tracker staying in
+    /// REPORTING and sending nothing (a firmware raising events in a loop).
+    EventStorm,
 }
 
 /// What [`TrackerModel::poll`] found.

@@ -25,6 +25,9 @@ impl TrackerModel {
             self.fault = TrackerFault::None;
             return ChannelEvent::ObjectChanged;
         }
+        if self.fault == TrackerFault::EventStorm && self.object.is_some() {
+            return ChannelEvent::ObjectChanged;
+        }
         let sent = self.stats.messages;
         let cfg_end_marker = self.cfg.end_marker;
         let fault = self.fault;
