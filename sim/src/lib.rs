@@ -52,9 +52,13 @@
 //! - `std`: the `timing` module (timing model and worker thread) and the
 //!   `host` module (host memory for `std` harnesses). Without it the crate
 //!   is `no_std` and allocation-free.
-//! - `testkit` (implies `std`): the `testkit` module, the one test
+//! - `hal`: the `report_host` module, the host's side of the page
+//!   tracker's reporting channel over any `mlx5vf-core` `Hal` (the test
+//!   kit's and the tool's simulated device share it).
+//! - `testkit` (implies `std` and `hal`): the `testkit` module, the one test
 //!   platform core's integration tests and the fuzz targets drive
-//!   `mlx5vf-core` with. It is the only part of this crate that uses the core.
+//!   `mlx5vf-core` with. These two are the only parts of this crate that
+//!   use the core.
 //!
 //! Nothing here panics on any input (command bytes, image bytes, spec
 //! strings); every bound is a named constant.
@@ -85,6 +89,8 @@ pub mod image;
 pub mod iommu;
 pub mod objects;
 pub mod pf;
+#[cfg(feature = "hal")]
+pub mod report_host;
 pub mod spec;
 pub mod syndrome;
 #[cfg(feature = "testkit")]

@@ -20,6 +20,7 @@ use mlx5vf_core::ifc::pd::Pd;
 use mlx5vf_core::ifc::{Command, Opcode};
 use mlx5vf_sim::firmware::Firmware;
 use mlx5vf_sim::iommu::{Dma, DmaFault};
+use mlx5vf_sim::report_host::HostChannel;
 use mlx5vf_sim::timing::{TimingModel, Worker};
 
 use crate::timeline::{Lane, Timeline};
@@ -203,7 +204,7 @@ pub struct SimHal {
     pub(super) fw: Arc<Mutex<Firmware>>,
     pub(super) pool: Arc<BufferPool>,
     /// The page tracker's reporting channel, while open.
-    pub(super) report: Option<super::report::Channel>,
+    pub(super) report: Option<HostChannel>,
     worker: Worker,
     timing: TimingModel,
     deliver: Arc<std::sync::OnceLock<Deliver>>,

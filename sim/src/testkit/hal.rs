@@ -89,7 +89,7 @@ pub struct TestHal {
     /// Lies told so far.
     pub taint: Taint,
     /// The page tracker's reporting channel, while open.
-    pub report: Option<super::report_channel::ChannelResources>,
+    pub report: Option<crate::report_host::HostChannel>,
     /// Whether `report_channel_open` offers a channel (default `true`).
     pub report_channel_supported: bool,
     /// Make `report_channel_next` report a CQ/WQ error event.

@@ -41,10 +41,10 @@ use mlx5vf_core::device::{
 use mlx5vf_core::hal::Hal;
 use mlx5vf_core::vfio::MigState;
 
+pub use crate::report_host::HostChannel;
 pub use faults::{ExecCorruption, FailAfter, FailOpcode, FaultInjector, Knobs, Taint, opcode_of};
 pub use hal::{PAGE, PendingLoad, PendingSave, TestHal, firmware_config};
 pub use ports::{read, write, write_waiting};
-pub use report_channel::ChannelResources;
 
 /// A `Hal` built on a [`TestHal`], so the helpers reach its firmware,
 /// buffers and pending SAVEs through any wrapper.
