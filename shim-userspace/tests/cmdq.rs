@@ -203,10 +203,9 @@ fn each_bad_completion_is_its_own_error_and_the_queue_goes_on() {
         CmdqError::WrongToken { .. }
     ));
     arm(QueueFault::Delivery(0x5c));
-    assert_eq!(
-        queue_error(alloc_pd(&dev)),
-        CmdqError::UnknownDeliveryStatus(0x5c)
-    );
+    let garbage = queue_error(alloc_pd(&dev));
+    assert_eq!(garbage, CmdqError::UnknownDeliveryStatus(0x5c));
+    assert_eq!(garbage.errno(), Errno::EINVAL, "Linux's default: -EINVAL");
     arm(QueueFault::Delivery(0x2));
     assert_eq!(
         queue_error(alloc_pd(&dev)),

@@ -36,9 +36,10 @@ enum_with_unknown! {
 }
 
 impl DeliveryStatus {
-    /// The errno Linux reports for it (`cmd.c`'s delivery-status table);
-    /// `None` for OK. Unknown codes are [`CmdqError::UnknownDeliveryStatus`],
-    /// not this.
+    /// The errno Linux reports for it (`cmd.c`'s `deliv_status_to_err`);
+    /// `None` for OK. A code the table does not name is `EINVAL`, its
+    /// `default:` (decoding reports such a code as
+    /// [`CmdqError::UnknownDeliveryStatus`], with the same errno).
     pub const fn errno(self) -> Option<Errno> {
         Some(match self {
             Self::Ok => return None,
@@ -46,7 +47,8 @@ impl DeliveryStatus {
             Self::BadBlockNumber | Self::OutputPointerNotAligned | Self::InputPointerNotAligned => {
                 Errno::EFAULT
             }
-            Self::FirmwareError | Self::Unknown(_) => Errno::EIO,
+            Self::FirmwareError => Errno::EIO,
+            Self::Unknown(_) => Errno::EINVAL,
             Self::InputLengthError
             | Self::OutputLengthError
             | Self::ReservedNotCleared
@@ -206,10 +208,10 @@ impl CmdqError {
             Self::Timeout { .. } | Self::StillInitializing => Errno::ETIMEDOUT,
             Self::NoFreeSlot => Errno::EBUSY,
             Self::AreaTooSmall { .. } => Errno::ENOMEM,
-            Self::BadLength { .. } => Errno::EINVAL,
+            // Linux's delivery-status table ends in `default: return -EINVAL`.
+            Self::BadLength { .. } | Self::UnknownDeliveryStatus(_) => Errno::EINVAL,
             Self::DeviceGone => Errno::ENOTCONN,
-            Self::UnknownDeliveryStatus(_)
-            | Self::BadOwnership { .. }
+            Self::BadOwnership { .. }
             | Self::UnexpectedCompletion { .. }
             | Self::DescriptorChanged { .. }
             | Self::ShortChain { .. }
