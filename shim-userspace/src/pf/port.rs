@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mlx5vf_core::cmdq::entry::Descriptor;
+use mlx5vf_core::cmdq::entry::{self, Descriptor};
 use mlx5vf_core::cmdq::health::{HealthMonitor, HealthSample};
 use mlx5vf_core::cmdq::iseg::{self, Geometry};
 use mlx5vf_core::cmdq::{
@@ -520,14 +520,32 @@ impl<T: Transport> Inner<T> {
         Ok(posted)
     }
 
+    /// Reads slot `slot`'s `status_own` byte alone (what the device wrote
+    /// last when it handed the entry back).
+    fn status_own(&self, st: &State, slot: u8) -> Result<u8, CmdqError> {
+        let offset = st.queue.geometry().entry_offset(slot).unwrap_or(0) as u64;
+        st.queue_page
+            .with_bytes(offset + entry::field::STATUS_OWN as u64, 1, |b| {
+                b.first().copied().unwrap_or(entry::OWNER_HW)
+            })
+            .map_err(|_| CmdqError::BadAreaAddress)
+    }
+
     /// Reads slot `slot`'s entry and judges it.
     fn check(&self, st: &mut State, slot: u8, signalled: bool) -> Result<Progress, CmdqError> {
-        let offset = st.queue.geometry().entry_offset(slot).unwrap_or(0) as u64;
         let mut entry = [0u8; ENTRY_SIZE];
-        st.queue_page
-            .with_bytes(offset, ENTRY_SIZE as u64, |b| entry.copy_from_slice(b))
-            .map_err(|_| CmdqError::BadAreaAddress)?;
-        fence(Ordering::Acquire);
+        let status_own = self.status_own(st, slot)?;
+        if let Some(b) = entry.get_mut(entry::field::STATUS_OWN) {
+            *b = status_own;
+        }
+        if status_own & entry::OWNER_HW == 0 {
+            // Owner byte, fence, then the rest: one copy may load stale out[] before status_own.
+            fence(Ordering::Acquire);
+            let offset = st.queue.geometry().entry_offset(slot).unwrap_or(0) as u64;
+            st.queue_page
+                .with_bytes(offset, ENTRY_SIZE as u64, |b| entry.copy_from_slice(b))
+                .map_err(|_| CmdqError::BadAreaAddress)?;
+        }
         let now = self.now();
         st.queue.handle_entry(slot, &entry, signalled, now)
     }
