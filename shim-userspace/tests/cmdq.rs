@@ -243,6 +243,45 @@ fn each_bad_completion_is_its_own_error_and_the_queue_goes_on() {
     assert_nothing_live(&t);
 }
 
+/// A slot lost to bad ownership serves again once firmware hands its
+/// entry back at last: the queue does not run out of slots for good.
+#[test]
+fn a_stuck_slot_serves_again_once_firmware_hands_it_back() {
+    let spec = "sim:state=1M,transport=cmdq";
+    let (t, space) = transport(spec);
+    let dev = CmdqDevice::open(
+        spec,
+        Arc::clone(&t),
+        Arc::clone(&space),
+        0,
+        &DriverOptions::default(),
+        quick(),
+    )
+    .unwrap();
+    // Every command slot (all but the last, MANAGE_PAGES') gets stuck.
+    let mut slots = Vec::new();
+    for _ in 0..31 {
+        assert!(t.with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::BadOwnership)));
+        match queue_error(alloc_pd(&dev)) {
+            CmdqError::BadOwnership { slot } => slots.push(slot),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(slots, (0..31).collect::<Vec<u8>>());
+    // Still owned by hardware: nothing to reclaim.
+    assert_eq!(queue_error(alloc_pd(&dev)), CmdqError::NoFreeSlot);
+    // Firmware hands the entries back at last (clears their owner bits).
+    let queue = t.with_pf(|pf| pf.queue_address()).unwrap();
+    for slot in &slots {
+        let (r, off) = space.find(queue + u64::from(*slot) * 64 + 0x3f, 1).unwrap();
+        r.with_bytes_mut(off, 1, |b| b[0] &= !1).unwrap();
+    }
+    let out = alloc_pd(&dev).unwrap();
+    assert_eq!(out[0], 0, "a reclaimed slot runs the command");
+    dev.close().unwrap();
+    assert_nothing_live(&t);
+}
+
 #[test]
 fn a_stuck_firmware_times_out_and_teardown_does_not_wait_again() {
     let (mut dev, t) = open("sim:state=4M,transport=cmdq");

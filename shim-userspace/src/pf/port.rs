@@ -455,6 +455,7 @@ impl<T: Transport> Inner<T> {
         if let Some(error) = st.fatal {
             return Err(queue_err(error));
         }
+        self.reclaim_stuck(&mut st);
         let slot = st
             .queue
             .next_free(class)
@@ -529,6 +530,26 @@ impl<T: Transport> Inner<T> {
                 b.first().copied().unwrap_or(entry::OWNER_HW)
             })
             .map_err(|_| CmdqError::BadAreaAddress)
+    }
+
+    /// Frees the stuck slots whose entry firmware has handed back since (a
+    /// late completion after a timeout, or an owner bit that trailed its
+    /// completion signal), so that they serve commands again; the late
+    /// output is dropped. A slot firmware still owns stays stuck.
+    fn reclaim_stuck(&self, st: &mut State) {
+        let mut stuck = st.queue.stuck();
+        while stuck != 0 {
+            // CAST: trailing_zeros of a non-zero u32 is below 32.
+            let slot = stuck.trailing_zeros() as u8;
+            stuck &= stuck - 1;
+            if let Ok(status_own) = self.status_own(st, slot) {
+                let mut entry = [0u8; ENTRY_SIZE];
+                if let Some(b) = entry.get_mut(entry::field::STATUS_OWN) {
+                    *b = status_own;
+                }
+                st.queue.reclaim(slot, &entry);
+            }
+        }
     }
 
     /// Reads slot `slot`'s entry and judges it.
