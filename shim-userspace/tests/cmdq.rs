@@ -11,6 +11,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mlx5vf::backend::{DriverOptions, MigrationDevice, errno_of};
@@ -18,7 +19,7 @@ use mlx5vf::pf::memory::DmaSpace;
 use mlx5vf::pf::port::PortConfig;
 use mlx5vf::pf::sim::SimTransport;
 use mlx5vf::pf::{CmdqDevice, PfError};
-use mlx5vf_core::cmdq::{Checksums, CmdqError, DeliveryStatus, SlotClass};
+use mlx5vf_core::cmdq::{Checksums, CmdqError, DeliveryStatus, SlotClass, iseg};
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::hal::{DmaDirection, Hal};
 use mlx5vf_core::ifc::pd::Pd;
@@ -517,4 +518,99 @@ fn a_stuck_save_is_named_in_the_transfer_error() {
         m.contains("the command queue: command 0x118: ") && m.contains("did not complete"),
         "{m}"
     );
+}
+
+/// The model behind a transport whose accesses can be made to fail: a
+/// health register that cannot be read, an IOMMU that refuses to unmap.
+struct Flaky {
+    sim: Arc<SimTransport>,
+    fail_health_read: AtomicBool,
+    refuse_unmap: AtomicBool,
+}
+
+impl Flaky {
+    fn new(sim: &Arc<SimTransport>) -> Arc<Self> {
+        Arc::new(Self {
+            sim: Arc::clone(sim),
+            fail_health_read: AtomicBool::new(false),
+            refuse_unmap: AtomicBool::new(false),
+        })
+    }
+}
+
+impl mlx5vf::pf::transport::Transport for Flaky {
+    fn describe(&self) -> String {
+        format!("flaky {}", self.sim.describe())
+    }
+    fn read32(&self, offset: u32) -> std::io::Result<u32> {
+        if offset == iseg::HEALTH_SYND && self.fail_health_read.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(19));
+        }
+        self.sim.read32(offset)
+    }
+    fn write32(&self, offset: u32, value: u32) -> std::io::Result<()> {
+        self.sim.write32(offset, value)
+    }
+    fn enable_bus_master(&self) -> std::io::Result<()> {
+        self.sim.enable_bus_master()
+    }
+    fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        self.sim.iova_ranges()
+    }
+    fn map_dma(&self, region: &mlx5vf::pf::memory::DmaRegion) -> std::io::Result<()> {
+        self.sim.map_dma(region)
+    }
+    fn unmap_dma(&self, region: &mlx5vf::pf::memory::DmaRegion) -> std::io::Result<()> {
+        if self.refuse_unmap.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(22));
+        }
+        self.sim.unmap_dma(region)
+    }
+    fn wait_completion(&self, mask: u32, timeout: Duration) -> u32 {
+        self.sim.wait_completion(mask, timeout)
+    }
+}
+
+fn open_flaky(spec: &str) -> (CmdqDevice<Flaky>, Arc<Flaky>, Arc<DmaSpace>) {
+    let (t, space) = transport(spec);
+    let flaky = Flaky::new(&t);
+    let dev = CmdqDevice::open(
+        spec,
+        Arc::clone(&flaky),
+        Arc::clone(&space),
+        0,
+        &DriverOptions::default(),
+        quick(),
+    )
+    .unwrap();
+    (dev, flaky, space)
+}
+
+/// A health register that cannot be read says the device is gone, not a
+/// syndrome of all ones.
+#[test]
+fn a_failed_health_read_is_a_device_gone() {
+    let (dev, flaky, _) = open_flaky("sim:state=1M,transport=cmdq");
+    flaky
+        .sim
+        .with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::Stuck));
+    flaky.fail_health_read.store(true, Ordering::Relaxed);
+    let mut input = [0u8; 16];
+    input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
+    let mut out = [0u8; 16];
+    let e = dev
+        .port()
+        .exec(SlotClass::Command, &input, &mut out)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PfError::Queue {
+                error: CmdqError::DeviceGone,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_fatal());
 }

@@ -189,7 +189,8 @@ pub enum CmdqError {
     },
     /// The health counter stopped: the firmware is hung.
     HealthCounterStuck,
-    /// The device reads as all ones: it is gone from the bus.
+    /// The device reads as all ones, or its registers cannot be read at
+    /// all: it is gone from the bus.
     DeviceGone,
 }
 
@@ -316,7 +317,7 @@ impl fmt::Display for CmdqError {
                 "firmware health syndrome {syndrome:#04x} (ext {ext_syndrome:#06x})"
             ),
             Self::HealthCounterStuck => f.write_str("firmware health counter stopped"),
-            Self::DeviceGone => f.write_str("device reads as all ones (gone from the bus)"),
+            Self::DeviceGone => f.write_str("device gone from the bus (its registers read as all ones or cannot be read)"),
         }
     }
 }

@@ -579,13 +579,19 @@ impl<T: Transport> Inner<T> {
         }
         st.next_health = now + self.cfg.health_interval;
         let t = &self.transport;
-        let read = |off| t.read32(off).unwrap_or(iseg::ALL_ONES);
-        let sample = HealthSample {
-            counter: read(iseg::HEALTH_COUNTER),
-            syndrome_word: read(iseg::HEALTH_SYND),
-            fw_ver: read(iseg::HEALTH_FW_VER),
+        let sample = (|| {
+            Ok::<_, std::io::Error>(HealthSample {
+                counter: t.read32(iseg::HEALTH_COUNTER)?,
+                syndrome_word: t.read32(iseg::HEALTH_SYND)?,
+                fw_ver: t.read32(iseg::HEALTH_FW_VER)?,
+            })
+        })();
+        let r = match sample {
+            Ok(sample) => st.health.handle_sample(sample, self.now()),
+            // A register that cannot be read at all says the device is gone
+            // (or unreachable), not that firmware reports a syndrome.
+            Err(_) => Err(CmdqError::DeviceGone),
         };
-        let r = st.health.handle_sample(sample, self.now());
         if let Err(e) = r {
             st.fatal = Some(e);
         }
