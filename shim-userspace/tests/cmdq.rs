@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mlx5vf::backend::{DriverOptions, MigrationDevice, errno_of};
 use mlx5vf::pf::memory::DmaSpace;
-use mlx5vf::pf::port::PortConfig;
+use mlx5vf::pf::port::{Port, PortConfig};
 use mlx5vf::pf::sim::SimTransport;
 use mlx5vf::pf::{CmdqDevice, PfError};
 use mlx5vf_core::cmdq::{Checksums, CmdqError, DeliveryStatus, SlotClass, iseg};
@@ -613,4 +613,30 @@ fn a_failed_health_read_is_a_device_gone() {
         "{e:?}"
     );
     assert!(e.is_fatal());
+}
+
+/// `cmd_exec_to` is device data: a garbage value is clamped to 10
+/// minutes, a sensible one taken as it is.
+#[test]
+fn the_advertised_command_timeout_is_clamped() {
+    let spec = "sim:state=1M,transport=cmdq";
+    let parsed: SimSpec = spec.parse().unwrap();
+    for (advertised, want) in [
+        (0xffff_fffe, Duration::from_secs(600)),
+        (2_000, Duration::from_secs(2)),
+        (0, Duration::from_secs(60)),
+    ] {
+        let space = Arc::new(DmaSpace::default());
+        let regs = RegisterConfig {
+            cmd_exec_timeout_ms: advertised,
+            ..RegisterConfig::DEFAULT
+        };
+        let t = Arc::new(SimTransport::new(spec, &parsed, regs, &space).unwrap());
+        let cfg = PortConfig {
+            command_timeout: None,
+            ..quick()
+        };
+        let port = Port::open(t, space, cfg).unwrap();
+        assert_eq!(port.timeout(), want, "cmd_exec_to {advertised:#x}");
+    }
 }

@@ -37,7 +37,7 @@ pub struct PortConfig {
     /// (SET_HCA_CAP) and then here ([`Port::set_checksums`]).
     pub checksums: Checksums,
     /// Deadline of one command; `None` takes what firmware advertises in
-    /// `cmd_exec_to` (60 s when it advertises nothing).
+    /// `cmd_exec_to` (60 s when it advertises nothing, at most 10 minutes).
     pub command_timeout: Option<Duration>,
     /// How often the health registers are read while a command waits.
     pub health_interval: Duration,
@@ -61,6 +61,11 @@ impl Default for PortConfig {
 
 /// Firmware's `cmd_exec_to` when it advertises none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest deadline taken from `cmd_exec_to`. The register is device
+/// data: garbage (up to `0xffff_fffe` ms, 49 days) must not become a wait
+/// no one sits through, and no firmware command needs anywhere near this
+/// long (firmware advertises about a minute).
+const MAX_ADVERTISED_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Longest sleep between two looks at a pending entry.
 const MAX_POLL_STEP: Duration = Duration::from_millis(1);
 
@@ -201,7 +206,7 @@ impl<T: Transport> Port<T> {
         let timeout = cfg.command_timeout.unwrap_or(if advertised == 0 {
             DEFAULT_TIMEOUT
         } else {
-            Duration::from_millis(u64::from(advertised))
+            Duration::from_millis(u64::from(advertised)).min(MAX_ADVERTISED_TIMEOUT)
         });
         let mut iova = IovaAllocator::new(&t.iova_ranges());
         let page_iova = iova
