@@ -316,6 +316,56 @@ fn a_stuck_firmware_times_out_and_teardown_does_not_wait_again() {
     t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 0));
 }
 
+/// A SAVE in flight on a hung firmware (its health counter still moving)
+/// while a synchronous command times out: the SAVE is given up at once,
+/// and teardown does not wait out the SAVE's own (long) deadline.
+#[test]
+fn a_save_in_flight_is_given_up_once_the_queue_is_fatal() {
+    let cfg = PortConfig {
+        command_timeout: Some(Duration::from_secs(30)),
+        ..quick()
+    };
+    let (mut dev, t) = open_cfg("sim:state=4M,transport=cmdq", cfg, |t| {
+        t.with_pf(|pf| pf.arm_fault(Some(0x118), QueueFault::Stuck));
+    })
+    .unwrap();
+    let file = dev.set_state(MigState::StopCopy).unwrap().unwrap();
+    assert_eq!(dev.port().asyncs_in_flight(), 1, "the SAVE is in flight");
+    t.with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::Stuck));
+    let start = Instant::now();
+    let mut input = [0u8; 16];
+    input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
+    let mut out = [0u8; 16];
+    let e = dev
+        .port()
+        .exec_within(
+            SlotClass::Command,
+            &input,
+            &mut out,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PfError::Queue {
+                error: CmdqError::Timeout { opcode: 0x800, .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    drop(file);
+    let r = dev.close();
+    assert!(r.is_err(), "teardown cannot talk to a hung firmware");
+    // Against the SAVE's 30 s deadline: a wide margin, no timing race.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn a_health_syndrome_is_reported_as_such() {
     let (dev, t) = open("sim:state=1M,transport=cmdq");

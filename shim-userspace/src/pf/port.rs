@@ -274,7 +274,23 @@ impl<T: Transport> Port<T> {
     /// # Errors
     /// [`PfError::Queue`] for anything the queue refused or lost.
     pub fn exec(&self, class: SlotClass, input: &[u8], output: &mut [u8]) -> Result<(), PfError> {
-        self.inner.exec(class, input, output)
+        self.inner.exec(class, input, output, self.inner.timeout)
+    }
+
+    /// [`Port::exec`] with a deadline of its own, at most the port's (a
+    /// step with a budget, such as teardown's page reclaim).
+    ///
+    /// # Errors
+    /// As [`Port::exec`].
+    pub fn exec_within(
+        &self,
+        class: SlotClass,
+        input: &[u8],
+        output: &mut [u8],
+        timeout: Duration,
+    ) -> Result<(), PfError> {
+        let timeout = timeout.min(self.inner.timeout);
+        self.inner.exec(class, input, output, timeout)
     }
 
     /// Starts a command whose output goes to the deliver function
@@ -284,7 +300,9 @@ impl<T: Transport> Port<T> {
     /// # Errors
     /// The command could not be posted; nothing will be delivered.
     pub fn start(&self, input: &[u8], outlen: usize, done: AsyncDone) -> Result<(), PfError> {
-        let posted = self.inner.post(SlotClass::Command, input, outlen)?;
+        let posted = self
+            .inner
+            .post(SlotClass::Command, input, outlen, self.inner.timeout)?;
         let mut st = lock(&self.inner.state);
         st.asyncs.push(Async {
             opcode: opcode_of(input),
@@ -453,7 +471,13 @@ impl<T: Transport> Inner<T> {
     }
 
     /// Posts a command and rings its doorbell.
-    fn post(&self, class: SlotClass, input: &[u8], outlen: usize) -> Result<Posted, PfError> {
+    fn post(
+        &self,
+        class: SlotClass,
+        input: &[u8],
+        outlen: usize,
+        timeout: Duration,
+    ) -> Result<Posted, PfError> {
         let opcode = opcode_of(input);
         let queue_err = |error| PfError::Queue { opcode, error };
         let mut st = lock(&self.state);
@@ -477,7 +501,7 @@ impl<T: Transport> Inner<T> {
         let now = self.now();
         let posted = st
             .queue
-            .post(class, opcode, descriptor, now, self.timeout)
+            .post(class, opcode, descriptor, now, timeout)
             .map_err(queue_err)?;
         let checksums = st.queue.checksums();
         let token = posted.token();
@@ -630,9 +654,15 @@ impl<T: Transport> Inner<T> {
         .unwrap_or(Err(CmdqError::BadAreaAddress))
     }
 
-    fn exec(&self, class: SlotClass, input: &[u8], output: &mut [u8]) -> Result<(), PfError> {
+    fn exec(
+        &self,
+        class: SlotClass,
+        input: &[u8],
+        output: &mut [u8],
+        timeout: Duration,
+    ) -> Result<(), PfError> {
         let opcode = opcode_of(input);
-        let result = self.post(class, input, output.len()).and_then(|posted| {
+        let result = self.post(class, input, output.len(), timeout).and_then(|posted| {
             self.wait(&posted, output)
                 .map_err(|error| PfError::Queue { opcode, error })
         });
@@ -649,6 +679,13 @@ impl<T: Transport> Inner<T> {
         loop {
             let signalled = self.transport.wait_completion(bit, step) & bit != 0;
             let mut st = lock(&self.state);
+            if let Some(e) = st.fatal {
+                // Another waiter found the queue fatal: this command is
+                // given up at once, not at its own deadline.
+                st.queue.abandon(slot);
+                st.counters.failed += 1;
+                return Err(e);
+            }
             let verdict = self.check(&mut st, slot, signalled);
             let verdict = match verdict {
                 Ok(Progress::Pending) => match self.health(&mut st, false) {
@@ -682,8 +719,9 @@ impl<T: Transport> Inner<T> {
 
 /// A command timed out: the error to report (the health registers', when
 /// they explain it). Firmware that let a command time out is not trusted
-/// with more: later commands fail at once with the same error, so that
-/// tearing down a hung PF does not wait out a deadline per command.
+/// with more: later commands, and those still in flight (a SAVE on the
+/// completion thread), fail at once with the same error, so that tearing
+/// down a hung PF does not wait out a deadline per command.
 fn timed_out<T: Transport>(inner: &Inner<T>, st: &mut State, timeout: CmdqError) -> CmdqError {
     let e = inner.health(st, true).err().unwrap_or(timeout);
     st.fatal = Some(e);
@@ -726,28 +764,36 @@ fn completions<T: Transport>(inner: &Inner<T>) {
                 };
                 let slot = posted.slot();
                 let opcode_err = |error| PfError::Queue { opcode, error };
-                let result = match inner.check(&mut st, slot, signalled & (1 << slot) != 0) {
-                    Ok(Progress::Pending) => match inner.health(&mut st, false) {
-                        Ok(()) => {
-                            i += 1;
-                            continue;
+                let result = if let Some(e) = st.fatal {
+                    // The queue is fatal (a command timed out, or health
+                    // failed, in another waiter): give up at once rather
+                    // than wait out this command's own deadline.
+                    st.queue.abandon(slot);
+                    Err(opcode_err(e))
+                } else {
+                    match inner.check(&mut st, slot, signalled & (1 << slot) != 0) {
+                        Ok(Progress::Pending) => match inner.health(&mut st, false) {
+                            Ok(()) => {
+                                i += 1;
+                                continue;
+                            }
+                            Err(e) => {
+                                st.queue.abandon(slot);
+                                Err(opcode_err(e))
+                            }
+                        },
+                        Ok(Progress::Done(head)) => {
+                            let mut out = vec![0u8; outlen];
+                            inner
+                                .gather(&st, &posted, head, &mut out)
+                                .map(|()| out)
+                                .map_err(opcode_err)
                         }
-                        Err(e) => {
-                            st.queue.abandon(slot);
-                            Err(opcode_err(e))
+                        Err(e @ CmdqError::Timeout { .. }) => {
+                            Err(opcode_err(timed_out(inner, &mut st, e)))
                         }
-                    },
-                    Ok(Progress::Done(head)) => {
-                        let mut out = vec![0u8; outlen];
-                        inner
-                            .gather(&st, &posted, head, &mut out)
-                            .map(|()| out)
-                            .map_err(opcode_err)
+                        Err(e) => Err(opcode_err(e)),
                     }
-                    Err(e @ CmdqError::Timeout { .. }) => {
-                        Err(opcode_err(timed_out(inner, &mut st, e)))
-                    }
-                    Err(e) => Err(opcode_err(e)),
                 };
                 if result.is_ok() {
                     st.counters.completed += 1;
