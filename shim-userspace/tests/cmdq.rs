@@ -170,7 +170,9 @@ fn create_mkey_with_a_large_mtt_goes_through_a_long_chain() {
 }
 
 /// ALLOC_PD through the port, for the fault tests.
-fn alloc_pd(dev: &Dev) -> Result<[u8; 16], PfError> {
+fn alloc_pd<T: mlx5vf::pf::transport::Transport>(
+    dev: &CmdqDevice<T>,
+) -> Result<[u8; 16], PfError> {
     let mut input = [0u8; 16];
     input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
     let mut out = [0u8; 16];
@@ -689,4 +691,38 @@ fn the_advertised_command_timeout_is_clamped() {
         let port = Port::open(t, space, cfg).unwrap();
         assert_eq!(port.timeout(), want, "cmd_exec_to {advertised:#x}");
     }
+}
+
+/// A buffer whose unmap the IOMMU refuses is never freed: its memory and
+/// IOVA stay taken (the device may still write them), it is counted, and
+/// close reports it.
+#[test]
+fn a_refused_unmap_keeps_the_memory_and_is_reported_at_close() {
+    let (dev, flaky, space) = open_flaky("sim:state=1M,transport=cmdq");
+    let port = Arc::clone(dev.port());
+    let mut hal = mlx5vf::pf::hal::CmdqHal::new(Arc::clone(&port), true);
+    let pd = Pd(u32::from_be_bytes(alloc_pd(&dev).unwrap()[8..12].try_into().unwrap()));
+    let buf = hal.alloc_buffer(4, DmaDirection::FromDevice).unwrap();
+    let mkey = hal.map_buffers(pd, &[buf]).unwrap();
+    let mappings = || flaky.sim.with_pf(|pf| pf.firmware().accounting().iommu_mappings);
+    let mapped = mappings();
+    flaky.refuse_unmap.store(true, Ordering::Relaxed);
+    hal.unmap_buffers(mkey, &[buf]).unwrap();
+    hal.free_buffer(buf);
+    assert_eq!(mappings(), mapped, "still mapped in the IOMMU");
+    assert!(space.get(buf.0).is_some(), "its memory is kept");
+    let q = port.quarantined();
+    assert_eq!((q.unmap_failed, q.bytes), (1, 4 * 4096), "{q:?}");
+    let other = hal.alloc_buffer(4, DmaDirection::FromDevice).unwrap();
+    assert_ne!(other.0, buf.0, "its IOVA is not handed out again");
+    hal.free_buffer(other);
+    flaky.refuse_unmap.store(false, Ordering::Relaxed);
+    drop(hal);
+    drop(port);
+    let e = dev.close().unwrap_err().to_string();
+    assert!(
+        e.contains("1 DMA regions (16384 bytes) stay allocated")
+            && e.contains("the IOMMU refused to unmap 1"),
+        "{e}"
+    );
 }

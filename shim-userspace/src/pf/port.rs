@@ -105,6 +105,65 @@ struct SlotMem {
     output: Option<Arc<DmaRegion>>,
 }
 
+/// DMA memory kept back from the heap and the IOVA allocator because the
+/// device may still reach it, until the transport closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Regions the IOMMU refused to unmap (still mapped).
+    pub unmap_failed: usize,
+    /// Regions holding pages firmware never returned (left mapped: the
+    /// device may still use them).
+    pub firmware_regions: usize,
+    /// Those pages.
+    pub firmware_pages: u64,
+    /// Bytes of all of them.
+    pub bytes: u64,
+}
+
+impl Quarantined {
+    /// Whether nothing is kept back.
+    pub fn is_empty(&self) -> bool {
+        self.unmap_failed == 0 && self.firmware_regions == 0
+    }
+}
+
+impl std::fmt::Display for Quarantined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} DMA regions ({} bytes) stay allocated and mapped until the device is closed",
+            self.unmap_failed + self.firmware_regions,
+            self.bytes
+        )?;
+        let mut sep = ": ";
+        if self.unmap_failed > 0 {
+            write!(f, "{sep}the IOMMU refused to unmap {}", self.unmap_failed)?;
+            sep = "; ";
+        }
+        if self.firmware_regions > 0 {
+            write!(
+                f,
+                "{sep}{} hold {} pages firmware never returned",
+                self.firmware_regions, self.firmware_pages
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a region is kept back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Its unmap failed.
+    UnmapFailed,
+}
+
+#[derive(Default)]
+struct Quarantine {
+    regions: Vec<Arc<DmaRegion>>,
+    summary: Quarantined,
+}
+
 struct State {
     queue: CmdQueue,
     queue_page: Arc<DmaRegion>,
@@ -129,6 +188,10 @@ pub(crate) struct Inner<T: Transport> {
     deliver: OnceLock<Deliver>,
     /// The last failure, for messages that otherwise only carry an errno.
     detail: Mutex<Option<String>>,
+    /// Regions the device may still reach. Declared after `transport`, so
+    /// dropped after it: the memory outlives the transport, whose close
+    /// (VFIO: the container's or the IOAS's) removes the mappings.
+    quarantine: Mutex<Quarantine>,
 }
 
 /// The command queue of one PF.
@@ -240,6 +303,7 @@ impl<T: Transport> Port<T> {
             origin: now,
             deliver: OnceLock::new(),
             detail: Mutex::new(None),
+            quarantine: Mutex::new(Quarantine::default()),
         });
         let port = Self {
             inner: Arc::clone(&inner),
@@ -340,6 +404,12 @@ impl<T: Transport> Port<T> {
         self.inner.timeout
     }
 
+    /// DMA memory kept back because the device may still reach it (see
+    /// [`Quarantined`]); freed when the port and its transport go.
+    pub fn quarantined(&self) -> Quarantined {
+        lock(&self.inner.quarantine).summary
+    }
+
     /// Whether commands are still in flight for the completion thread.
     pub fn asyncs_in_flight(&self) -> usize {
         lock(&self.inner.state).asyncs.len()
@@ -430,13 +500,33 @@ impl<T: Transport> Inner<T> {
         Ok(region)
     }
 
-    /// Undoes [`Inner::allocate`]; `mapped` says whether to unmap.
-    pub(crate) fn release(&self, region: &DmaRegion, mapped: bool) {
+    /// Undoes [`Inner::allocate`]; `mapped` says whether to unmap. A region
+    /// the IOMMU refuses to unmap is quarantined instead of freed.
+    pub(crate) fn release(&self, region: &Arc<DmaRegion>, mapped: bool) {
         if mapped {
-            let _ = self.transport.unmap_dma(region);
+            if let Err(error) = self.transport.unmap_dma(region) {
+                self.record(&PfError::Io {
+                    step: "unmap DMA memory",
+                    error,
+                });
+                self.quarantine(region, Keep::UnmapFailed);
+                return;
+            }
         }
         self.space.remove(region.iova());
         lock(&self.iova).free(region.iova(), region.len());
+    }
+
+    /// Keeps `region` (still mapped) from the heap and its IOVA from the
+    /// allocator until the transport closes: the device may still write it,
+    /// and reusing either would hand it live memory or a taken address.
+    pub(crate) fn quarantine(&self, region: &Arc<DmaRegion>, why: Keep) {
+        let mut q = lock(&self.quarantine);
+        match why {
+            Keep::UnmapFailed => q.summary.unmap_failed += 1,
+        }
+        q.summary.bytes = q.summary.bytes.saturating_add(region.len());
+        q.regions.push(Arc::clone(region));
     }
 
     /// Slot `slot`'s mailbox area for one side, at least `len` bytes.
