@@ -307,15 +307,21 @@ fn a_stuck_firmware_times_out_and_teardown_does_not_wait_again() {
         queue_error(alloc_pd(&dev)),
         CmdqError::Timeout { opcode: 0x118, .. }
     ));
-    let r = dev.close();
-    assert!(r.is_err(), "teardown cannot talk to a hung firmware");
+    let fw_pages = dev.fw_pages();
+    let e = dev.close().unwrap_err().to_string();
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",
         start.elapsed()
     );
-    // Its pages and queue are unmapped all the same.
-    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 0));
+    // Teardown could not take firmware's pages back: they stay mapped (the
+    // device may still use them) and the error says so; the queue and the
+    // mailboxes are unmapped.
+    assert!(
+        e.contains(&format!("3 hold {fw_pages} pages firmware never returned")),
+        "{e}"
+    );
+    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 3));
 }
 
 /// A SAVE in flight on a hung firmware (its health counter still moving)
@@ -636,6 +642,62 @@ fn open_flaky(spec: &str) -> (CmdqDevice<Flaky>, Arc<Flaky>, Arc<DmaSpace>) {
     )
     .unwrap();
     (dev, flaky, space)
+}
+
+/// Teardown takes firmware's pages back by the driver's own count: the
+/// model announces none through QUERY_PAGES (no negative counts), and
+/// every page comes back.
+#[test]
+fn teardown_takes_pages_back_by_its_own_count() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    let given = dev.fw_pages();
+    assert_eq!(given, 8 + 24 + 4);
+    assert_eq!(t.with_pf(|pf| pf.fw_pages()), given);
+    dev.close().unwrap();
+    assert_nothing_live(&t);
+    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 0));
+}
+
+/// Firmware that returns no page when asked: teardown stops with a clear
+/// error, and the pages it kept are neither unmapped nor freed (counted,
+/// and the error says so).
+#[test]
+fn pages_firmware_keeps_stay_mapped_and_are_reported() {
+    let (dev, t, space) = {
+        let spec = "sim:state=1M,transport=cmdq";
+        let (t, space) = transport(spec);
+        let dev = CmdqDevice::open(
+            spec,
+            Arc::clone(&t),
+            Arc::clone(&space),
+            0,
+            &DriverOptions::default(),
+            quick(),
+        )
+        .unwrap();
+        (dev, t, space)
+    };
+    let port = Arc::clone(dev.port());
+    t.with_pf(|pf| pf.withhold_pages(true));
+    let e = dev.close().unwrap_err().to_string();
+    assert!(
+        e.contains("MANAGE_PAGES(TAKE) of function 1 returned no page")
+            && e.contains("3 DMA regions (147456 bytes) stay allocated")
+            && e.contains("3 hold 36 pages firmware never returned"),
+        "{e}"
+    );
+    let q = port.quarantined();
+    assert_eq!((q.firmware_regions, q.firmware_pages), (3, 36), "{q:?}");
+    t.with_pf(|pf| {
+        assert_eq!(pf.fw_pages(), 36);
+        assert_eq!(
+            pf.firmware().accounting().iommu_mappings,
+            3,
+            "firmware's pages stay mapped, the rest is unmapped"
+        );
+    });
+    // The memory stays allocated (in the device's address space).
+    assert_eq!(space.usage(), (3, 36 * 4096));
 }
 
 /// A health register that cannot be read says the device is gone, not a

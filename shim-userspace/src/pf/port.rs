@@ -156,6 +156,8 @@ impl std::fmt::Display for Quarantined {
 pub(crate) enum Keep {
     /// Its unmap failed.
     UnmapFailed,
+    /// Firmware never returned this many of its pages (not unmapped).
+    FirmwarePages(u64),
 }
 
 #[derive(Default)]
@@ -524,6 +526,10 @@ impl<T: Transport> Inner<T> {
         let mut q = lock(&self.quarantine);
         match why {
             Keep::UnmapFailed => q.summary.unmap_failed += 1,
+            Keep::FirmwarePages(n) => {
+                q.summary.firmware_regions += 1;
+                q.summary.firmware_pages += n;
+            }
         }
         q.summary.bytes = q.summary.bytes.saturating_add(region.len());
         q.regions.push(Arc::clone(region));
