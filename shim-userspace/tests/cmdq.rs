@@ -170,9 +170,7 @@ fn create_mkey_with_a_large_mtt_goes_through_a_long_chain() {
 }
 
 /// ALLOC_PD through the port, for the fault tests.
-fn alloc_pd<T: mlx5vf::pf::transport::Transport>(
-    dev: &CmdqDevice<T>,
-) -> Result<[u8; 16], PfError> {
+fn alloc_pd<T: mlx5vf::pf::transport::Transport>(dev: &CmdqDevice<T>) -> Result<[u8; 16], PfError> {
     let mut input = [0u8; 16];
     input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
     let mut out = [0u8; 16];
@@ -763,10 +761,16 @@ fn a_refused_unmap_keeps_the_memory_and_is_reported_at_close() {
     let (dev, flaky, space) = open_flaky("sim:state=1M,transport=cmdq");
     let port = Arc::clone(dev.port());
     let mut hal = mlx5vf::pf::hal::CmdqHal::new(Arc::clone(&port), true);
-    let pd = Pd(u32::from_be_bytes(alloc_pd(&dev).unwrap()[8..12].try_into().unwrap()));
+    let pd = Pd(u32::from_be_bytes(
+        alloc_pd(&dev).unwrap()[8..12].try_into().unwrap(),
+    ));
     let buf = hal.alloc_buffer(4, DmaDirection::FromDevice).unwrap();
     let mkey = hal.map_buffers(pd, &[buf]).unwrap();
-    let mappings = || flaky.sim.with_pf(|pf| pf.firmware().accounting().iommu_mappings);
+    let mappings = || {
+        flaky
+            .sim
+            .with_pf(|pf| pf.firmware().accounting().iommu_mappings)
+    };
     let mapped = mappings();
     flaky.refuse_unmap.store(true, Ordering::Relaxed);
     hal.unmap_buffers(mkey, &[buf]).unwrap();

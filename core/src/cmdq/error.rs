@@ -317,7 +317,9 @@ impl fmt::Display for CmdqError {
                 "firmware health syndrome {syndrome:#04x} (ext {ext_syndrome:#06x})"
             ),
             Self::HealthCounterStuck => f.write_str("firmware health counter stopped"),
-            Self::DeviceGone => f.write_str("device gone from the bus (its registers read as all ones or cannot be read)"),
+            Self::DeviceGone => f.write_str(
+                "device gone from the bus (its registers read as all ones or cannot be read)",
+            ),
         }
     }
 }

@@ -758,10 +758,12 @@ impl<T: Transport> Inner<T> {
         timeout: Duration,
     ) -> Result<(), PfError> {
         let opcode = opcode_of(input);
-        let result = self.post(class, input, output.len(), timeout).and_then(|posted| {
-            self.wait(&posted, output)
-                .map_err(|error| PfError::Queue { opcode, error })
-        });
+        let result = self
+            .post(class, input, output.len(), timeout)
+            .and_then(|posted| {
+                self.wait(&posted, output)
+                    .map_err(|error| PfError::Queue { opcode, error })
+            });
         if let Err(e) = &result {
             self.record(e);
         }
