@@ -227,16 +227,24 @@ pub(crate) enum PfDma {
     },
 }
 
-/// Opens the device `device` names (as a `vfio-mig:` device) for a driver
-/// of its own, by `iommu`'s path: what the `vfio-mig:` open does, keeping
-/// the container or the IOAS for DMA mappings. A noiommu group is refused:
+/// The sysfs directory of the device `device` names (as a `vfio-mig:`
+/// device), without opening anything.
+///
+/// # Errors
+/// A [`VfioError`] at [`Step::ResolveDevice`].
+pub(crate) fn resolve_pf(spec: &str, device: &str) -> Result<PathBuf, VfioError> {
+    Opener { spec }.resolve_sysfs(device)
+}
+
+/// Opens the device at `sysfs` (from [`resolve_pf`]) for a driver of its
+/// own, by `iommu`'s path: what the `vfio-mig:` open does, keeping the
+/// container or the IOAS for DMA mappings. A noiommu group is refused:
 /// a device without an IOMMU must not be given DMA memory by IOVA.
 ///
 /// # Errors
 /// A [`VfioError`] naming the step.
-pub(crate) fn open_pf(spec: &str, device: &str, iommu: IommuPath) -> Result<OpenedPf, VfioError> {
+pub(crate) fn open_pf(spec: &str, sysfs: PathBuf, iommu: IommuPath) -> Result<OpenedPf, VfioError> {
     let opener = Opener { spec };
-    let sysfs = opener.resolve_sysfs(device)?;
     let cdev = cdev_node(&sysfs).filter(|_| Path::new("/dev/iommu").exists());
     let dma = match (iommu, cdev) {
         (IommuPath::Auto | IommuPath::Cdev, Some(node)) => {
