@@ -16,10 +16,11 @@
 //! From sysfs alone, before the VFIO device is opened (opening it makes
 //! `vfio-pci` enable the function, and may reset it): the PF must be a
 //! Mellanox/NVIDIA function (PCI vendor 0x15b3) bound to `vfio-pci`, with
-//! SR-IOV enabled and VF `N` present (`sriov_numvfs`). Once opened: the
-//! group must not be a noiommu group, BAR0 must be a readable and
-//! writable region covering the initialization segment, and the config
-//! space must say vendor 0x15b3 too. Then the queue checks the
+//! SR-IOV enabled and VF `N` present (`sriov_numvfs`), and its IOMMU
+//! group must not be a noiommu group (`vfio-pf` hands the device DMA
+//! memory by IOVA). Once opened: BAR0 must be a readable and writable
+//! region covering the initialization segment, and the config space must
+//! say vendor 0x15b3 too. Then the queue checks the
 //! command-interface revision (5) and waits out `initializing`.
 //!
 //! One device passes without being a PCI function: the kernel model of a
