@@ -11,14 +11,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mlx5vf::backend::{DriverOptions, MigrationDevice, errno_of};
 use mlx5vf::pf::memory::DmaSpace;
-use mlx5vf::pf::port::PortConfig;
+use mlx5vf::pf::port::{Port, PortConfig};
 use mlx5vf::pf::sim::SimTransport;
 use mlx5vf::pf::{CmdqDevice, PfError};
-use mlx5vf_core::cmdq::{Checksums, CmdqError, DeliveryStatus, SlotClass};
+use mlx5vf_core::cmdq::{Checksums, CmdqError, DeliveryStatus, SlotClass, iseg};
 use mlx5vf_core::errno::Errno;
 use mlx5vf_core::hal::{DmaDirection, Hal};
 use mlx5vf_core::ifc::pd::Pd;
@@ -169,7 +170,7 @@ fn create_mkey_with_a_large_mtt_goes_through_a_long_chain() {
 }
 
 /// ALLOC_PD through the port, for the fault tests.
-fn alloc_pd(dev: &Dev) -> Result<[u8; 16], PfError> {
+fn alloc_pd<T: mlx5vf::pf::transport::Transport>(dev: &CmdqDevice<T>) -> Result<[u8; 16], PfError> {
     let mut input = [0u8; 16];
     input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
     let mut out = [0u8; 16];
@@ -203,10 +204,9 @@ fn each_bad_completion_is_its_own_error_and_the_queue_goes_on() {
         CmdqError::WrongToken { .. }
     ));
     arm(QueueFault::Delivery(0x5c));
-    assert_eq!(
-        queue_error(alloc_pd(&dev)),
-        CmdqError::UnknownDeliveryStatus(0x5c)
-    );
+    let garbage = queue_error(alloc_pd(&dev));
+    assert_eq!(garbage, CmdqError::UnknownDeliveryStatus(0x5c));
+    assert_eq!(garbage.errno(), Errno::EINVAL, "Linux's default: -EINVAL");
     arm(QueueFault::Delivery(0x2));
     assert_eq!(
         queue_error(alloc_pd(&dev)),
@@ -244,6 +244,45 @@ fn each_bad_completion_is_its_own_error_and_the_queue_goes_on() {
     assert_nothing_live(&t);
 }
 
+/// A slot lost to bad ownership serves again once firmware hands its
+/// entry back at last: the queue does not run out of slots for good.
+#[test]
+fn a_stuck_slot_serves_again_once_firmware_hands_it_back() {
+    let spec = "sim:state=1M,transport=cmdq";
+    let (t, space) = transport(spec);
+    let dev = CmdqDevice::open(
+        spec,
+        Arc::clone(&t),
+        Arc::clone(&space),
+        0,
+        &DriverOptions::default(),
+        quick(),
+    )
+    .unwrap();
+    // Every command slot (all but the last, MANAGE_PAGES') gets stuck.
+    let mut slots = Vec::new();
+    for _ in 0..31 {
+        assert!(t.with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::BadOwnership)));
+        match queue_error(alloc_pd(&dev)) {
+            CmdqError::BadOwnership { slot } => slots.push(slot),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(slots, (0..31).collect::<Vec<u8>>());
+    // Still owned by hardware: nothing to reclaim.
+    assert_eq!(queue_error(alloc_pd(&dev)), CmdqError::NoFreeSlot);
+    // Firmware hands the entries back at last (clears their owner bits).
+    let queue = t.with_pf(|pf| pf.queue_address()).unwrap();
+    for slot in &slots {
+        let (r, off) = space.find(queue + u64::from(*slot) * 64 + 0x3f, 1).unwrap();
+        r.with_bytes_mut(off, 1, |b| b[0] &= !1).unwrap();
+    }
+    let out = alloc_pd(&dev).unwrap();
+    assert_eq!(out[0], 0, "a reclaimed slot runs the command");
+    dev.close().unwrap();
+    assert_nothing_live(&t);
+}
+
 #[test]
 fn a_stuck_firmware_times_out_and_teardown_does_not_wait_again() {
     let (mut dev, t) = open("sim:state=4M,transport=cmdq");
@@ -266,15 +305,71 @@ fn a_stuck_firmware_times_out_and_teardown_does_not_wait_again() {
         queue_error(alloc_pd(&dev)),
         CmdqError::Timeout { opcode: 0x118, .. }
     ));
-    let r = dev.close();
-    assert!(r.is_err(), "teardown cannot talk to a hung firmware");
+    let fw_pages = dev.fw_pages();
+    let e = dev.close().unwrap_err().to_string();
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",
         start.elapsed()
     );
-    // Its pages and queue are unmapped all the same.
-    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 0));
+    // Teardown could not take firmware's pages back: they stay mapped (the
+    // device may still use them) and the error says so; the queue and the
+    // mailboxes are unmapped.
+    assert!(
+        e.contains(&format!("3 hold {fw_pages} pages firmware never returned")),
+        "{e}"
+    );
+    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 3));
+}
+
+/// A SAVE in flight on a hung firmware (its health counter still moving)
+/// while a synchronous command times out: the SAVE is given up at once,
+/// and teardown does not wait out the SAVE's own (long) deadline.
+#[test]
+fn a_save_in_flight_is_given_up_once_the_queue_is_fatal() {
+    let cfg = PortConfig {
+        command_timeout: Some(Duration::from_secs(30)),
+        ..quick()
+    };
+    let (mut dev, t) = open_cfg("sim:state=4M,transport=cmdq", cfg, |t| {
+        t.with_pf(|pf| pf.arm_fault(Some(0x118), QueueFault::Stuck));
+    })
+    .unwrap();
+    let file = dev.set_state(MigState::StopCopy).unwrap().unwrap();
+    assert_eq!(dev.port().asyncs_in_flight(), 1, "the SAVE is in flight");
+    t.with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::Stuck));
+    let start = Instant::now();
+    let mut input = [0u8; 16];
+    input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
+    let mut out = [0u8; 16];
+    let e = dev
+        .port()
+        .exec_within(
+            SlotClass::Command,
+            &input,
+            &mut out,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PfError::Queue {
+                error: CmdqError::Timeout { opcode: 0x800, .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    drop(file);
+    let r = dev.close();
+    assert!(r.is_err(), "teardown cannot talk to a hung firmware");
+    // Against the SAVE's 30 s deadline: a wide margin, no timing race.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -478,5 +573,222 @@ fn a_stuck_save_is_named_in_the_transfer_error() {
     assert!(
         m.contains("the command queue: command 0x118: ") && m.contains("did not complete"),
         "{m}"
+    );
+}
+
+/// The model behind a transport whose accesses can be made to fail: a
+/// health register that cannot be read, an IOMMU that refuses to unmap.
+struct Flaky {
+    sim: Arc<SimTransport>,
+    fail_health_read: AtomicBool,
+    refuse_unmap: AtomicBool,
+}
+
+impl Flaky {
+    fn new(sim: &Arc<SimTransport>) -> Arc<Self> {
+        Arc::new(Self {
+            sim: Arc::clone(sim),
+            fail_health_read: AtomicBool::new(false),
+            refuse_unmap: AtomicBool::new(false),
+        })
+    }
+}
+
+impl mlx5vf::pf::transport::Transport for Flaky {
+    fn describe(&self) -> String {
+        format!("flaky {}", self.sim.describe())
+    }
+    fn read32(&self, offset: u32) -> std::io::Result<u32> {
+        if offset == iseg::HEALTH_SYND && self.fail_health_read.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(19));
+        }
+        self.sim.read32(offset)
+    }
+    fn write32(&self, offset: u32, value: u32) -> std::io::Result<()> {
+        self.sim.write32(offset, value)
+    }
+    fn enable_bus_master(&self) -> std::io::Result<()> {
+        self.sim.enable_bus_master()
+    }
+    fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        self.sim.iova_ranges()
+    }
+    fn map_dma(&self, region: &mlx5vf::pf::memory::DmaRegion) -> std::io::Result<()> {
+        self.sim.map_dma(region)
+    }
+    fn unmap_dma(&self, region: &mlx5vf::pf::memory::DmaRegion) -> std::io::Result<()> {
+        if self.refuse_unmap.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(22));
+        }
+        self.sim.unmap_dma(region)
+    }
+    fn wait_completion(&self, mask: u32, timeout: Duration) -> u32 {
+        self.sim.wait_completion(mask, timeout)
+    }
+}
+
+fn open_flaky(spec: &str) -> (CmdqDevice<Flaky>, Arc<Flaky>, Arc<DmaSpace>) {
+    let (t, space) = transport(spec);
+    let flaky = Flaky::new(&t);
+    let dev = CmdqDevice::open(
+        spec,
+        Arc::clone(&flaky),
+        Arc::clone(&space),
+        0,
+        &DriverOptions::default(),
+        quick(),
+    )
+    .unwrap();
+    (dev, flaky, space)
+}
+
+/// Teardown takes firmware's pages back by the driver's own count: the
+/// model announces none through QUERY_PAGES (no negative counts), and
+/// every page comes back.
+#[test]
+fn teardown_takes_pages_back_by_its_own_count() {
+    let (dev, t) = open("sim:state=1M,transport=cmdq");
+    let given = dev.fw_pages();
+    assert_eq!(given, 8 + 24 + 4);
+    assert_eq!(t.with_pf(|pf| pf.fw_pages()), given);
+    dev.close().unwrap();
+    assert_nothing_live(&t);
+    t.with_pf(|pf| assert_eq!(pf.firmware().accounting().iommu_mappings, 0));
+}
+
+/// Firmware that returns no page when asked: teardown stops with a clear
+/// error, and the pages it kept are neither unmapped nor freed (counted,
+/// and the error says so).
+#[test]
+fn pages_firmware_keeps_stay_mapped_and_are_reported() {
+    let (dev, t, space) = {
+        let spec = "sim:state=1M,transport=cmdq";
+        let (t, space) = transport(spec);
+        let dev = CmdqDevice::open(
+            spec,
+            Arc::clone(&t),
+            Arc::clone(&space),
+            0,
+            &DriverOptions::default(),
+            quick(),
+        )
+        .unwrap();
+        (dev, t, space)
+    };
+    let port = Arc::clone(dev.port());
+    t.with_pf(|pf| pf.withhold_pages(true));
+    let e = dev.close().unwrap_err().to_string();
+    assert!(
+        e.contains("MANAGE_PAGES(TAKE) of function 1 returned no page")
+            && e.contains("3 DMA regions (147456 bytes) stay allocated")
+            && e.contains("3 hold 36 pages firmware never returned"),
+        "{e}"
+    );
+    let q = port.quarantined();
+    assert_eq!((q.firmware_regions, q.firmware_pages), (3, 36), "{q:?}");
+    t.with_pf(|pf| {
+        assert_eq!(pf.fw_pages(), 36);
+        assert_eq!(
+            pf.firmware().accounting().iommu_mappings,
+            3,
+            "firmware's pages stay mapped, the rest is unmapped"
+        );
+    });
+    // The memory stays allocated (in the device's address space).
+    assert_eq!(space.usage(), (3, 36 * 4096));
+}
+
+/// A health register that cannot be read says the device is gone, not a
+/// syndrome of all ones.
+#[test]
+fn a_failed_health_read_is_a_device_gone() {
+    let (dev, flaky, _) = open_flaky("sim:state=1M,transport=cmdq");
+    flaky
+        .sim
+        .with_pf(|pf| pf.arm_fault(Some(0x800), QueueFault::Stuck));
+    flaky.fail_health_read.store(true, Ordering::Relaxed);
+    let mut input = [0u8; 16];
+    input[0..2].copy_from_slice(&0x800u16.to_be_bytes());
+    let mut out = [0u8; 16];
+    let e = dev
+        .port()
+        .exec(SlotClass::Command, &input, &mut out)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PfError::Queue {
+                error: CmdqError::DeviceGone,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_fatal());
+}
+
+/// `cmd_exec_to` is device data: a garbage value is clamped to 10
+/// minutes, a sensible one taken as it is.
+#[test]
+fn the_advertised_command_timeout_is_clamped() {
+    let spec = "sim:state=1M,transport=cmdq";
+    let parsed: SimSpec = spec.parse().unwrap();
+    for (advertised, want) in [
+        (0xffff_fffe, Duration::from_secs(600)),
+        (2_000, Duration::from_secs(2)),
+        (0, Duration::from_secs(60)),
+    ] {
+        let space = Arc::new(DmaSpace::default());
+        let regs = RegisterConfig {
+            cmd_exec_timeout_ms: advertised,
+            ..RegisterConfig::DEFAULT
+        };
+        let t = Arc::new(SimTransport::new(spec, &parsed, regs, &space).unwrap());
+        let cfg = PortConfig {
+            command_timeout: None,
+            ..quick()
+        };
+        let port = Port::open(t, space, cfg).unwrap();
+        assert_eq!(port.timeout(), want, "cmd_exec_to {advertised:#x}");
+    }
+}
+
+/// A buffer whose unmap the IOMMU refuses is never freed: its memory and
+/// IOVA stay taken (the device may still write them), it is counted, and
+/// close reports it.
+#[test]
+fn a_refused_unmap_keeps_the_memory_and_is_reported_at_close() {
+    let (dev, flaky, space) = open_flaky("sim:state=1M,transport=cmdq");
+    let port = Arc::clone(dev.port());
+    let mut hal = mlx5vf::pf::hal::CmdqHal::new(Arc::clone(&port), true);
+    let pd = Pd(u32::from_be_bytes(
+        alloc_pd(&dev).unwrap()[8..12].try_into().unwrap(),
+    ));
+    let buf = hal.alloc_buffer(4, DmaDirection::FromDevice).unwrap();
+    let mkey = hal.map_buffers(pd, &[buf]).unwrap();
+    let mappings = || {
+        flaky
+            .sim
+            .with_pf(|pf| pf.firmware().accounting().iommu_mappings)
+    };
+    let mapped = mappings();
+    flaky.refuse_unmap.store(true, Ordering::Relaxed);
+    hal.unmap_buffers(mkey, &[buf]).unwrap();
+    hal.free_buffer(buf);
+    assert_eq!(mappings(), mapped, "still mapped in the IOMMU");
+    assert!(space.get(buf.0).is_some(), "its memory is kept");
+    let q = port.quarantined();
+    assert_eq!((q.unmap_failed, q.bytes), (1, 4 * 4096), "{q:?}");
+    let other = hal.alloc_buffer(4, DmaDirection::FromDevice).unwrap();
+    assert_ne!(other.0, buf.0, "its IOVA is not handed out again");
+    hal.free_buffer(other);
+    flaky.refuse_unmap.store(false, Ordering::Relaxed);
+    drop(hal);
+    drop(port);
+    let e = dev.close().unwrap_err().to_string();
+    assert!(
+        e.contains("1 DMA regions (16384 bytes) stay allocated")
+            && e.contains("the IOMMU refused to unmap 1"),
+        "{e}"
     );
 }

@@ -36,9 +36,10 @@ enum_with_unknown! {
 }
 
 impl DeliveryStatus {
-    /// The errno Linux reports for it (`cmd.c`'s delivery-status table);
-    /// `None` for OK. Unknown codes are [`CmdqError::UnknownDeliveryStatus`],
-    /// not this.
+    /// The errno Linux reports for it (`cmd.c`'s `deliv_status_to_err`);
+    /// `None` for OK. A code the table does not name is `EINVAL`, its
+    /// `default:` (decoding reports such a code as
+    /// [`CmdqError::UnknownDeliveryStatus`], with the same errno).
     pub const fn errno(self) -> Option<Errno> {
         Some(match self {
             Self::Ok => return None,
@@ -46,7 +47,8 @@ impl DeliveryStatus {
             Self::BadBlockNumber | Self::OutputPointerNotAligned | Self::InputPointerNotAligned => {
                 Errno::EFAULT
             }
-            Self::FirmwareError | Self::Unknown(_) => Errno::EIO,
+            Self::FirmwareError => Errno::EIO,
+            Self::Unknown(_) => Errno::EINVAL,
             Self::InputLengthError
             | Self::OutputLengthError
             | Self::ReservedNotCleared
@@ -187,7 +189,8 @@ pub enum CmdqError {
     },
     /// The health counter stopped: the firmware is hung.
     HealthCounterStuck,
-    /// The device reads as all ones: it is gone from the bus.
+    /// The device reads as all ones, or its registers cannot be read at
+    /// all: it is gone from the bus.
     DeviceGone,
 }
 
@@ -206,10 +209,10 @@ impl CmdqError {
             Self::Timeout { .. } | Self::StillInitializing => Errno::ETIMEDOUT,
             Self::NoFreeSlot => Errno::EBUSY,
             Self::AreaTooSmall { .. } => Errno::ENOMEM,
-            Self::BadLength { .. } => Errno::EINVAL,
+            // Linux's delivery-status table ends in `default: return -EINVAL`.
+            Self::BadLength { .. } | Self::UnknownDeliveryStatus(_) => Errno::EINVAL,
             Self::DeviceGone => Errno::ENOTCONN,
-            Self::UnknownDeliveryStatus(_)
-            | Self::BadOwnership { .. }
+            Self::BadOwnership { .. }
             | Self::UnexpectedCompletion { .. }
             | Self::DescriptorChanged { .. }
             | Self::ShortChain { .. }
@@ -314,7 +317,9 @@ impl fmt::Display for CmdqError {
                 "firmware health syndrome {syndrome:#04x} (ext {ext_syndrome:#06x})"
             ),
             Self::HealthCounterStuck => f.write_str("firmware health counter stopped"),
-            Self::DeviceGone => f.write_str("device reads as all ones (gone from the bus)"),
+            Self::DeviceGone => f.write_str(
+                "device gone from the bus (its registers read as all ones or cannot be read)",
+            ),
         }
     }
 }

@@ -542,6 +542,16 @@ fn errnos_follow_linux() {
         CmdqError::Delivery(DeliveryStatus::FirmwareError).errno(),
         Errno::EIO
     );
+    // A code the table does not name: its `default:`, EINVAL.
+    assert_eq!(
+        CmdqError::UnknownDeliveryStatus(0x5c).errno(),
+        Errno::EINVAL
+    );
+    assert_eq!(DeliveryStatus::Unknown(0x5c).errno(), Some(Errno::EINVAL));
+    assert_eq!(
+        CmdqError::Delivery(DeliveryStatus::Unknown(0x5c)).errno(),
+        Errno::EINVAL
+    );
     assert_eq!(
         CmdqError::Timeout { slot: 0, opcode: 0 }.errno(),
         Errno::ETIMEDOUT

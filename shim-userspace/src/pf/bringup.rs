@@ -8,16 +8,23 @@
 //! → ENABLE_HCA(vf + 1) → QUERY_PAGES(REGULAR, vf + 1) + GIVE.
 //!
 //! Down (also after a failure part-way up, for the steps that were done):
-//! DISABLE_HCA(vf + 1) → TEARDOWN_HCA → for the VF and the PF,
-//! QUERY_PAGES(REGULAR) + MANAGE_PAGES(TAKE) until firmware holds none →
-//! DISABLE_HCA(0); then every page's memory is unmapped and freed.
+//! DISABLE_HCA(vf + 1) → TEARDOWN_HCA → for the VF, then the PF,
+//! MANAGE_PAGES(TAKE) of up to [`PAGES_PER_COMMAND`] pages at a time, by the
+//! driver's own count of pages it gave the function, until it holds none
+//! (as Linux's `mlx5_reclaim_startup_pages`; QUERY_PAGES is not asked) →
+//! DISABLE_HCA(0). Memory of pages firmware returned is unmapped and freed;
+//! pages it never returned stay mapped and allocated (quarantined, see
+//! [`super::port::Quarantined`]) until the device is closed: firmware may
+//! still use them.
 //!
 //! Not done (a real PF may need them; the model does not): ACCESS_REG's
-//! host endianness, port and e-switch setup, event queues (page requests
-//! are polled through QUERY_PAGES instead of arriving as events).
+//! host endianness, port and e-switch setup, event queues (QUERY_PAGES is
+//! asked at bring-up only: page requests firmware makes later, which
+//! arrive as events, are not served).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mlx5vf_core::cmdq::SlotClass;
 use mlx5vf_core::ifc::Command;
@@ -34,12 +41,18 @@ use mlx5vf_core::ifc::{Opcode, checked_output};
 
 use super::error::PfError;
 use super::memory::{DmaRegion, PAGE};
-use super::port::Port;
+use super::port::{Keep, Port};
 use super::transport::Transport;
 use mlx5vf_core::cmdq::Checksums;
 
 /// Pages one MANAGE_PAGES carries (an 8 KiB list: 17 mailbox blocks).
-const PAGES_PER_COMMAND: u32 = 1024;
+pub const PAGES_PER_COMMAND: u32 = 1024;
+/// How long taking back one function's pages may take in all. Every TAKE
+/// must return a page (an empty answer stops at once), so this bounds a
+/// firmware that answers slowly, not a loop: the most a function is given,
+/// 2 × [`MAX_PAGES_ASKED`] pages (the PF's boot and init pages), is 2048
+/// TAKEs, seconds at the milliseconds a command takes.
+const RECLAIM_TIME: Duration = Duration::from_secs(60);
 /// The most pages firmware may ask for at once (4 GiB); more is refused as
 /// a firmware fault rather than granted.
 const MAX_PAGES_ASKED: i64 = 1 << 20;
@@ -247,48 +260,55 @@ fn give_pages<T: Transport>(
     Ok(())
 }
 
-/// Takes back every page `function` holds.
+/// Takes back every page the driver gave `function`, by its own count
+/// (see the module docs).
+///
+/// # Errors
+/// A TAKE failed, returned no page, returned a page the driver never gave
+/// `function`, or [`RECLAIM_TIME`] passed; the pages not returned stay in
+/// `lc` for [`tear_down`] to quarantine.
 fn reclaim<T: Transport>(port: &Port<T>, lc: &mut Lifecycle, function: u16) -> Result<(), PfError> {
-    while lc.pages.count_of(function) > 0 {
-        let owed = run(
-            port,
-            SlotClass::Command,
-            &QueryPages {
-                function_id: function,
-                phase: PagesPhase::Regular,
-            },
-            "QUERY_PAGES(REGULAR)",
-        )?;
-        if owed >= 0 {
+    let deadline = Instant::now() + RECLAIM_TIME;
+    loop {
+        let held = lc.pages.count_of(function);
+        if held == 0 {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(PfError::Protocol(format!(
-                "firmware keeps {} pages of function {function} after teardown",
-                lc.pages.count_of(function)
+                "firmware did not return the {held} pages of function {function} within {}s",
+                RECLAIM_TIME.as_secs()
             )));
         }
-        let n = u32::try_from(i64::from(owed).unsigned_abs())
+        let n = u32::try_from(held)
             .unwrap_or(u32::MAX)
             .min(PAGES_PER_COMMAND);
         let mut input = [0u8; 16];
         encode_manage_pages_take(&mut input, function, n)
             .map_err(PfError::encode("MANAGE_PAGES(TAKE)"))?;
         let mut out = vec![0u8; manage_pages_len(n)];
-        port.exec(SlotClass::Pages, &input, &mut out)?;
+        port.exec_within(SlotClass::Pages, &input, &mut out, left)?;
+        // No more than `n` entries: the decoder refuses a count beyond the
+        // output's `n` slots.
         let pas = decode_manage_pages_out(&out, MANAGE_PAGES_TAKE)
             .map_err(PfError::firmware("MANAGE_PAGES(TAKE)"))?;
         if pas.is_empty() {
             return Err(PfError::Protocol(format!(
-                "MANAGE_PAGES(TAKE) of function {function} returned no page"
+                "MANAGE_PAGES(TAKE) of function {function} returned no page; firmware keeps the \
+                 {held} pages it was given"
             )));
         }
+        let mut strangers = 0usize;
+        let mut first_stranger = 0u64;
         for entry in pas.chunks_exact(8) {
             let addr = u64::from_be_bytes(entry.try_into().unwrap_or_default());
-            match lc.pages.held.get(&addr) {
-                Some((f, _)) if *f == function => {}
-                _ => {
-                    return Err(PfError::Protocol(format!(
-                        "firmware returned page {addr:#x}, which it never held for function {function}"
-                    )));
+            if lc.pages.held.get(&addr).is_none_or(|(f, _)| *f != function) {
+                if strangers == 0 {
+                    first_stranger = addr;
                 }
+                strangers += 1;
+                continue;
             }
             if let Some((_, region)) = lc.pages.held.remove(&addr) {
                 let empty = lc.pages.regions.get_mut(&region).map(|(_, count)| {
@@ -302,14 +322,20 @@ fn reclaim<T: Transport>(port: &Port<T>, lc: &mut Lifecycle, function: u16) -> R
                 }
             }
         }
+        if strangers > 0 {
+            return Err(PfError::Protocol(format!(
+                "MANAGE_PAGES(TAKE) of function {function} returned {strangers} pages it was never \
+                 given for it (first {first_stranger:#x})"
+            )));
+        }
     }
-    Ok(())
 }
 
 /// Tears the function down (see the module docs); every step is tried
 /// even when an earlier one failed, and the first error is returned. Pages
-/// firmware did not return are unmapped and freed anyway (the IOMMU keeps
-/// the device from them).
+/// firmware did not return are neither unmapped nor freed: their regions
+/// are quarantined in the port (counted; [`Port::quarantined`]) until the
+/// device is closed, since firmware may still use them.
 ///
 /// # Errors
 /// The first step that failed.
@@ -365,8 +391,13 @@ pub fn tear_down<T: Transport>(port: &Port<T>, lc: &mut Lifecycle) -> Result<(),
         ));
     }
     lc.pages.held.clear();
-    for (_, (r, _)) in std::mem::take(&mut lc.pages.regions) {
-        port.inner().release(&r, true);
+    for (_, (r, kept)) in std::mem::take(&mut lc.pages.regions) {
+        if kept == 0 {
+            // Allocated for a GIVE that failed: firmware never had it.
+            port.inner().release(&r, true);
+        } else {
+            port.inner().quarantine(&r, Keep::FirmwarePages(kept));
+        }
     }
     first.map_or(Ok(()), Err)
 }

@@ -3,7 +3,7 @@
 //! from the port's memory, mapped through the transport's IOMMU when the
 //! core maps them and unmapped when it unmaps them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,9 @@ pub struct CmdqHal<T: Transport> {
     /// Memory keys mapping each buffer (by IOVA): mapped in the IOMMU
     /// while non-zero.
     maps: HashMap<u64, u32>,
+    /// Buffers whose unmap the IOMMU refused: still mapped, so never freed
+    /// as if they were not (freeing tries again, then quarantines).
+    stale: HashSet<u64>,
     origin: Instant,
 }
 
@@ -49,6 +52,7 @@ impl<T: Transport> CmdqHal<T> {
             port,
             async_load,
             maps: HashMap::new(),
+            stale: HashSet::new(),
             origin: Instant::now(),
         }
     }
@@ -64,8 +68,15 @@ impl<T: Transport> CmdqHal<T> {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.maps.remove(&id.0);
-                    if let Some(r) = self.port.inner().space.get(id.0) {
-                        let _ = self.port.inner().transport.unmap_dma(&r);
+                    let inner = self.port.inner();
+                    if let Some(r) = inner.space.get(id.0) {
+                        if let Err(error) = inner.transport.unmap_dma(&r) {
+                            inner.record(&PfError::Io {
+                                step: "unmap a migration buffer",
+                                error,
+                            });
+                            self.stale.insert(id.0);
+                        }
                     }
                 }
             }
@@ -78,7 +89,8 @@ impl<T: Transport> CmdqHal<T> {
             .space
             .get(id.0)
             .ok_or(PfError::Memory("an unknown buffer"))?;
-        if !self.maps.contains_key(&id.0) {
+        // A buffer whose unmap failed is mapped still: nothing to map again.
+        if !self.maps.contains_key(&id.0) && !self.stale.remove(&id.0) {
             inner
                 .transport
                 .map_dma(&r)
@@ -169,8 +181,9 @@ impl<T: Transport> Hal for CmdqHal<T> {
     fn free_buffer(&mut self, buffer: BufferId) {
         let inner = self.port.inner();
         if let Some(r) = inner.space.get(buffer.0) {
-            // Still mapped only if the core broke its contract: unmap then.
-            let mapped = self.maps.remove(&buffer.0).is_some();
+            // Still mapped if the core broke its contract (unmap then) or an
+            // unmap failed (try again; quarantined if it fails again).
+            let mapped = self.maps.remove(&buffer.0).is_some() | self.stale.remove(&buffer.0);
             inner.release(&r, mapped);
         }
     }

@@ -156,7 +156,9 @@ impl<T: Transport> CmdqDevice<T> {
     /// went (dropping the device does the same, silently).
     ///
     /// # Errors
-    /// The first teardown step that failed.
+    /// The first teardown step that failed, and any DMA memory kept back
+    /// because the device may still reach it ([`port::Quarantined`]: an
+    /// unmap the IOMMU refused, pages firmware never returned).
     pub fn close(self) -> io::Result<()> {
         self.tear_down()
     }
@@ -176,9 +178,16 @@ impl<T: Transport> CmdqDevice<T> {
         while self.port.asyncs_in_flight() > 0 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let r = bringup::tear_down(&self.port, &mut lc);
+        let r = bringup::tear_down(&self.port, &mut lc).map_err(io::Error::from);
         self.port.shut_down();
-        r.map_err(io::Error::from)
+        // Memory the device may still reach is kept until the port and its
+        // transport go (when this device is dropped): say so.
+        let kept = self.port.quarantined();
+        match r {
+            _ if kept.is_empty() => r,
+            Ok(()) => Err(io::Error::other(kept.to_string())),
+            Err(e) => Err(io::Error::new(e.kind(), format!("{e}; {kept}"))),
+        }
     }
 }
 

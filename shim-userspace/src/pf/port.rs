@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mlx5vf_core::cmdq::entry::Descriptor;
+use mlx5vf_core::cmdq::entry::{self, Descriptor};
 use mlx5vf_core::cmdq::health::{HealthMonitor, HealthSample};
 use mlx5vf_core::cmdq::iseg::{self, Geometry};
 use mlx5vf_core::cmdq::{
@@ -37,7 +37,7 @@ pub struct PortConfig {
     /// (SET_HCA_CAP) and then here ([`Port::set_checksums`]).
     pub checksums: Checksums,
     /// Deadline of one command; `None` takes what firmware advertises in
-    /// `cmd_exec_to` (60 s when it advertises nothing).
+    /// `cmd_exec_to` (60 s when it advertises nothing, at most 10 minutes).
     pub command_timeout: Option<Duration>,
     /// How often the health registers are read while a command waits.
     pub health_interval: Duration,
@@ -61,6 +61,11 @@ impl Default for PortConfig {
 
 /// Firmware's `cmd_exec_to` when it advertises none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest deadline taken from `cmd_exec_to`. The register is device
+/// data: garbage (up to `0xffff_fffe` ms, 49 days) must not become a wait
+/// no one sits through, and no firmware command needs anywhere near this
+/// long (firmware advertises about a minute).
+const MAX_ADVERTISED_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Longest sleep between two looks at a pending entry.
 const MAX_POLL_STEP: Duration = Duration::from_millis(1);
 
@@ -100,6 +105,67 @@ struct SlotMem {
     output: Option<Arc<DmaRegion>>,
 }
 
+/// DMA memory kept back from the heap and the IOVA allocator because the
+/// device may still reach it, until the transport closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Regions the IOMMU refused to unmap (still mapped).
+    pub unmap_failed: usize,
+    /// Regions holding pages firmware never returned (left mapped: the
+    /// device may still use them).
+    pub firmware_regions: usize,
+    /// Those pages.
+    pub firmware_pages: u64,
+    /// Bytes of all of them.
+    pub bytes: u64,
+}
+
+impl Quarantined {
+    /// Whether nothing is kept back.
+    pub fn is_empty(&self) -> bool {
+        self.unmap_failed == 0 && self.firmware_regions == 0
+    }
+}
+
+impl std::fmt::Display for Quarantined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} DMA regions ({} bytes) stay allocated and mapped until the device is closed",
+            self.unmap_failed + self.firmware_regions,
+            self.bytes
+        )?;
+        let mut sep = ": ";
+        if self.unmap_failed > 0 {
+            write!(f, "{sep}the IOMMU refused to unmap {}", self.unmap_failed)?;
+            sep = "; ";
+        }
+        if self.firmware_regions > 0 {
+            write!(
+                f,
+                "{sep}{} hold {} pages firmware never returned",
+                self.firmware_regions, self.firmware_pages
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a region is kept back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Its unmap failed.
+    UnmapFailed,
+    /// Firmware never returned this many of its pages (not unmapped).
+    FirmwarePages(u64),
+}
+
+#[derive(Default)]
+struct Quarantine {
+    regions: Vec<Arc<DmaRegion>>,
+    summary: Quarantined,
+}
+
 struct State {
     queue: CmdQueue,
     queue_page: Arc<DmaRegion>,
@@ -124,6 +190,10 @@ pub(crate) struct Inner<T: Transport> {
     deliver: OnceLock<Deliver>,
     /// The last failure, for messages that otherwise only carry an errno.
     detail: Mutex<Option<String>>,
+    /// Regions the device may still reach. Declared after `transport`, so
+    /// dropped after it: the memory outlives the transport, whose close
+    /// (VFIO: the container's or the IOAS's) removes the mappings.
+    quarantine: Mutex<Quarantine>,
 }
 
 /// The command queue of one PF.
@@ -201,7 +271,7 @@ impl<T: Transport> Port<T> {
         let timeout = cfg.command_timeout.unwrap_or(if advertised == 0 {
             DEFAULT_TIMEOUT
         } else {
-            Duration::from_millis(u64::from(advertised))
+            Duration::from_millis(u64::from(advertised)).min(MAX_ADVERTISED_TIMEOUT)
         });
         let mut iova = IovaAllocator::new(&t.iova_ranges());
         let page_iova = iova
@@ -235,6 +305,7 @@ impl<T: Transport> Port<T> {
             origin: now,
             deliver: OnceLock::new(),
             detail: Mutex::new(None),
+            quarantine: Mutex::new(Quarantine::default()),
         });
         let port = Self {
             inner: Arc::clone(&inner),
@@ -269,7 +340,23 @@ impl<T: Transport> Port<T> {
     /// # Errors
     /// [`PfError::Queue`] for anything the queue refused or lost.
     pub fn exec(&self, class: SlotClass, input: &[u8], output: &mut [u8]) -> Result<(), PfError> {
-        self.inner.exec(class, input, output)
+        self.inner.exec(class, input, output, self.inner.timeout)
+    }
+
+    /// [`Port::exec`] with a deadline of its own, at most the port's (a
+    /// step with a budget, such as teardown's page reclaim).
+    ///
+    /// # Errors
+    /// As [`Port::exec`].
+    pub fn exec_within(
+        &self,
+        class: SlotClass,
+        input: &[u8],
+        output: &mut [u8],
+        timeout: Duration,
+    ) -> Result<(), PfError> {
+        let timeout = timeout.min(self.inner.timeout);
+        self.inner.exec(class, input, output, timeout)
     }
 
     /// Starts a command whose output goes to the deliver function
@@ -279,7 +366,9 @@ impl<T: Transport> Port<T> {
     /// # Errors
     /// The command could not be posted; nothing will be delivered.
     pub fn start(&self, input: &[u8], outlen: usize, done: AsyncDone) -> Result<(), PfError> {
-        let posted = self.inner.post(SlotClass::Command, input, outlen)?;
+        let posted = self
+            .inner
+            .post(SlotClass::Command, input, outlen, self.inner.timeout)?;
         let mut st = lock(&self.inner.state);
         st.asyncs.push(Async {
             opcode: opcode_of(input),
@@ -315,6 +404,12 @@ impl<T: Transport> Port<T> {
     /// The command deadline in force.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// DMA memory kept back because the device may still reach it (see
+    /// [`Quarantined`]); freed when the port and its transport go.
+    pub fn quarantined(&self) -> Quarantined {
+        lock(&self.inner.quarantine).summary
     }
 
     /// Whether commands are still in flight for the completion thread.
@@ -407,13 +502,37 @@ impl<T: Transport> Inner<T> {
         Ok(region)
     }
 
-    /// Undoes [`Inner::allocate`]; `mapped` says whether to unmap.
-    pub(crate) fn release(&self, region: &DmaRegion, mapped: bool) {
+    /// Undoes [`Inner::allocate`]; `mapped` says whether to unmap. A region
+    /// the IOMMU refuses to unmap is quarantined instead of freed.
+    pub(crate) fn release(&self, region: &Arc<DmaRegion>, mapped: bool) {
         if mapped {
-            let _ = self.transport.unmap_dma(region);
+            if let Err(error) = self.transport.unmap_dma(region) {
+                self.record(&PfError::Io {
+                    step: "unmap DMA memory",
+                    error,
+                });
+                self.quarantine(region, Keep::UnmapFailed);
+                return;
+            }
         }
         self.space.remove(region.iova());
         lock(&self.iova).free(region.iova(), region.len());
+    }
+
+    /// Keeps `region` (still mapped) from the heap and its IOVA from the
+    /// allocator until the transport closes: the device may still write it,
+    /// and reusing either would hand it live memory or a taken address.
+    pub(crate) fn quarantine(&self, region: &Arc<DmaRegion>, why: Keep) {
+        let mut q = lock(&self.quarantine);
+        match why {
+            Keep::UnmapFailed => q.summary.unmap_failed += 1,
+            Keep::FirmwarePages(n) => {
+                q.summary.firmware_regions += 1;
+                q.summary.firmware_pages += n;
+            }
+        }
+        q.summary.bytes = q.summary.bytes.saturating_add(region.len());
+        q.regions.push(Arc::clone(region));
     }
 
     /// Slot `slot`'s mailbox area for one side, at least `len` bytes.
@@ -448,13 +567,20 @@ impl<T: Transport> Inner<T> {
     }
 
     /// Posts a command and rings its doorbell.
-    fn post(&self, class: SlotClass, input: &[u8], outlen: usize) -> Result<Posted, PfError> {
+    fn post(
+        &self,
+        class: SlotClass,
+        input: &[u8],
+        outlen: usize,
+        timeout: Duration,
+    ) -> Result<Posted, PfError> {
         let opcode = opcode_of(input);
         let queue_err = |error| PfError::Queue { opcode, error };
         let mut st = lock(&self.state);
         if let Some(error) = st.fatal {
             return Err(queue_err(error));
         }
+        self.reclaim_stuck(&mut st);
         let slot = st
             .queue
             .next_free(class)
@@ -471,7 +597,7 @@ impl<T: Transport> Inner<T> {
         let now = self.now();
         let posted = st
             .queue
-            .post(class, opcode, descriptor, now, self.timeout)
+            .post(class, opcode, descriptor, now, timeout)
             .map_err(queue_err)?;
         let checksums = st.queue.checksums();
         let token = posted.token();
@@ -520,14 +646,52 @@ impl<T: Transport> Inner<T> {
         Ok(posted)
     }
 
+    /// Reads slot `slot`'s `status_own` byte alone (what the device wrote
+    /// last when it handed the entry back).
+    fn status_own(&self, st: &State, slot: u8) -> Result<u8, CmdqError> {
+        let offset = st.queue.geometry().entry_offset(slot).unwrap_or(0) as u64;
+        st.queue_page
+            .with_bytes(offset + entry::field::STATUS_OWN as u64, 1, |b| {
+                b.first().copied().unwrap_or(entry::OWNER_HW)
+            })
+            .map_err(|_| CmdqError::BadAreaAddress)
+    }
+
+    /// Frees the stuck slots whose entry firmware has handed back since (a
+    /// late completion after a timeout, or an owner bit that trailed its
+    /// completion signal), so that they serve commands again; the late
+    /// output is dropped. A slot firmware still owns stays stuck.
+    fn reclaim_stuck(&self, st: &mut State) {
+        let mut stuck = st.queue.stuck();
+        while stuck != 0 {
+            // CAST: trailing_zeros of a non-zero u32 is below 32.
+            let slot = stuck.trailing_zeros() as u8;
+            stuck &= stuck - 1;
+            if let Ok(status_own) = self.status_own(st, slot) {
+                let mut entry = [0u8; ENTRY_SIZE];
+                if let Some(b) = entry.get_mut(entry::field::STATUS_OWN) {
+                    *b = status_own;
+                }
+                st.queue.reclaim(slot, &entry);
+            }
+        }
+    }
+
     /// Reads slot `slot`'s entry and judges it.
     fn check(&self, st: &mut State, slot: u8, signalled: bool) -> Result<Progress, CmdqError> {
-        let offset = st.queue.geometry().entry_offset(slot).unwrap_or(0) as u64;
         let mut entry = [0u8; ENTRY_SIZE];
-        st.queue_page
-            .with_bytes(offset, ENTRY_SIZE as u64, |b| entry.copy_from_slice(b))
-            .map_err(|_| CmdqError::BadAreaAddress)?;
-        fence(Ordering::Acquire);
+        let status_own = self.status_own(st, slot)?;
+        if let Some(b) = entry.get_mut(entry::field::STATUS_OWN) {
+            *b = status_own;
+        }
+        if status_own & entry::OWNER_HW == 0 {
+            // Owner byte, fence, then the rest: one copy may load stale out[] before status_own.
+            fence(Ordering::Acquire);
+            let offset = st.queue.geometry().entry_offset(slot).unwrap_or(0) as u64;
+            st.queue_page
+                .with_bytes(offset, ENTRY_SIZE as u64, |b| entry.copy_from_slice(b))
+                .map_err(|_| CmdqError::BadAreaAddress)?;
+        }
         let now = self.now();
         st.queue.handle_entry(slot, &entry, signalled, now)
     }
@@ -540,13 +704,19 @@ impl<T: Transport> Inner<T> {
         }
         st.next_health = now + self.cfg.health_interval;
         let t = &self.transport;
-        let read = |off| t.read32(off).unwrap_or(iseg::ALL_ONES);
-        let sample = HealthSample {
-            counter: read(iseg::HEALTH_COUNTER),
-            syndrome_word: read(iseg::HEALTH_SYND),
-            fw_ver: read(iseg::HEALTH_FW_VER),
+        let sample = (|| {
+            Ok::<_, std::io::Error>(HealthSample {
+                counter: t.read32(iseg::HEALTH_COUNTER)?,
+                syndrome_word: t.read32(iseg::HEALTH_SYND)?,
+                fw_ver: t.read32(iseg::HEALTH_FW_VER)?,
+            })
+        })();
+        let r = match sample {
+            Ok(sample) => st.health.handle_sample(sample, self.now()),
+            // A register that cannot be read at all says the device is gone
+            // (or unreachable), not that firmware reports a syndrome.
+            Err(_) => Err(CmdqError::DeviceGone),
         };
-        let r = st.health.handle_sample(sample, self.now());
         if let Err(e) = r {
             st.fatal = Some(e);
         }
@@ -580,12 +750,20 @@ impl<T: Transport> Inner<T> {
         .unwrap_or(Err(CmdqError::BadAreaAddress))
     }
 
-    fn exec(&self, class: SlotClass, input: &[u8], output: &mut [u8]) -> Result<(), PfError> {
+    fn exec(
+        &self,
+        class: SlotClass,
+        input: &[u8],
+        output: &mut [u8],
+        timeout: Duration,
+    ) -> Result<(), PfError> {
         let opcode = opcode_of(input);
-        let result = self.post(class, input, output.len()).and_then(|posted| {
-            self.wait(&posted, output)
-                .map_err(|error| PfError::Queue { opcode, error })
-        });
+        let result = self
+            .post(class, input, output.len(), timeout)
+            .and_then(|posted| {
+                self.wait(&posted, output)
+                    .map_err(|error| PfError::Queue { opcode, error })
+            });
         if let Err(e) = &result {
             self.record(e);
         }
@@ -599,6 +777,13 @@ impl<T: Transport> Inner<T> {
         loop {
             let signalled = self.transport.wait_completion(bit, step) & bit != 0;
             let mut st = lock(&self.state);
+            if let Some(e) = st.fatal {
+                // Another waiter found the queue fatal: this command is
+                // given up at once, not at its own deadline.
+                st.queue.abandon(slot);
+                st.counters.failed += 1;
+                return Err(e);
+            }
             let verdict = self.check(&mut st, slot, signalled);
             let verdict = match verdict {
                 Ok(Progress::Pending) => match self.health(&mut st, false) {
@@ -632,8 +817,9 @@ impl<T: Transport> Inner<T> {
 
 /// A command timed out: the error to report (the health registers', when
 /// they explain it). Firmware that let a command time out is not trusted
-/// with more: later commands fail at once with the same error, so that
-/// tearing down a hung PF does not wait out a deadline per command.
+/// with more: later commands, and those still in flight (a SAVE on the
+/// completion thread), fail at once with the same error, so that tearing
+/// down a hung PF does not wait out a deadline per command.
 fn timed_out<T: Transport>(inner: &Inner<T>, st: &mut State, timeout: CmdqError) -> CmdqError {
     let e = inner.health(st, true).err().unwrap_or(timeout);
     st.fatal = Some(e);
@@ -676,28 +862,36 @@ fn completions<T: Transport>(inner: &Inner<T>) {
                 };
                 let slot = posted.slot();
                 let opcode_err = |error| PfError::Queue { opcode, error };
-                let result = match inner.check(&mut st, slot, signalled & (1 << slot) != 0) {
-                    Ok(Progress::Pending) => match inner.health(&mut st, false) {
-                        Ok(()) => {
-                            i += 1;
-                            continue;
+                let result = if let Some(e) = st.fatal {
+                    // The queue is fatal (a command timed out, or health
+                    // failed, in another waiter): give up at once rather
+                    // than wait out this command's own deadline.
+                    st.queue.abandon(slot);
+                    Err(opcode_err(e))
+                } else {
+                    match inner.check(&mut st, slot, signalled & (1 << slot) != 0) {
+                        Ok(Progress::Pending) => match inner.health(&mut st, false) {
+                            Ok(()) => {
+                                i += 1;
+                                continue;
+                            }
+                            Err(e) => {
+                                st.queue.abandon(slot);
+                                Err(opcode_err(e))
+                            }
+                        },
+                        Ok(Progress::Done(head)) => {
+                            let mut out = vec![0u8; outlen];
+                            inner
+                                .gather(&st, &posted, head, &mut out)
+                                .map(|()| out)
+                                .map_err(opcode_err)
                         }
-                        Err(e) => {
-                            st.queue.abandon(slot);
-                            Err(opcode_err(e))
+                        Err(e @ CmdqError::Timeout { .. }) => {
+                            Err(opcode_err(timed_out(inner, &mut st, e)))
                         }
-                    },
-                    Ok(Progress::Done(head)) => {
-                        let mut out = vec![0u8; outlen];
-                        inner
-                            .gather(&st, &posted, head, &mut out)
-                            .map(|()| out)
-                            .map_err(opcode_err)
+                        Err(e) => Err(opcode_err(e)),
                     }
-                    Err(e @ CmdqError::Timeout { .. }) => {
-                        Err(opcode_err(timed_out(inner, &mut st, e)))
-                    }
-                    Err(e) => Err(opcode_err(e)),
                 };
                 if result.is_ok() {
                     st.counters.completed += 1;

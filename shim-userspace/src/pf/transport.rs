@@ -45,7 +45,9 @@ pub trait Transport: Send + Sync + 'static {
     /// Unmaps what [`Transport::map_dma`] mapped.
     ///
     /// # Errors
-    /// The IOMMU refused; the caller counts a leak.
+    /// The IOMMU refused: the region is still mapped, so the caller keeps
+    /// its memory and IOVA (quarantined, counted) until the transport
+    /// closes, whose close removes the mapping.
     fn unmap_dma(&self, region: &DmaRegion) -> io::Result<()>;
 
     /// Waits up to `timeout` for the device to signal completion of a slot

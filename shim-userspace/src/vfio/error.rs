@@ -23,6 +23,9 @@ pub enum Step {
     ApiVersion,
     /// `VFIO_CHECK_EXTENSION` on the container.
     CheckExtension,
+    /// Checking the device's IOMMU group in sysfs (a driver that gives
+    /// the device DMA memory needs a real IOMMU).
+    CheckIommuGroup,
     /// Opening `/dev/vfio/GROUP`.
     OpenGroup,
     /// `VFIO_GROUP_GET_STATUS`.
@@ -92,6 +95,7 @@ impl Step {
             Self::OpenContainer => "open the VFIO container",
             Self::ApiVersion => "VFIO_GET_API_VERSION",
             Self::CheckExtension => "VFIO_CHECK_EXTENSION",
+            Self::CheckIommuGroup => "check the IOMMU group",
             Self::OpenGroup => "open the IOMMU group",
             Self::GroupStatus => "VFIO_GROUP_GET_STATUS",
             Self::GroupSetContainer => "VFIO_GROUP_SET_CONTAINER",
@@ -197,6 +201,9 @@ pub enum ErrorKind {
     IommuTypeMissing(IommuType),
     /// `iommu=cdev` for a device with no VFIO character device.
     NoCdev,
+    /// `vfio-pf:` for a device in this noiommu group: it hands the device
+    /// DMA memory by IOVA, which needs an IOMMU.
+    NoIommuGroup(u32),
     /// A sysfs name the kernel gave is not usable text.
     BadName,
     /// An adopted fd is not a VFIO device (the kernel's errno for
@@ -441,6 +448,12 @@ impl fmt::Display for ErrorKind {
                  /dev/iommu); try iommu=group",
             ),
             Self::BadName => f.write_str("the kernel gave a name that is not usable text"),
+            Self::NoIommuGroup(group) => {
+                write!(
+                    f,
+                    "vfio-pf needs an IOMMU: group {group} is a noiommu group"
+                )
+            }
             Self::NotVfioDevice(e) => {
                 write!(f, "not a VFIO device fd ({})", describe_errno(*e))
             }
@@ -495,7 +508,10 @@ impl From<VfioError> for io::Error {
             (None, ErrorKind::NoSuchDevice) => io::ErrorKind::NotFound,
             (
                 None,
-                ErrorKind::NoCdev | ErrorKind::NoStopCopy(_) | ErrorKind::IommuTypeMissing(_),
+                ErrorKind::NoCdev
+                | ErrorKind::NoStopCopy(_)
+                | ErrorKind::IommuTypeMissing(_)
+                | ErrorKind::NoIommuGroup(_),
             ) => io::ErrorKind::Unsupported,
             (None, _) => io::ErrorKind::Other,
         };

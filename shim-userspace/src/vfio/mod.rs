@@ -69,7 +69,7 @@ mod adopt;
 mod error;
 mod logging;
 mod open;
-pub(crate) use open::{PfDma, open_pf};
+pub(crate) use open::{PfDma, open_pf, resolve_pf};
 mod spec;
 pub(crate) mod sys;
 

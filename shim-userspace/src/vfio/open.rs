@@ -227,16 +227,43 @@ pub(crate) enum PfDma {
     },
 }
 
-/// Opens the device `device` names (as a `vfio-mig:` device) for a driver
-/// of its own, by `iommu`'s path: what the `vfio-mig:` open does, keeping
-/// the container or the IOAS for DMA mappings. A noiommu group is refused:
-/// a device without an IOMMU must not be given DMA memory by IOVA.
+/// The sysfs directory of the device `device` names (as a `vfio-mig:`
+/// device), without opening anything.
+///
+/// # Errors
+/// A [`VfioError`] at [`Step::ResolveDevice`].
+pub(crate) fn resolve_pf(spec: &str, device: &str) -> Result<PathBuf, VfioError> {
+    Opener { spec }.resolve_sysfs(device)
+}
+
+/// The IOMMU group of the device at `sysfs`, if VFIO made it a noiommu
+/// group, found from names alone: such a group's node is
+/// `<dev_vfio>/noiommu-N` instead of `<dev_vfio>/N`. (Its sysfs name,
+/// `vfio-noiommu`, does not tell: VFIO gives that name to the groups of
+/// emulated-IOMMU devices too, such as the `mlx5vf-pfsim` PFs, whose node
+/// is `N`.)
+fn noiommu_group_in(sysfs: &Path, dev_vfio: &Path) -> Option<u32> {
+    let link = fs::read_link(sysfs.join("iommu_group")).ok()?;
+    let group = link.file_name()?.to_str()?;
+    let noiommu =
+        !dev_vfio.join(group).exists() && dev_vfio.join(format!("noiommu-{group}")).exists();
+    // The kernel numbers its groups; a name that is no number is no group.
+    noiommu.then(|| group.parse().ok()).flatten()
+}
+
+/// Opens the device at `sysfs` (from [`resolve_pf`]) for a driver of its
+/// own, by `iommu`'s path: what the `vfio-mig:` open does, keeping the
+/// container or the IOAS for DMA mappings. A noiommu group is refused
+/// before anything is opened: a device without an IOMMU must not be given
+/// DMA memory by IOVA.
 ///
 /// # Errors
 /// A [`VfioError`] naming the step.
-pub(crate) fn open_pf(spec: &str, device: &str, iommu: IommuPath) -> Result<OpenedPf, VfioError> {
+pub(crate) fn open_pf(spec: &str, sysfs: PathBuf, iommu: IommuPath) -> Result<OpenedPf, VfioError> {
     let opener = Opener { spec };
-    let sysfs = opener.resolve_sysfs(device)?;
+    if let Some(group) = noiommu_group_in(&sysfs, Path::new("/dev/vfio")) {
+        return Err(opener.err(Step::CheckIommuGroup, ErrorKind::NoIommuGroup(group)));
+    }
     let cdev = cdev_node(&sysfs).filter(|_| Path::new("/dev/iommu").exists());
     let dma = match (iommu, cdev) {
         (IommuPath::Auto | IommuPath::Cdev, Some(node)) => {
@@ -258,8 +285,10 @@ pub(crate) fn open_pf(spec: &str, device: &str, iommu: IommuPath) -> Result<Open
         }
         (IommuPath::Auto | IommuPath::Group, _) => opener.group(&sysfs)?,
     };
+    // `group` gives only the group context; a noiommu node (noiommu-N,
+    // the group turned noiommu after the check above) is refused all the
+    // same, and everything opened closes.
     match dma {
-        // A noiommu group has no /dev/vfio/GROUP node (only noiommu-GROUP).
         (
             device,
             IommuContext::Group {
@@ -267,16 +296,20 @@ pub(crate) fn open_pf(spec: &str, device: &str, iommu: IommuPath) -> Result<Open
                 _group,
                 group,
             },
-        ) if Path::new("/dev/vfio").join(&group).exists() => Ok(OpenedPf {
-            sysfs,
-            device,
-            dma: PfDma::Container { container, _group },
-        }),
+        ) => {
+            if Path::new("/dev/vfio").join(&group).exists() {
+                Ok(OpenedPf {
+                    sysfs,
+                    device,
+                    dma: PfDma::Container { container, _group },
+                })
+            } else {
+                let n = group.parse().unwrap_or(u32::MAX);
+                Err(opener.err(Step::CheckIommuGroup, ErrorKind::NoIommuGroup(n)))
+            }
+        }
         _ => Err(opener
-            .err(
-                Step::CheckExtension,
-                ErrorKind::IommuTypeMissing(IommuType::Type1v2),
-            )
+            .err(Step::CheckIommuGroup, ErrorKind::NoIommuGroup(u32::MAX))
             .on(Target::Path(sysfs))),
     }
 }
@@ -334,6 +367,54 @@ mod tests {
         let e = open_err("vfio-mig:/sys/devices/system/cpu/cpu0,iommu=cdev");
         assert_eq!((e.step(), e.kind()), (Step::OpenCdev, ErrorKind::NoCdev));
         assert!(e.to_string().contains("iommu=group"), "{e}");
+    }
+
+    /// A noiommu group (its node is noiommu-N) is found from names alone;
+    /// an emulated-IOMMU group, named `vfio-noiommu` in sysfs too but with
+    /// the node N, is not one.
+    #[test]
+    fn a_noiommu_group_is_found_by_its_node() {
+        let dir = std::env::temp_dir().join(format!("mlx5vf-noiommu-{}", std::process::id()));
+        let group = dir.join("groups").join("4294967290");
+        fs::create_dir_all(&group).unwrap();
+        fs::write(group.join("name"), "vfio-noiommu\n").unwrap();
+        let device = dir.join("device");
+        fs::create_dir_all(&device).unwrap();
+        std::os::unix::fs::symlink(&group, device.join("iommu_group")).unwrap();
+        let dev_vfio = dir.join("dev-vfio");
+        fs::create_dir_all(&dev_vfio).unwrap();
+        let none = noiommu_group_in(&device, &dev_vfio);
+        fs::write(dev_vfio.join("noiommu-4294967290"), "").unwrap();
+        let noiommu = noiommu_group_in(&device, &dev_vfio);
+        fs::remove_file(dev_vfio.join("noiommu-4294967290")).unwrap();
+        fs::write(dev_vfio.join("4294967290"), "").unwrap();
+        let emulated = noiommu_group_in(&device, &dev_vfio);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(none, None, "no node at all: not for this check to say");
+        assert_eq!(noiommu, Some(4_294_967_290));
+        assert_eq!(
+            emulated, None,
+            "an emulated-IOMMU group is no noiommu group"
+        );
+    }
+
+    /// `vfio-pf` refuses a noiommu group with its own error, naming the
+    /// group.
+    #[test]
+    fn the_noiommu_refusal_names_the_group() {
+        let e = VfioError::new(
+            "vfio-pf:x",
+            Step::CheckIommuGroup,
+            ErrorKind::NoIommuGroup(7),
+        );
+        assert_eq!(
+            e.to_string(),
+            "vfio-pf:x: check the IOMMU group: vfio-pf needs an IOMMU: group 7 is a noiommu group"
+        );
+        assert_eq!(
+            std::io::Error::from(e).kind(),
+            std::io::ErrorKind::Unsupported
+        );
     }
 
     /// A device whose IOMMU group has no node under /dev/vfio (a sysfs

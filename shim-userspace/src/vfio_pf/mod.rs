@@ -13,12 +13,15 @@
 //! signatures on the queue (default off, as Linux).
 //!
 //! # Before it touches the device
-//! The PF must be a Mellanox/NVIDIA function (PCI vendor 0x15b3) bound to
-//! `vfio-pci`, with SR-IOV enabled and VF `N` present (`sriov_numvfs`),
-//! and BAR0 must be a readable and writable region covering the
-//! initialization segment; its config space must say vendor 0x15b3 too.
-//! Then the queue checks the command-interface revision (5) and waits out
-//! `initializing`.
+//! From sysfs alone, before the VFIO device is opened (opening it makes
+//! `vfio-pci` enable the function, and may reset it): the PF must be a
+//! Mellanox/NVIDIA function (PCI vendor 0x15b3) bound to `vfio-pci`, with
+//! SR-IOV enabled and VF `N` present (`sriov_numvfs`), and its IOMMU
+//! group must not be a noiommu group (`vfio-pf` hands the device DMA
+//! memory by IOVA). Once opened: BAR0 must be a readable and writable
+//! region covering the initialization segment, and the config space must
+//! say vendor 0x15b3 too. Then the queue checks the
+//! command-interface revision (5) and waits out `initializing`.
 //!
 //! One device passes without being a PCI function: the kernel model of a
 //! PF, a platform device bound to [`EMULATED_DRIVER`] (the `mlx5vf_pfsim`
@@ -26,7 +29,8 @@
 //! space through the same VFIO regions and DMA through the same container.
 //! For it, the PCI checks (vendor in sysfs, `vfio-pci`, `sriov_numvfs`)
 //! give way to the config-space vendor and the VF's enable at bring-up,
-//! and messages name it as emulated.
+//! and messages name it as emulated (whether it is one is read from sysfs
+//! too, before the open).
 //!
 //! Completions are polled (no MSI-X or event queue is set up), and the
 //! firmware's page requests for the VF are answered through QUERY_PAGES
@@ -47,7 +51,7 @@ use crate::pf::memory::{DmaRegion, DmaSpace};
 use crate::pf::transport::Transport;
 use crate::pf::{CmdqDevice, port_config};
 use crate::vfio::sys::{self, RegionInfo};
-use crate::vfio::{PfDma, open_pf};
+use crate::vfio::{PfDma, open_pf, resolve_pf};
 pub use spec::PfSpec;
 
 /// Mellanox Technologies' PCI vendor id (ConnectX).
@@ -100,8 +104,10 @@ fn link_name(dir: &Path, name: &str) -> Option<String> {
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
-/// The checks made before the device is touched (module docs).
-fn check_device(sysfs: &Path, vf: u16) -> io::Result<PfKind> {
+/// The checks made from sysfs before the device is opened (module docs);
+/// messages start with `spec` and the sysfs directory.
+fn check_device(spec: &str, sysfs: &Path, vf: u16) -> io::Result<PfKind> {
+    let at = format!("{spec} ({})", sysfs.display());
     let bus = link_name(sysfs, "subsystem");
     if bus.as_deref() != Some("pci") {
         let driver = link_name(sysfs, "driver");
@@ -109,9 +115,8 @@ fn check_device(sysfs: &Path, vf: u16) -> io::Result<PfKind> {
             return Ok(PfKind::Emulated);
         }
         return Err(err(format!(
-            "{}: not a PCI function (bus {}, driver {}): vfio-pf drives ConnectX PFs, and the \
+            "{at}: not a PCI function (bus {}, driver {}): vfio-pf drives ConnectX PFs, and the \
              emulated ones of the {EMULATED_DRIVER} kernel model",
-            sysfs.display(),
             bus.unwrap_or_else(|| "unknown".into()),
             driver.unwrap_or_else(|| "none".into())
         )));
@@ -119,15 +124,14 @@ fn check_device(sysfs: &Path, vf: u16) -> io::Result<PfKind> {
     let vendor = sysfs_text(sysfs, "vendor").unwrap_or_default();
     if u16::from_str_radix(vendor.trim_start_matches("0x"), 16).ok() != Some(MELLANOX_VENDOR) {
         return Err(err(format!(
-            "{}: PCI vendor {vendor:?} is not Mellanox/NVIDIA (0x15b3): vfio-pf drives ConnectX PFs only",
-            sysfs.display()
+            "{at}: PCI vendor {vendor:?} is not Mellanox/NVIDIA (0x15b3): vfio-pf drives ConnectX \
+             PFs only"
         )));
     }
     let driver = link_name(sysfs, "driver");
     if driver.as_deref() != Some("vfio-pci") {
         return Err(err(format!(
-            "{}: bound to {:?}, not vfio-pci (echo vfio-pci > driver_override, then bind)",
-            sysfs.display(),
+            "{at}: bound to {:?}, not vfio-pci (echo vfio-pci > driver_override, then bind)",
             driver.unwrap_or_else(|| "no driver".into())
         )));
     }
@@ -136,22 +140,23 @@ fn check_device(sysfs: &Path, vf: u16) -> io::Result<PfKind> {
         .unwrap_or(0);
     if u32::from(vf) >= numvfs {
         return Err(err(format!(
-            "{}: VF {vf} does not exist ({numvfs} VFs enabled; vfio-pci needs enable_sriov=1, then \
-             echo N > sriov_numvfs)",
-            sysfs.display()
+            "{at}: VF {vf} does not exist ({numvfs} VFs enabled; vfio-pci needs enable_sriov=1, \
+             then echo N > sriov_numvfs)"
         )));
     }
     Ok(PfKind::Pci)
 }
 
 impl VfioPfTransport {
-    /// Opens the PF a spec names and checks it (module docs).
+    /// Checks the PF a spec names from sysfs, then opens it and checks what
+    /// needs the open device (module docs).
     ///
     /// # Errors
     /// The step that failed, naming the device.
     pub fn open(spec: &str, parsed: &PfSpec) -> io::Result<Self> {
-        let opened = open_pf(spec, &parsed.device, parsed.iommu).map_err(io::Error::other)?;
-        let kind = check_device(&opened.sysfs, parsed.vf)?;
+        let sysfs = resolve_pf(spec, &parsed.device).map_err(io::Error::other)?;
+        let kind = check_device(spec, &sysfs, parsed.vf)?;
+        let opened = open_pf(spec, sysfs, parsed.iommu).map_err(io::Error::other)?;
         let name = match kind {
             PfKind::Pci => spec.to_owned(),
             PfKind::Emulated => format!("{spec} (emulated PF: {EMULATED_DRIVER})"),
@@ -389,11 +394,14 @@ mod tests {
         ];
         for (vendor, driver, numvfs, vf, want) in cases {
             let dir = fake_sysfs(vendor, driver, numvfs);
-            let r = check_device(&dir, vf);
+            let r = check_device("vfio-pf:x", &dir, vf);
             std::fs::remove_dir_all(&dir).unwrap();
             match (r, want) {
                 (Ok(PfKind::Pci), None) => {}
-                (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{e}"),
+                (Err(e), Some(w)) => {
+                    let m = e.to_string();
+                    assert!(m.starts_with("vfio-pf:x (") && m.contains(w), "{m}");
+                }
                 (r, w) => panic!("{vendor} {driver:?} {numvfs} {vf}: {r:?}, wanted {w:?}"),
             }
         }
@@ -403,10 +411,13 @@ mod tests {
     #[test]
     fn only_the_kernel_model_passes_off_the_pci_bus() {
         let dir = fake_sysfs_on("platform", "", Some(EMULATED_DRIVER), "0");
-        assert_eq!(check_device(&dir, 3).unwrap(), PfKind::Emulated);
+        assert_eq!(
+            check_device("vfio-pf:x", &dir, 3).unwrap(),
+            PfKind::Emulated
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         let dir = fake_sysfs_on("platform", "0x15b3", Some("mlx5vf-sim"), "2");
-        let e = check_device(&dir, 0).unwrap_err().to_string();
+        let e = check_device("vfio-pf:x", &dir, 0).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             e.contains("not a PCI function (bus platform, driver mlx5vf-sim)"),
@@ -414,8 +425,8 @@ mod tests {
         );
     }
 
-    /// A device without VFIO fails at the step that found it out, naming
-    /// the spec.
+    /// A device that is no PF is refused from sysfs, before VFIO is asked
+    /// for anything, naming the spec.
     #[test]
     fn a_device_without_vfio_is_refused_clearly() {
         let spec = "vfio-pf:/sys/devices/system/cpu/cpu0";
@@ -424,6 +435,29 @@ mod tests {
             .err()
             .unwrap();
         let m = e.to_string();
-        assert!(m.contains("iommu_group") && m.starts_with(spec), "{m}");
+        assert!(
+            m.starts_with(spec) && m.contains("not a PCI function (bus cpu"),
+            "{m}"
+        );
+    }
+
+    /// The sysfs checks run before the device is opened: a function of
+    /// another vendor is refused as such, not at the VFIO open its group
+    /// (made up here: no such node) would fail.
+    #[test]
+    fn the_sysfs_checks_run_before_the_open() {
+        let dir = fake_sysfs("0x8086", Some("vfio-pci"), "2");
+        std::os::unix::fs::symlink(
+            "../../kernel/iommu_groups/4294967295",
+            dir.join("iommu_group"),
+        )
+        .unwrap();
+        let spec = format!("vfio-pf:{}", dir.display());
+        let parsed = PfSpec::parse(&spec).unwrap();
+        let e = VfioPfTransport::open(&spec, &parsed).err().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let m = e.to_string();
+        assert!(m.contains("is not Mellanox"), "{m}");
+        assert!(!m.contains("/dev/vfio"), "nothing was opened: {m}");
     }
 }

@@ -19,7 +19,13 @@ pub struct PfSpec {
     pub checksums: bool,
 }
 
-/// Parses `0`, `250ms`, `50us`, `60s`.
+/// The keys a spec takes, in the order `--help` shows them.
+const KEYS: [&str; 4] = ["vf", "iommu", "timeout", "checksums"];
+/// The largest VF index: its function id (`vf + 1`) is 16 bits.
+const MAX_VF: u16 = u16::MAX - 1;
+
+/// Parses a positive duration with its unit: `250ms`, `50us`, `60s` (a
+/// bare number, and zero, are refused).
 fn duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = text.split_at(split);
@@ -33,11 +39,27 @@ fn duration(text: &str) -> Option<Duration> {
     .filter(|d| !d.is_zero())
 }
 
+/// The message for a bad value of `key`: the value and the form expected.
+fn expected(key: &str, value: Option<&str>) -> String {
+    let form = match key {
+        "vf" => format!("vf=N with N in 0..={MAX_VF}"),
+        "iommu" => "iommu=auto|group|cdev".to_owned(),
+        "timeout" => "timeout=<n>us|ms|s with n > 0, e.g. timeout=30s".to_owned(),
+        _ => "checksums=on|off".to_owned(),
+    };
+    match value {
+        Some(v) => format!("vfio-pf: {key}={v:?}: expected {form}"),
+        None => format!("vfio-pf: {key} needs a value: expected {form}"),
+    }
+}
+
 impl PfSpec {
-    /// Parses a `vfio-pf:` spec.
+    /// Parses a `vfio-pf:` spec. Each key may be given once.
     ///
     /// # Errors
-    /// A message naming what is wrong.
+    /// One message per mistake, naming the key and the form it takes: a
+    /// missing PF, a PF that looks like an option (`vfio-pf:vf=1`), an
+    /// empty option or key, a key given twice, an unknown key, a bad value.
     ///
     /// # Example
     /// ```
@@ -57,6 +79,12 @@ impl PfSpec {
                 "vfio-pf: needs the PF: a sysfs path or a PCI name such as 0000:3b:00.0".into(),
             );
         }
+        if device.contains('=') {
+            return Err(format!(
+                "vfio-pf: {device:?} is an option, not a PF: the PF comes first \
+                 (vfio-pf:0000:3b:00.0,{device})"
+            ));
+        }
         let mut s = Self {
             device: device.to_owned(),
             vf: 0,
@@ -64,26 +92,48 @@ impl PfSpec {
             timeout: None,
             checksums: false,
         };
+        let mut seen: Vec<&str> = Vec::new();
         for part in parts {
-            let bad = || format!("vfio-pf: bad option {part:?}");
-            match part.split_once('=') {
-                Some(("vf", v)) => s.vf = v.parse().map_err(|_| bad())?,
-                Some(("iommu", v)) => {
+            let (key, value) = match part.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (part, None),
+            };
+            if key.is_empty() {
+                return Err(format!(
+                    "vfio-pf: an empty option{} (a stray comma?)",
+                    value.map_or(String::new(), |v| format!(" key before ={v:?}"))
+                ));
+            }
+            if !KEYS.contains(&key) {
+                return Err(format!(
+                    "vfio-pf: unknown option {key:?} (known: {})",
+                    KEYS.join(", ")
+                ));
+            }
+            if seen.contains(&key) {
+                return Err(format!("vfio-pf: {key}= is given twice"));
+            }
+            seen.push(key);
+            let bad = || expected(key, value);
+            let v = value.ok_or_else(bad)?;
+            match key {
+                "vf" => {
+                    s.vf = v.parse().ok().filter(|n| *n <= MAX_VF).ok_or_else(bad)?;
+                }
+                "iommu" => {
                     s.iommu = IommuPath::CHOICES
                         .iter()
                         .find(|(name, _, _)| *name == v)
                         .map(|(_, p, _)| *p)
-                        .ok_or_else(|| {
-                            format!("vfio-pf: iommu={v:?}: expected auto, group or cdev")
-                        })?;
+                        .ok_or_else(bad)?;
                 }
-                Some(("timeout", v)) => s.timeout = Some(duration(v).ok_or_else(bad)?),
-                Some(("checksums", "on")) => s.checksums = true,
-                Some(("checksums", "off")) => s.checksums = false,
+                "timeout" => s.timeout = Some(duration(v).ok_or_else(bad)?),
                 _ => {
-                    return Err(format!(
-                        "vfio-pf: unknown option {part:?} (known: vf=, iommu=, timeout=, checksums=)"
-                    ));
+                    s.checksums = match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad()),
+                    };
                 }
             }
         }
@@ -107,18 +157,66 @@ mod tests {
         assert_eq!((s.vf, s.iommu), (3, IommuPath::Cdev));
         assert_eq!(s.timeout, Some(Duration::from_millis(250)));
         assert!(s.checksums);
-        for bad in [
-            "vfio-pf:",
-            "vfio-pf:,vf=1",
-            "vfio-pf:x,vf=-1",
-            "vfio-pf:x,iommu=smmu",
-            "vfio-pf:x,timeout=5",
-            "vfio-pf:x,timeout=0s",
-            "vfio-pf:x,checksums=yes",
-            "vfio-pf:x,color=red",
-            "vfio-mig:x",
-        ] {
-            assert!(PfSpec::parse(bad).is_err(), "{bad}");
+        let s = PfSpec::parse("vfio-pf:x,vf=65534,timeout=50us,checksums=off").unwrap();
+        assert_eq!((s.vf, s.timeout), (65534, Some(Duration::from_micros(50))));
+        assert!(!s.checksums);
+    }
+
+    /// Each mistake has one message, naming the key and the form expected.
+    #[test]
+    fn each_mistake_says_what_is_expected() {
+        let vf = "expected vf=N with N in 0..=65534";
+        let timeout = "expected timeout=<n>us|ms|s with n > 0, e.g. timeout=30s";
+        let cases: [(&str, &str); 20] = [
+            ("vfio-mig:x", "is not a vfio-pf: spec"),
+            (
+                "vfio-pf:",
+                "vfio-pf: needs the PF: a sysfs path or a PCI name",
+            ),
+            ("vfio-pf:,vf=1", "vfio-pf: needs the PF"),
+            (
+                "vfio-pf:vf=1",
+                "vfio-pf: \"vf=1\" is an option, not a PF: the PF comes first",
+            ),
+            ("vfio-pf:x,", "vfio-pf: an empty option (a stray comma?)"),
+            (
+                "vfio-pf:x,,vf=1",
+                "vfio-pf: an empty option (a stray comma?)",
+            ),
+            ("vfio-pf:x,=3", "vfio-pf: an empty option key before =\"3\""),
+            ("vfio-pf:x,vf=1,vf=2", "vfio-pf: vf= is given twice"),
+            (
+                "vfio-pf:x,checksums=on,checksums=on",
+                "vfio-pf: checksums= is given twice",
+            ),
+            (
+                "vfio-pf:x,color=red",
+                "vfio-pf: unknown option \"color\" (known: vf, iommu, timeout, checksums)",
+            ),
+            ("vfio-pf:x,vf=abc", vf),
+            ("vfio-pf:x,vf=70000", vf),
+            ("vfio-pf:x,vf=65535", vf),
+            ("vfio-pf:x,vf=-1", vf),
+            ("vfio-pf:x,vf", "vfio-pf: vf needs a value: expected vf=N"),
+            (
+                "vfio-pf:x,iommu=smmu",
+                "vfio-pf: iommu=\"smmu\": expected iommu=auto|group|cdev",
+            ),
+            ("vfio-pf:x,timeout=5", timeout),
+            ("vfio-pf:x,timeout=0s", timeout),
+            ("vfio-pf:x,timeout=5m", timeout),
+            (
+                "vfio-pf:x,checksums=yes",
+                "vfio-pf: checksums=\"yes\": expected checksums=on|off",
+            ),
+        ];
+        for (spec, want) in cases {
+            let e = PfSpec::parse(spec).unwrap_err();
+            assert!(e.contains(want), "{spec}: {e}");
         }
+        let e = PfSpec::parse("vfio-pf:x,vf=abc").unwrap_err();
+        assert_eq!(e, format!("vfio-pf: vf=\"abc\": {vf}"));
+        let e = PfSpec::parse("vfio-pf:x,timeout=0").unwrap_err();
+        assert_eq!(e, format!("vfio-pf: timeout=\"0\": {timeout}"));
     }
 }

@@ -216,37 +216,33 @@ impl Pf {
         Ok(())
     }
 
-    /// Pages `function` holds in firmware.
-    fn held(&self, function: u16) -> u32 {
-        let n = self.pages.iter().filter(|p| p.function == function).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-
     fn query_pages(&mut self, input: &[u8], output: &mut [u8]) -> Outcome {
         need(input, output, 16, 16)?;
         if !self.hca.enabled {
             return Err(Syndrome::HcaNotEnabled);
         }
         let f = function_id(input);
-        let wanted: i64 = match (op_mod(input), f) {
-            (BOOT, 0) => i64::from(self.hca.boot_owed),
-            (INIT, 0) => i64::from(self.hca.init_owed),
-            (REGULAR, 0) if self.hca.initialized => 0,
-            (REGULAR, 0) => 0i64.saturating_sub(i64::from(self.held(0))),
+        // Only pages owed are announced here, never pages to give back (a
+        // negative count): real firmware asks for those in page-request
+        // events, and a driver takes them back by its own count of what it
+        // gave (Linux's `mlx5_reclaim_startup_pages` does not ask).
+        let wanted: u32 = match (op_mod(input), f) {
+            (BOOT, 0) => self.hca.boot_owed,
+            (INIT, 0) => self.hca.init_owed,
+            (REGULAR, 0) => 0,
             (REGULAR, f) => {
                 let n = self.vf_index(f).ok_or(Syndrome::UnknownFunction)?;
                 if self.vf_enabled.get(n).copied().unwrap_or(false) && self.hca.initialized {
-                    i64::from(self.vf_owed.get(n).copied().unwrap_or(0))
+                    self.vf_owed.get(n).copied().unwrap_or(0)
                 } else {
-                    0i64.saturating_sub(i64::from(self.held(f)))
+                    0
                 }
             }
             (BOOT | INIT, _) => return Err(Syndrome::UnknownFunction),
             _ => return Err(Syndrome::BadOpMod),
         };
         QP_FUNCTION_ID.set(output, u32::from(f));
-        // CAST: two's complement of a count below 2^31.
-        NUM_PAGES.set(output, wanted as i32 as u32);
+        NUM_PAGES.set(output, wanted);
         Ok(())
     }
 
@@ -326,6 +322,10 @@ impl Pf {
         Ok(())
     }
 
+    /// Returns up to `count` (and up to what the output holds) of the pages
+    /// firmware holds for `f`, and only those: a page it never held for `f`
+    /// is never handed back. None once `f` is torn down and holds none, or
+    /// while pages are withheld ([`Pf::withhold_pages`]).
     fn take(&mut self, f: u16, count: u32, output: &mut [u8]) -> Outcome {
         let in_use = if f == 0 {
             self.hca.initialized
@@ -339,7 +339,11 @@ impl Pf {
         }
         let room = output.len().saturating_sub(PAS_BYTE) / 8;
         // CAST: u32 -> usize is lossless.
-        let want = (count as usize).min(room);
+        let want = if self.withhold_pages {
+            0
+        } else {
+            (count as usize).min(room)
+        };
         let mut given = 0usize;
         while given < want {
             let Some(at) = self.pages.iter().position(|p| p.function == f) else {

@@ -38,16 +38,19 @@
 //! ENABLE_HCA(n + 1) and attached once its pages are given (it asks
 //! through QUERY_PAGES(REGULAR, n + 1): the model has no event queue, so
 //! page requests are polled rather than delivered as events). TEARDOWN_HCA
-//! detaches the VFs and makes every page returnable (MANAGE_PAGES(TAKE));
-//! DISABLE_HCA(0) refuses while firmware still holds pages. Given pages are
-//! written through DMA (a marker per page), so a page the device cannot
-//! reach fails the GIVE.
+//! detaches the VFs and makes every page returnable: MANAGE_PAGES(TAKE)
+//! hands back up to the count asked of the pages held for that function,
+//! and QUERY_PAGES never announces them (no negative counts: the driver
+//! takes back by its own count); DISABLE_HCA(0) refuses while firmware
+//! still holds pages. Given pages are written through DMA (a marker per
+//! page), so a page the device cannot reach fails the GIVE.
 //!
 //! # Faults ([`QueueFault`], [`Pf::set_health_syndrome`], ...)
 //! A stuck firmware (the entry is never handed back), a completion
 //! signalled while the entry stays owned by hardware, a wrong token, a
 //! chosen delivery status, a cut output chain; a health syndrome (the
-//! firmware stops executing commands) and a frozen health counter.
+//! firmware stops executing commands), a frozen health counter, and pages
+//! withheld from MANAGE_PAGES(TAKE) ([`Pf::withhold_pages`]).
 
 #[cfg(feature = "std")]
 pub mod device;
@@ -240,6 +243,8 @@ pub struct Pf {
     health_counter: u32,
     health_frozen: bool,
     health_syndrome: u32,
+    /// MANAGE_PAGES(TAKE) returns no page.
+    withhold_pages: bool,
     doorbells: u32,
     hca: Hca,
     vf_enabled: [bool; MAX_VFS],
@@ -266,6 +271,7 @@ impl Pf {
             health_counter: 0,
             health_frozen: false,
             health_syndrome: 0,
+            withhold_pages: false,
             doorbells: 0,
             hca: Hca::power_on(&cfg),
             vf_enabled: [false; MAX_VFS],
@@ -290,6 +296,7 @@ impl Pf {
         health_counter: 0,
         health_frozen: false,
         health_syndrome: 0,
+        withhold_pages: false,
         doorbells: 0,
         hca: Hca::power_on(&RegisterConfig::DEFAULT),
         vf_enabled: [false; MAX_VFS],
@@ -337,6 +344,7 @@ impl Pf {
         self.health_counter = 0;
         self.health_frozen = false;
         self.health_syndrome = 0;
+        self.withhold_pages = false;
         self.doorbells = 0;
         self.hca = Hca::power_on(&self.cfg);
         self.vf_enabled = [false; MAX_VFS];
@@ -423,6 +431,12 @@ impl Pf {
     /// firmware stops executing commands (they never complete). 0 clears it.
     pub fn set_health_syndrome(&mut self, syndrome: u8, ext_syndrome: u16) {
         self.health_syndrome = u32::from(syndrome) << 16 | u32::from(ext_syndrome);
+    }
+
+    /// Makes MANAGE_PAGES(TAKE) answer with no page while `on` (firmware
+    /// that keeps its pages, e.g. because it still uses them).
+    pub fn withhold_pages(&mut self, on: bool) {
+        self.withhold_pages = on;
     }
 
     /// Stops (or restarts) the health counter: a hung firmware.
