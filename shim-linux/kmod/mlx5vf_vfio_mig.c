@@ -921,6 +921,7 @@ void mlx5vf_vfio_dev_fini(struct mlx5vf_vfio_dev *dev)
 	atomic_dec(&live_devices);
 }
 
+#if IS_ENABLED(CONFIG_IOMMUFD_DRIVER)
 /*
  * DMA logging is offered as Linux's driver offers it: the PF has the page
  * tracker (adv_virtualization, as the probe found it) and the platform has
@@ -939,6 +940,7 @@ static bool can_log(struct mlx5vf_vfio_dev *dev)
 	mlx5vf_unlock(&dev->mig);
 	return !ret && (info.flags & MLX5VF_PROBE_DIRTY_TRACKING);
 }
+#endif
 
 void mlx5vf_vfio_dev_offer(struct mlx5vf_vfio_dev *dev)
 {

@@ -96,26 +96,58 @@ pub fn bitmap_words(length: u64, page_size: u64) -> Option<usize> {
 /// The checks the VFIO core (`vfio_main.c`) makes on a START before the
 /// driver's `log_start` runs: the errno it answers, if any.
 pub fn start_refusal(ranges: &[IovaRange], page_size: u64) -> Option<Errno> {
-    if ranges.is_empty() || page_size == 0 {
-        return Some(Errno::INVAL);
+    start_problem(ranges, page_size).map(|(errno, _)| errno)
+}
+
+/// As [`start_refusal`], with the rule broken, naming the range: what a
+/// tool says before it asks (the VFIO core answers only the errno).
+pub fn start_problem(ranges: &[IovaRange], page_size: u64) -> Option<(Errno, String)> {
+    if ranges.is_empty() {
+        return Some((Errno::INVAL, "no range to track".into()));
+    }
+    if page_size == 0 {
+        return Some((Errno::INVAL, "a page size of 0".into()));
     }
     if ranges.len() > MAX_START_RANGES {
-        return Some(Errno::TOOBIG);
+        return Some((
+            Errno::TOOBIG,
+            format!(
+                "{} ranges, more than the {MAX_START_RANGES} one START may name",
+                ranges.len()
+            ),
+        ));
     }
     let mut sorted: Vec<IovaRange> = ranges.to_vec();
     sorted.sort_by_key(|r| r.iova);
-    let mut end_of_previous: Option<u64> = None;
+    let mut previous: Option<(IovaRange, u64)> = None;
     for r in &sorted {
-        if r.length == 0 || r.iova % page_size != 0 || r.length % page_size != 0 {
-            return Some(Errno::INVAL);
+        let named = format!("range {:#x}:{:#x}", r.iova, r.length);
+        if r.length == 0 {
+            return Some((Errno::INVAL, format!("{named} is empty")));
+        }
+        if r.iova % page_size != 0 || r.length % page_size != 0 {
+            return Some((
+                Errno::INVAL,
+                format!(
+                    "{named} is not aligned to the page size {page_size:#x} (start and length must be)"
+                ),
+            ));
         }
         let Some(end) = r.iova.checked_add(r.length) else {
-            return Some(Errno::OVERFLOW);
+            return Some((
+                Errno::OVERFLOW,
+                format!("{named} runs past the end of the address space"),
+            ));
         };
-        if end_of_previous.is_some_and(|e| r.iova < e) {
-            return Some(Errno::INVAL);
+        if let Some((p, p_end)) = previous {
+            if r.iova < p_end {
+                return Some((
+                    Errno::INVAL,
+                    format!("{named} overlaps range {:#x}:{:#x}", p.iova, p.length),
+                ));
+            }
         }
-        end_of_previous = Some(end);
+        previous = Some((*r, end));
     }
     None
 }

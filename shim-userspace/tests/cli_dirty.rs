@@ -80,8 +80,10 @@ fn verify_passes_for_range_sets_page_sizes_and_message_sizes() {
                 });
                 let (code, out, err) = dirty(&args);
                 if !aligned {
-                    // The VFIO core refuses ranges not aligned to the page size.
-                    assert_eq!(code, Some(1), "{args:?}: {out}{err}");
+                    // The VFIO core would refuse ranges not aligned to the
+                    // page size: the tool says which, before asking.
+                    assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+                    assert!(err.contains("is not aligned to the page size"), "{err}");
                     continue;
                 }
                 assert_eq!(code, Some(0), "{args:?}: {out}{err}");
@@ -147,6 +149,37 @@ fn usage_errors_exit_2() {
     ] {
         let (code, out, err) = dirty(args);
         assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+    }
+}
+
+/// Ranges the VFIO core would refuse are named with the rule they break,
+/// before the device is asked (the kernel answers only EINVAL).
+#[test]
+fn refused_ranges_are_named_with_the_rule() {
+    for (args, says) in [
+        (
+            &[
+                "--range",
+                "0:16M",
+                "--range",
+                "0x6000000:1M",
+                "--page-size",
+                "2M",
+            ][..],
+            "range 0x6000000:0x100000 is not aligned to the page size 0x200000",
+        ),
+        (
+            &["--range", "0:16M", "--range", "0x800000:1M"][..],
+            "range 0x800000:0x100000 overlaps range 0x0:0x1000000",
+        ),
+        (
+            &["--range", "0:16M", "--page-size", "3000"][..],
+            "--page-size 3000 is not a power of two",
+        ),
+    ] {
+        let (code, out, err) = dirty(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }
 

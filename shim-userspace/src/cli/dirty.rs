@@ -22,8 +22,9 @@ use super::device::{parse_duration, parse_size};
 use super::json::{self, Document};
 use super::{EXIT_FAILURE, EXIT_USAGE};
 use crate::backend::{self, DriverOptions, MigrationDevice};
-use crate::dma_logging::{DmaLogging, bitmap_words};
+use crate::dma_logging::{DmaLogging, bitmap_words, start_problem};
 use crate::sim::SimDevice;
+use crate::vfio::errno_name;
 
 /// Long help of `mlx5vf dirty`.
 pub const LONG_ABOUT: &str = "Device dirty-page tracking, as a VMM drives it with \
@@ -370,6 +371,20 @@ pub fn run(args: &DirtyArgs, out: &mut dyn Write) -> Result<(), DirtyError> {
         return Err(DirtyError::Usage(format!(
             "--msg-size {} is not a power of two from 64 to 2M",
             args.msg_size
+        )));
+    }
+    if !args.page_size.is_power_of_two() {
+        return Err(DirtyError::Usage(format!(
+            "--page-size {} is not a power of two (the driver refuses it, EINVAL)",
+            args.page_size
+        )));
+    }
+    // The VFIO core's START rules, said here with the range that breaks
+    // one (the core itself answers only an errno).
+    if let Some((errno, problem)) = start_problem(&args.ranges, args.page_size) {
+        return Err(DirtyError::Usage(format!(
+            "{problem}: the VFIO core refuses such a DMA_LOGGING_START ({})",
+            errno_name(errno).unwrap_or("an error")
         )));
     }
     let (mut dev, mut guest) = open(args)?;
