@@ -67,6 +67,21 @@ fn open(spec: &str) -> (Dev, Arc<SimTransport>) {
     open_cfg(spec, quick(), |_| {}).unwrap()
 }
 
+/// As [`open`], keeping the DMA space (to count what stays mapped).
+fn open_with_space(spec: &str) -> (Dev, Arc<SimTransport>, Arc<DmaSpace>) {
+    let (t, space) = transport(spec);
+    let dev = CmdqDevice::open(
+        spec,
+        Arc::clone(&t),
+        Arc::clone(&space),
+        0,
+        &DriverOptions::default(),
+        quick(),
+    )
+    .unwrap();
+    (dev, t, space)
+}
+
 /// Nothing live in the model: no PD, mkey, IOMMU mapping or firmware page,
 /// and the PF disabled again.
 fn assert_nothing_live(t: &SimTransport) {
@@ -248,17 +263,7 @@ fn each_bad_completion_is_its_own_error_and_the_queue_goes_on() {
 /// entry back at last: the queue does not run out of slots for good.
 #[test]
 fn a_stuck_slot_serves_again_once_firmware_hands_it_back() {
-    let spec = "sim:state=1M,transport=cmdq";
-    let (t, space) = transport(spec);
-    let dev = CmdqDevice::open(
-        spec,
-        Arc::clone(&t),
-        Arc::clone(&space),
-        0,
-        &DriverOptions::default(),
-        quick(),
-    )
-    .unwrap();
+    let (dev, t, space) = open_with_space("sim:state=1M,transport=cmdq");
     // Every command slot (all but the last, MANAGE_PAGES') gets stuck.
     let mut slots = Vec::new();
     for _ in 0..31 {
@@ -661,20 +666,7 @@ fn teardown_takes_pages_back_by_its_own_count() {
 /// and the error says so).
 #[test]
 fn pages_firmware_keeps_stay_mapped_and_are_reported() {
-    let (dev, t, space) = {
-        let spec = "sim:state=1M,transport=cmdq";
-        let (t, space) = transport(spec);
-        let dev = CmdqDevice::open(
-            spec,
-            Arc::clone(&t),
-            Arc::clone(&space),
-            0,
-            &DriverOptions::default(),
-            quick(),
-        )
-        .unwrap();
-        (dev, t, space)
-    };
+    let (dev, t, space) = open_with_space("sim:state=1M,transport=cmdq");
     let port = Arc::clone(dev.port());
     t.with_pf(|pf| pf.withhold_pages(true));
     let e = dev.close().unwrap_err().to_string();
