@@ -35,7 +35,8 @@
  *   tracker_fault   write "KIND [AFTER]": none, error-report (ERROR with a
  *                   final report), error-silent (ERROR with only an object
  *                   change event), silent (firmware stops reporting), after
- *                   AFTER report messages (default 0)
+ *                   AFTER report messages (default 0); event-storm
+ *                   (object-change events in a loop, at once)
  *   tracker_config  write "RANGES LOG_MIN_PAGE LOG_MAX_PAGE LOG_MSG
  *                   END_MARKER": the tracker's limits for the next
  *                   log_start (default 4 12 21 12 0)
@@ -403,7 +404,8 @@ static int call_tracker_fault(void *arg)
 static ssize_t tracker_fault_write(struct file *filp, const char __user *ubuf, size_t len,
 				   loff_t *ppos)
 {
-	static const char *const kinds[] = { "none", "error-report", "error-silent", "silent" };
+	static const char *const kinds[] = { "none", "error-report", "error-silent", "silent",
+					     "event-storm" };
 	struct tracker_fault_args a = {};
 	char line[DEBUG_LINE_MAX], kind[24];
 	int ret = debug_line(ubuf, len, line), n;

@@ -486,7 +486,8 @@ pub unsafe extern "C" fn mlx5vf_sim_tracker_state(sim: *mut mlx5vf_sim) -> c_int
 
 /// Arms a tracker fault: `kind` 0 none, 1 ERROR with a final CQE, 2 ERROR
 /// with only an object-change event, 3 silence, 4 an untracked address,
-/// 5 a spurious object-change event; `after` messages first.
+/// 5 a spurious object-change event, 6 object-change events in a loop;
+/// `after` messages first.
 ///
 /// # Safety
 /// `sim` is null or live.
@@ -499,6 +500,7 @@ pub unsafe extern "C" fn mlx5vf_sim_tracker_fault(sim: *mut mlx5vf_sim, kind: u3
         3 => F::Silent { after },
         4 => F::BadAddress { after },
         5 => F::SpuriousEvent,
+        6 => F::EventStorm,
         _ => F::None,
     };
     // SAFETY: forwarded from the caller.

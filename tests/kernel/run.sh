@@ -16,6 +16,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/qemu-boot.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${WORK:-$ROOT/target/kernel-rig}
 FLAVOUR=cloud-amd64
@@ -195,9 +196,9 @@ boot() {
   stamp "boot $KREL (TCG)"
   local log=$WORK/boot.log start end
   start=$(date +%s.%N)
-  timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 2G \
-    -nographic -no-reboot -kernel "$WORK/root/boot/vmlinuz-$KREL" -initrd "$WORK/initrd.cpio.gz" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=4 ${EXTRA_CMDLINE:-}" > "$log" 2>&1 || true
+  qemu_boot "$log" timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg \
+    -cpu max -smp 2 -m 2G -nographic -no-reboot -kernel "$WORK/root/boot/vmlinuz-$KREL" \
+    -initrd "$WORK/initrd.cpio.gz" -append "console=ttyS0 panic=-1 quiet loglevel=4 ${EXTRA_CMDLINE:-}"
   end=$(date +%s.%N)
   tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
   echo "[rig] boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
@@ -291,15 +292,14 @@ vpci_boot() {
   stamp "boot $KREL with intel-iommu and two PCI functions (TCG)"
   local log=$WORK/vpci-boot.log start end
   start=$(date +%s.%N)
-  timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 2G \
-    -nographic -no-reboot -nic none -device intel-iommu \
+  qemu_boot "$log" timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg \
+    -cpu max -smp 2 -m 2G -nographic -no-reboot -nic none -device intel-iommu \
     -device pcie-root-port,id=rp1,chassis=1,slot=1 -device edu,bus=rp1 \
     -device pcie-root-port,id=rp2,chassis=2,slot=2 -device edu,bus=rp2 \
     -device pcie-root-port,id=rp3,chassis=3,slot=3 -device nvme-subsys,id=nvs \
     -device nvme,bus=rp3,serial=mlx5vf,subsys=nvs,sriov_max_vfs=1,sriov_vq_flexible=2,sriov_vi_flexible=1 \
     -kernel "$WORK/root/boot/vmlinuz-$KREL" -initrd "$WORK/vpci-initrd.cpio.gz" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=4 intel_iommu=on ${EXTRA_CMDLINE:-}" \
-    > "$log" 2>&1 || true
+    -append "console=ttyS0 panic=-1 quiet loglevel=4 intel_iommu=on ${EXTRA_CMDLINE:-}"
   end=$(date +%s.%N)
   tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
   echo "[rig] mlx5vf_pci boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"

@@ -315,6 +315,7 @@ step dirty-full-64b dirty_full 6 0 64
 step dirty-error-report dirty_error error-report EIO
 step dirty-error-silent dirty_error error-silent EIO
 step dirty-silent-firmware dirty_error silent ETIMEDOUT
+step dirty-event-storm dirty_error event-storm EIO
 step dirty-throughput dirty_throughput
 step dirty-tracked-migration tracked_migration
 step digests-equal-dirty digests_equal

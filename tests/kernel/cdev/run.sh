@@ -68,6 +68,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../qemu-boot.sh"
 ROOT=$(cd "$HERE/../../.." && pwd)
 WORK=${WORK:-$ROOT/target/cdev-rig}
 # The kernel source and build, outside the checkout so a fresh checkout (CI)
@@ -309,9 +310,9 @@ boot() {
     extra=(-device pci-testdev,addr=10.0)
     cmdline="$cmdline rig.noiommu"
   fi
-  timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 2G \
-    -nographic -no-reboot -nic none "${extra[@]}" -kernel "$BUILD/arch/x86/boot/bzImage" \
-    -initrd "$WORK/initrd.cpio.gz" -append "$cmdline" > "$log" 2>&1 || true
+  qemu_boot "$log" timeout "${BOOT_TIMEOUT:-600}" qemu-system-x86_64 -machine q35,accel=tcg \
+    -cpu max -smp 2 -m 2G -nographic -no-reboot -nic none "${extra[@]}" \
+    -kernel "$BUILD/arch/x86/boot/bzImage" -initrd "$WORK/initrd.cpio.gz" -append "$cmdline"
   end=$(date +%s.%N)
   tr -d '\r' < "$log" | grep -aE '^(@@|===|RIG |  )' || true
   echo "[cdev-rig] boot to power-off: $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"

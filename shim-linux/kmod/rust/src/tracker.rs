@@ -115,8 +115,10 @@ pub extern "C" fn mlx5vf_ksim_tracker_channel_open() -> c_int {
 }
 
 /// Arms a tracker fault: `kind` 0 none, 1 ERROR with a final CQE, 2 ERROR
-/// with only an object-change event, 3 silence; `after` report messages
-/// first. Returns 0 or `-EINVAL` for another kind.
+/// with only an object-change event, 3 silence, 4 object-change events in
+/// a loop (the tracker staying REPORTING); `after` report messages first
+/// (not for 4, which starts at once). Returns 0 or `-EINVAL` for another
+/// kind.
 #[unsafe(no_mangle)]
 pub extern "C" fn mlx5vf_ksim_tracker_fault(kind: u32, after: u64) -> c_int {
     let fault = match kind {
@@ -124,6 +126,7 @@ pub extern "C" fn mlx5vf_ksim_tracker_fault(kind: u32, after: u64) -> c_int {
         1 => TrackerFault::ErrorWithReport { after },
         2 => TrackerFault::ErrorSilently { after },
         3 => TrackerFault::Silent { after },
+        4 => TrackerFault::EventStorm,
         _ => return -EINVAL,
     };
     with_firmware(|fw| {
