@@ -1809,7 +1809,8 @@ int mlx5vf_sim_tracker_state(struct mlx5vf_sim *sim);
 /**
  * Arms a tracker fault: `kind` 0 none, 1 ERROR with a final CQE, 2 ERROR
  * with only an object-change event, 3 silence, 4 an untracked address,
- * 5 a spurious object-change event; `after` messages first.
+ * 5 a spurious object-change event, 6 object-change events in a loop;
+ * `after` messages first.
  *
  * # Safety
  * `sim` is null or live.
