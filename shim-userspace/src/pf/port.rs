@@ -770,6 +770,38 @@ impl<T: Transport> Inner<T> {
         result
     }
 
+    /// One look at the command in `slot`, for either waiter (a caller's
+    /// or the completion thread): `None` while pending, its first output
+    /// bytes once done. Every failure leaves the slot given up: the queue
+    /// already fatal (a command timed out, or health failed, in another
+    /// waiter: given up at once, not at this command's own deadline),
+    /// health failing while it waits, its own timeout (which makes the
+    /// queue fatal), or a bad entry.
+    fn poll_slot(
+        &self,
+        st: &mut State,
+        slot: u8,
+        signalled: bool,
+    ) -> Result<Option<[u8; INLINE_LEN]>, CmdqError> {
+        if let Some(e) = st.fatal {
+            st.queue.abandon(slot);
+            return Err(e);
+        }
+        match self.check(st, slot, signalled) {
+            Ok(Progress::Pending) => match self.health(st, false) {
+                Ok(()) => Ok(None),
+                Err(e) => {
+                    st.queue.abandon(slot);
+                    Err(e)
+                }
+            },
+            Ok(Progress::Done(head)) => Ok(Some(head)),
+            // A dead firmware explains a timeout better than the timeout.
+            Err(e @ CmdqError::Timeout { .. }) => Err(timed_out(self, st, e)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn wait(&self, posted: &Posted, output: &mut [u8]) -> Result<(), CmdqError> {
         let slot = posted.slot();
         let bit = 1u32 << slot;
@@ -777,25 +809,9 @@ impl<T: Transport> Inner<T> {
         loop {
             let signalled = self.transport.wait_completion(bit, step) & bit != 0;
             let mut st = lock(&self.state);
-            if let Some(e) = st.fatal {
-                // Another waiter found the queue fatal: this command is
-                // given up at once, not at its own deadline.
-                st.queue.abandon(slot);
-                st.counters.failed += 1;
-                return Err(e);
-            }
-            let verdict = self.check(&mut st, slot, signalled);
-            let verdict = match verdict {
-                Ok(Progress::Pending) => match self.health(&mut st, false) {
-                    Ok(()) => Ok(None),
-                    Err(e) => {
-                        st.queue.abandon(slot);
-                        Err(e)
-                    }
-                },
-                Ok(Progress::Done(head)) => self.gather(&st, posted, head, output).map(Some),
-                // A dead firmware explains a timeout better than the timeout.
-                Err(e @ CmdqError::Timeout { .. }) => Err(timed_out(self, &mut st, e)),
+            let verdict = match self.poll_slot(&mut st, slot, signalled) {
+                Ok(None) => Ok(None),
+                Ok(Some(head)) => self.gather(&st, posted, head, output).map(Some),
                 Err(e) => Err(e),
             };
             match verdict {
@@ -862,36 +878,19 @@ fn completions<T: Transport>(inner: &Inner<T>) {
                 };
                 let slot = posted.slot();
                 let opcode_err = |error| PfError::Queue { opcode, error };
-                let result = if let Some(e) = st.fatal {
-                    // The queue is fatal (a command timed out, or health
-                    // failed, in another waiter): give up at once rather
-                    // than wait out this command's own deadline.
-                    st.queue.abandon(slot);
-                    Err(opcode_err(e))
-                } else {
-                    match inner.check(&mut st, slot, signalled & (1 << slot) != 0) {
-                        Ok(Progress::Pending) => match inner.health(&mut st, false) {
-                            Ok(()) => {
-                                i += 1;
-                                continue;
-                            }
-                            Err(e) => {
-                                st.queue.abandon(slot);
-                                Err(opcode_err(e))
-                            }
-                        },
-                        Ok(Progress::Done(head)) => {
-                            let mut out = vec![0u8; outlen];
-                            inner
-                                .gather(&st, &posted, head, &mut out)
-                                .map(|()| out)
-                                .map_err(opcode_err)
-                        }
-                        Err(e @ CmdqError::Timeout { .. }) => {
-                            Err(opcode_err(timed_out(inner, &mut st, e)))
-                        }
-                        Err(e) => Err(opcode_err(e)),
+                let result = match inner.poll_slot(&mut st, slot, signalled & (1 << slot) != 0) {
+                    Ok(None) => {
+                        i += 1;
+                        continue;
                     }
+                    Ok(Some(head)) => {
+                        let mut out = vec![0u8; outlen];
+                        inner
+                            .gather(&st, &posted, head, &mut out)
+                            .map(|()| out)
+                            .map_err(opcode_err)
+                    }
+                    Err(e) => Err(opcode_err(e)),
                 };
                 if result.is_ok() {
                     st.counters.completed += 1;
