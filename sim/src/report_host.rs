@@ -61,23 +61,13 @@ impl HostChannel {
                 return Err(e.kind());
             }
         };
-        let undo = |hal: &mut H, mkey: Option<Mkey>| {
-            if let Some(m) = mkey {
-                let _ = hal.unmap_buffers(m, &[buffer]);
-            }
-            hal.free_buffer(buffer);
-            let _ = small_exec(hal, &DeallocPd { pd });
-        };
         let mkey = match hal.map_buffers(pd, &[buffer]) {
             Ok(m) => m,
             Err(e) => {
-                undo(hal, None);
+                hal.free_buffer(buffer);
+                let _ = small_exec(hal, &DeallocPd { pd });
                 return Err(e.kind());
             }
-        };
-        let Some(fw_qpn) = fw_open(hal, mkey) else {
-            undo(hal, Some(mkey));
-            return Err(HalErrorKind::Other);
         };
         let channel = Self {
             pd,
@@ -85,6 +75,10 @@ impl HostChannel {
             mkey,
             msg_size: req.msg_size,
             slots: req.slots,
+        };
+        let Some(fw_qpn) = fw_open(hal, mkey) else {
+            channel.close(hal);
+            return Err(HalErrorKind::Other);
         };
         Ok((channel, ReportChannel { fw_qpn }))
     }
