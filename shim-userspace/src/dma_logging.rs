@@ -121,29 +121,31 @@ pub fn start_problem(ranges: &[IovaRange], page_size: u64) -> Option<(Errno, Str
     sorted.sort_by_key(|r| r.iova);
     let mut previous: Option<(IovaRange, u64)> = None;
     for r in &sorted {
-        let named = format!("range {:#x}:{:#x}", r.iova, r.length);
+        // Formatted only for the range that breaks a rule.
+        let named = || format!("range {:#x}:{:#x}", r.iova, r.length);
         if r.length == 0 {
-            return Some((Errno::INVAL, format!("{named} is empty")));
+            return Some((Errno::INVAL, format!("{} is empty", named())));
         }
         if r.iova % page_size != 0 || r.length % page_size != 0 {
             return Some((
                 Errno::INVAL,
                 format!(
-                    "{named} is not aligned to the page size {page_size:#x} (start and length must be)"
+                    "{} is not aligned to the page size {page_size:#x} (start and length must be)",
+                    named()
                 ),
             ));
         }
         let Some(end) = r.iova.checked_add(r.length) else {
             return Some((
                 Errno::OVERFLOW,
-                format!("{named} runs past the end of the address space"),
+                format!("{} runs past the end of the address space", named()),
             ));
         };
         if let Some((p, p_end)) = previous {
             if r.iova < p_end {
                 return Some((
                     Errno::INVAL,
-                    format!("{named} overlaps range {:#x}:{:#x}", p.iova, p.length),
+                    format!("{} overlaps range {:#x}:{:#x}", named(), p.iova, p.length),
                 ));
             }
         }
