@@ -58,6 +58,22 @@ impl DirtyCtx {
     }
 }
 
+/// The device behind `dev` and the tracker behind `d`; `None` if either
+/// is null or not initialised storage.
+///
+/// # Safety
+/// `dev` is null or device storage; `d` as [`DirtyCtx::from_raw`].
+unsafe fn device_and_tracker<'a>(
+    dev: *mut mlx5vf_device,
+    d: *mut mlx5vf_dirty,
+) -> Option<(&'a Ctx, &'a mut DirtyTracker)> {
+    // SAFETY: `dev` is null or device storage (caller).
+    let c = unsafe { Ctx::from_raw(dev) }?;
+    // SAFETY: `d` is null or tracker storage (caller).
+    let tracker = unsafe { DirtyCtx::from_raw(d) }?;
+    Some((c, tracker))
+}
+
 /// Initialises tracker storage (logging off). No lock needed: nothing else
 /// uses the storage yet.
 ///
@@ -108,12 +124,8 @@ pub unsafe extern "C" fn mlx5vf_log_start(
     scratch: *mut c_void,
     scratch_len: usize,
 ) -> c_int {
-    // SAFETY: `dev` is null or device storage (caller).
-    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
-        return -MLX5VF_EINVAL;
-    };
-    // SAFETY: `d` is null or tracker storage (caller).
-    let Some(tracker) = (unsafe { DirtyCtx::from_raw(d) }) else {
+    // SAFETY: `dev` and `d` are null or their storage (caller).
+    let Some((c, tracker)) = (unsafe { device_and_tracker(dev, d) }) else {
         return -MLX5VF_EINVAL;
     };
     if ranges.is_null()
@@ -158,12 +170,8 @@ pub unsafe extern "C" fn mlx5vf_log_start(
 /// As `mlx5vf_log_start()`, for `dev` and `d`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mlx5vf_log_stop(dev: *mut mlx5vf_device, d: *mut mlx5vf_dirty) -> c_int {
-    // SAFETY: `dev` is null or device storage (caller).
-    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
-        return -MLX5VF_EINVAL;
-    };
-    // SAFETY: `d` is null or tracker storage (caller).
-    let Some(tracker) = (unsafe { DirtyCtx::from_raw(d) }) else {
+    // SAFETY: `dev` and `d` are null or their storage (caller).
+    let Some((c, tracker)) = (unsafe { device_and_tracker(dev, d) }) else {
         return -MLX5VF_EINVAL;
     };
     // SAFETY: the caller holds the lock.
@@ -186,12 +194,8 @@ pub unsafe extern "C" fn mlx5vf_log_stop(dev: *mut mlx5vf_device, d: *mut mlx5vf
 /// As `mlx5vf_log_start()`, for `dev` and `d`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mlx5vf_log_detach(dev: *mut mlx5vf_device, d: *mut mlx5vf_dirty) -> c_int {
-    // SAFETY: `dev` is null or device storage (caller).
-    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
-        return -MLX5VF_EINVAL;
-    };
-    // SAFETY: `d` is null or tracker storage (caller).
-    let Some(tracker) = (unsafe { DirtyCtx::from_raw(d) }) else {
+    // SAFETY: `dev` and `d` are null or their storage (caller).
+    let Some((c, tracker)) = (unsafe { device_and_tracker(dev, d) }) else {
         return -MLX5VF_EINVAL;
     };
     // SAFETY: the caller holds the lock.
@@ -242,12 +246,8 @@ pub unsafe extern "C" fn mlx5vf_log_read_and_clear(
     set_dirty: Option<unsafe extern "C" fn(ctx: *mut c_void, iova: u64, length: u64)>,
     set_ctx: *mut c_void,
 ) -> c_int {
-    // SAFETY: `dev` is null or device storage (caller).
-    let Some(c) = (unsafe { Ctx::from_raw(dev) }) else {
-        return -MLX5VF_EINVAL;
-    };
-    // SAFETY: `d` is null or tracker storage (caller).
-    let Some(tracker) = (unsafe { DirtyCtx::from_raw(d) }) else {
+    // SAFETY: `dev` and `d` are null or their storage (caller).
+    let Some((c, tracker)) = (unsafe { device_and_tracker(dev, d) }) else {
         return -MLX5VF_EINVAL;
     };
     let Some(set) = set_dirty else {
